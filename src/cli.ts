@@ -1,0 +1,33 @@
+#!/usr/bin/env node
+/**
+ * The `edgetoken` executable. Kept tiny: it wires the process to {@link main} and nothing else, so a
+ * cached `token` loads only what that command needs.
+ */
+import { main } from './cli/main.js'
+
+const controller = new AbortController()
+let stops = 0
+const onSignal = (sig: NodeJS.Signals) => {
+  stops += 1
+  // A second Ctrl-C means "now": the first one asked the command to stop cleanly.
+  if (stops > 1) process.exit(130)
+  controller.abort(sig)
+}
+process.on('SIGINT', onSignal)
+process.on('SIGTERM', onSignal)
+// A closed pipe (`edgetoken token | head -c0`) is not an error worth a stack trace.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0)
+})
+
+const code = await main({
+  argv: process.argv.slice(2),
+  env: process.env,
+  stdin: process.stdin,
+  stdout: process.stdout,
+  stderr: process.stderr,
+  signal: controller.signal,
+})
+process.exitCode = code
+// Commands close what they open; this only guards against a stray handle keeping a script waiting.
+setTimeout(() => process.exit(code), 2000).unref()

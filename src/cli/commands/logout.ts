@@ -1,0 +1,11 @@
+/** `edgetoken logout`: not implemented yet. */
+import { EdgeTokenError } from '../../errors.js'
+import type { CommandModule } from '../context.js'
+
+const command: CommandModule = {
+  help: 'Usage: edgetoken logout [options]\n\nNot implemented yet.',
+  async run() {
+    throw new EdgeTokenError('ERR_INTERNAL', "'logout' is not implemented yet")
+  },
+}
+export default command

@@ -1,0 +1,11 @@
+/** `edgetoken status`: not implemented yet. */
+import { EdgeTokenError } from '../../errors.js'
+import type { CommandModule } from '../context.js'
+
+const command: CommandModule = {
+  help: 'Usage: edgetoken status [options]\n\nNot implemented yet.',
+  async run() {
+    throw new EdgeTokenError('ERR_INTERNAL', "'status' is not implemented yet")
+  },
+}
+export default command

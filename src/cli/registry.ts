@@ -1,0 +1,79 @@
+/**
+ * The command table. Options are declared here, not in the command modules, so argv can be parsed
+ * and checked without importing any command: each command's module (and whatever heavy library it
+ * needs) is loaded only when that command runs.
+ */
+import type { CommandModule, OptionSpec } from './context.js'
+
+/** A registered command. */
+export interface CommandEntry {
+  /** One line for the command list. */
+  readonly summary: string
+  /** Options this command accepts besides the global ones. */
+  readonly options: OptionSpec
+  /** Loads the command's module. */
+  readonly load: () => Promise<{ default: CommandModule }>
+}
+
+/** Options every command accepts. */
+export const GLOBAL_OPTIONS: OptionSpec = {
+  config: { type: 'string' },
+  'state-dir': { type: 'string' },
+  json: { type: 'boolean' },
+  debug: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+  version: { type: 'boolean' },
+}
+
+/** Every command of the contract, plus `serve-api`. */
+export const COMMANDS: Readonly<Record<string, CommandEntry>> = {
+  login: {
+    summary: 'sign this device in with the device authorization grant (RFC 8628)',
+    options: { display: { type: 'string' }, 'timeout-seconds': { type: 'string' } },
+    load: () => import('./commands/login.js'),
+  },
+  token: {
+    summary: 'print a valid access token, refreshing silently when needed',
+    options: {
+      scope: { type: 'string', multiple: true },
+      'min-ttl-seconds': { type: 'string' },
+      'force-refresh': { type: 'boolean' },
+    },
+    load: () => import('./commands/token.js'),
+  },
+  status: {
+    summary: 'show the account, token expiry and telemetry spool',
+    options: {},
+    load: () => import('./commands/status.js'),
+  },
+  logout: {
+    summary: "revoke and remove the account's tokens",
+    options: {},
+    load: () => import('./commands/logout.js'),
+  },
+  send: {
+    summary: 'append NDJSON records from stdin to the durable spool',
+    options: { 'on-invalid': { type: 'string' } },
+    load: () => import('./commands/send.js'),
+  },
+  upload: {
+    summary: 'upload everything pending in the spool, then exit',
+    options: {},
+    load: () => import('./commands/upload.js'),
+  },
+  run: {
+    summary: 'the daemon: silent renewal, MQTT ingest and upload until SIGTERM',
+    options: {},
+    load: () => import('./commands/run.js'),
+  },
+  'serve-api': {
+    summary: 'run the reference protected telemetry API (validates bearer JWTs)',
+    options: {
+      port: { type: 'string' },
+      host: { type: 'string' },
+      issuer: { type: 'string' },
+      audience: { type: 'string' },
+    },
+    load: () => import('./commands/serve-api.js'),
+  },
+}
