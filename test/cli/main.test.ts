@@ -1,0 +1,92 @@
+import assert from 'node:assert/strict'
+import { readFileSync } from 'node:fs'
+import { PassThrough } from 'node:stream'
+import { describe, test } from 'node:test'
+import { ExitCode, exitCodeFor } from '../../src/cli/exit-codes.js'
+import { main } from '../../src/cli/main.js'
+import { COMMANDS } from '../../src/cli/registry.js'
+import { VERSION } from '../../src/version.js'
+
+async function run(argv: string[]) {
+  const stdout = new PassThrough()
+  const stderr = new PassThrough()
+  let out = ''
+  let err = ''
+  stdout.on('data', (d) => {
+    out += d
+  })
+  stderr.on('data', (d) => {
+    err += d
+  })
+  const code = await main({
+    argv,
+    env: {},
+    stdin: new PassThrough(),
+    stdout,
+    stderr,
+    signal: new AbortController().signal,
+  })
+  return { code, out, err }
+}
+
+describe('cli dispatch', () => {
+  test('--version prints the package version', async () => {
+    const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
+      version: string
+    }
+    assert.equal(VERSION, pkg.version)
+    const r = await run(['--version'])
+    assert.equal(r.code, 0)
+    assert.equal(r.out, `${VERSION}\n`)
+  })
+
+  test('no command prints usage to stderr and exits 2; --help exits 0', async () => {
+    const r = await run([])
+    assert.equal(r.code, ExitCode.usage)
+    assert.match(r.err, /Usage: edgetoken/)
+    const h = await run(['--help'])
+    assert.equal(h.code, 0)
+    assert.match(h.out, /Exit codes/)
+  })
+
+  test('every command answers --help with exit 0', async () => {
+    for (const name of Object.keys(COMMANDS)) {
+      const r = await run([name, '--help'])
+      assert.equal(r.code, 0, name)
+      assert.match(r.out, new RegExp(`edgetoken ${name}`), name)
+    }
+  })
+
+  test('unknown command and unknown option are usage errors (exit 2), one line, no stack', async () => {
+    for (const argv of [['frobnicate'], ['token', '--bogus'], ['login', '--scope', 'x']]) {
+      const r = await run(argv)
+      assert.equal(r.code, 2, argv.join(' '))
+      assert.equal(r.err.trim().split('\n').length, 1)
+      assert.doesNotMatch(r.err, /\n\s+at /)
+    }
+  })
+
+  test('with --json a usage error is an NDJSON error event on stdout', async () => {
+    const r = await run(['frobnicate', '--json'])
+    assert.equal(r.code, 2)
+    const event = JSON.parse(r.out.trim()) as Record<string, unknown>
+    assert.equal(event.event, 'error')
+    assert.equal(event.code, 'config')
+  })
+
+  test('options may stand before the command', async () => {
+    const r = await run(['--json', 'status', '--help'])
+    assert.equal(r.code, 0)
+  })
+
+  test('exit codes follow the contract', () => {
+    assert.equal(exitCodeFor('config'), 2)
+    assert.equal(exitCodeFor('signin_required'), 3)
+    assert.equal(exitCodeFor('denied'), 4)
+    assert.equal(exitCodeFor('expired'), 4)
+    assert.equal(exitCodeFor('cancelled'), 4)
+    assert.equal(exitCodeFor('unavailable'), 5)
+    assert.equal(exitCodeFor('store'), 6)
+    assert.equal(exitCodeFor('internal'), 1)
+  })
+})
