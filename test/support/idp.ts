@@ -1,0 +1,351 @@
+/**
+ * A real OpenID Provider (oidc-provider 9) on 127.0.0.1 for tests: device flow, refresh-token
+ * rotation, JWT access tokens for one protected API, private_key_jwt client credentials,
+ * revocation and introspection.
+ *
+ * A middleware adds what oidc-provider does not do by itself, so clients can be tested against it:
+ * an `interval` in the device authorization response, `slow_down` for early polls, an exact
+ * device-code lifetime, and a record of every poll and every secret issued.
+ *
+ * @see https://www.rfc-editor.org/rfc/rfc8628 (device authorization grant)
+ */
+import { randomBytes, randomUUID } from 'node:crypto'
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
+import { exportJWK, generateKeyPair, type JWK, type JWTPayload, SignJWT } from 'jose'
+import type { ProviderContext } from 'oidc-provider'
+import { closeServer, listen, sha256Hex } from './net.js'
+import { silenceOidcProviderNotices } from './quiet.js'
+
+/** Options of {@link startTestIdp}. */
+export interface TestIdpOptions {
+  /** Lifetime of access tokens (device, refresh and client-credentials grants). Default 300. */
+  accessTokenTtlSeconds?: number
+  /** Lifetime of device codes, enforced to the millisecond. Default 600. */
+  deviceCodeTtlSeconds?: number
+  /** Lifetime of refresh tokens. Default 86400. */
+  refreshTokenTtlSeconds?: number
+  /** `interval` added to the /device/auth response; `null` sends none. Default 5. */
+  interval?: number | null
+  /**
+   * Answer a poll that comes sooner than `interval` seconds after the previous poll of the same
+   * device_code with `400 {"error":"slow_down"}` (RFC 8628 §3.5). Default false.
+   */
+  slowDown?: boolean
+}
+
+/** One device_code grant request seen at the token endpoint. */
+export interface PollRecord {
+  /** When the poll arrived (`Date.now()` milliseconds). */
+  at: number
+  /** SHA-256 hex of the device_code, so tests can group polls without holding the secret. */
+  deviceCodeHash: string
+  /** The HTTP status answered. */
+  status: number
+  /** The OAuth `error` answered, if any. */
+  error?: string
+}
+
+/** Secrets the IdP has handed out, for "no secret leaked" assertions. */
+export interface IssuedSecrets {
+  deviceCodes: string[]
+  userCodes: string[]
+  accessTokens: string[]
+  refreshTokens: string[]
+  idTokens: string[]
+}
+
+/** A running test IdP; see {@link startTestIdp}. */
+export interface TestIdp {
+  /** `http://127.0.0.1:PORT`. */
+  issuer: string
+  /** The port it listens on. */
+  port: number
+  /**
+   * `edgetoken-device`: a public client (no authentication) allowed the device_code,
+   * refresh_token and authorization_code grants (redirect `http://127.0.0.1/cb`, PKCE required).
+   */
+  publicClientId: string
+  /** `edgetoken-service`: authenticates with private_key_jwt (ES256), client_credentials grant. */
+  confidentialClient: { clientId: string; privateJwk: JWK; publicJwk: JWK; alg: 'ES256' }
+  /** The protected API's resource indicator and `aud`: `https://telemetry.test`. */
+  audience: string
+  /** A second resource the IdP also issues `telemetry:write` tokens for, to test audience checks. */
+  otherAudience: string
+  /** The scope of the protected API: `telemetry:write`. */
+  apiScope: string
+  /** Every secret issued so far. */
+  issued: IssuedSecrets
+  /** Every device_code grant request at the token endpoint, in order. */
+  polls: PollRecord[]
+  /** How many refresh_token grant requests arrived. */
+  refreshes: number
+  /** Changes the `interval` sent in later device authorization responses (and used by slow_down). */
+  setInterval(seconds: number | null): void
+  /** Turns slow_down answers on or off. */
+  setSlowDown(on: boolean): void
+  /**
+   * Signs an access token with the IdP's own key, for claims a real grant cannot produce
+   * (already expired, no scope). Defaults: this issuer, the API audience, `sub` `device-user`,
+   * scope `telemetry:write`, issued now, expiring after the access token TTL; a claim set to
+   * `undefined` is left out.
+   */
+  signAccessToken(claims?: JWTPayload): Promise<string>
+  /** Stops the server. */
+  close(): Promise<void>
+}
+
+const PUBLIC_CLIENT_ID = 'edgetoken-device'
+const CONFIDENTIAL_CLIENT_ID = 'edgetoken-service'
+const AUDIENCE = 'https://telemetry.test'
+const OTHER_AUDIENCE = 'https://other.test'
+const API_SCOPE = 'telemetry:write'
+const DEVICE_CODE_GRANT = 'urn:ietf:params:oauth:grant-type:device_code'
+// RFC 8628 §3.5: a client that got no interval waits 5 seconds; slow_down uses the same default.
+const DEFAULT_INTERVAL_SECONDS = 5
+
+type ProviderModule = typeof import('oidc-provider')
+let providerModule: Promise<ProviderModule> | undefined
+
+function loadProvider(): Promise<ProviderModule> {
+  // The runtime warning is printed while the module is evaluated, so silence first, then import.
+  silenceOidcProviderNotices()
+  providerModule ??= import('oidc-provider')
+  return providerModule
+}
+
+interface DeviceCodeState {
+  expiresAt: number
+  lastPollAt: number | undefined
+}
+
+function record(value: unknown): Record<string, unknown> | undefined {
+  return typeof value === 'object' && value !== null && !Array.isArray(value)
+    ? (value as Record<string, unknown>)
+    : undefined
+}
+
+/**
+ * Starts an oidc-provider IdP on a free 127.0.0.1 port.
+ *
+ * @param options - lifetimes, interval and slow_down behaviour.
+ * @returns the running IdP; call `close()` when done.
+ * @example
+ * ```ts
+ * const idp = await startTestIdp({ deviceCodeTtlSeconds: 3 })
+ * t.after(() => idp.close())
+ * ```
+ */
+export async function startTestIdp(options: TestIdpOptions = {}): Promise<TestIdp> {
+  const accessTokenTtl = options.accessTokenTtlSeconds ?? 300
+  const deviceCodeTtl = options.deviceCodeTtlSeconds ?? 600
+  const refreshTokenTtl = options.refreshTokenTtlSeconds ?? 86400
+  let interval = options.interval === undefined ? DEFAULT_INTERVAL_SECONDS : options.interval
+  let slowDown = options.slowDown ?? false
+
+  const [{ default: Provider, errors }, signing, client] = await Promise.all([
+    loadProvider(),
+    generateKeyPair('ES256', { extractable: true }),
+    generateKeyPair('ES256', { extractable: true }),
+  ])
+  const signingKid = randomBytes(8).toString('hex')
+  const signingJwk = {
+    ...(await exportJWK(signing.privateKey)),
+    kid: signingKid,
+    alg: 'ES256',
+    use: 'sig',
+  }
+  const clientKid = randomBytes(8).toString('hex')
+  const privateJwk: JWK = { ...(await exportJWK(client.privateKey)), kid: clientKid, alg: 'ES256' }
+  const publicJwk: JWK = { ...(await exportJWK(client.publicKey)), kid: clientKid, alg: 'ES256' }
+
+  let handler: ((req: IncomingMessage, res: ServerResponse) => void) | undefined
+  const server = createServer((req, res) => {
+    if (handler) handler(req, res)
+    else res.writeHead(503).end()
+  })
+  const port = await listen(server)
+  const issuer = `http://127.0.0.1:${port}`
+
+  const resourceServer = (audience: string) => ({
+    audience,
+    scope: API_SCOPE,
+    accessTokenFormat: 'jwt',
+    accessTokenTTL: accessTokenTtl,
+    jwt: { sign: { alg: 'ES256' } },
+  })
+
+  const provider = new Provider(issuer, {
+    clients: [
+      {
+        client_id: PUBLIC_CLIENT_ID,
+        client_name: 'edgetoken test device',
+        application_type: 'native',
+        token_endpoint_auth_method: 'none',
+        grant_types: [DEVICE_CODE_GRANT, 'refresh_token', 'authorization_code'],
+        response_types: ['code'],
+        redirect_uris: ['http://127.0.0.1/cb'],
+      },
+      {
+        client_id: CONFIDENTIAL_CLIENT_ID,
+        token_endpoint_auth_method: 'private_key_jwt',
+        token_endpoint_auth_signing_alg: 'ES256',
+        jwks: { keys: [publicJwk] },
+        grant_types: ['client_credentials'],
+        response_types: [],
+        redirect_uris: [],
+      },
+    ],
+    jwks: { keys: [signingJwk] },
+    cookies: { keys: [randomBytes(16).toString('hex')] },
+    clientDefaults: { id_token_signed_response_alg: 'ES256' },
+    scopes: ['openid', 'offline_access', 'profile'],
+    claims: { openid: ['sub'], profile: ['name', 'preferred_username'] },
+    findAccount: (_ctx: unknown, sub: string) => ({
+      accountId: sub,
+      claims: () => ({ sub, name: sub, preferred_username: sub }),
+    }),
+    rotateRefreshToken: true,
+    ttl: {
+      AccessToken: () => accessTokenTtl,
+      ClientCredentials: () => accessTokenTtl,
+      // One second more than advertised: oidc-provider rounds `iat` down to the second, which
+      // would end the code up to a second early. The middleware enforces the exact lifetime.
+      DeviceCode: () => deviceCodeTtl + 1,
+      RefreshToken: () => refreshTokenTtl,
+      Grant: () => refreshTokenTtl,
+      IdToken: () => 3600,
+      Interaction: () => 3600,
+      Session: () => 86400,
+      AuthorizationCode: () => 60,
+    },
+    features: {
+      deviceFlow: { enabled: true },
+      clientCredentials: { enabled: true },
+      revocation: { enabled: true },
+      introspection: { enabled: true },
+      devInteractions: { enabled: true },
+      resourceIndicators: {
+        enabled: true,
+        defaultResource: () => AUDIENCE,
+        useGrantedResource: () => true,
+        getResourceServerInfo: (_ctx: unknown, resource: string) => {
+          if (resource === AUDIENCE || resource === OTHER_AUDIENCE) return resourceServer(resource)
+          throw new errors.InvalidTarget()
+        },
+      },
+    },
+  })
+
+  const issued: IssuedSecrets = {
+    deviceCodes: [],
+    userCodes: [],
+    accessTokens: [],
+    refreshTokens: [],
+    idTokens: [],
+  }
+  const polls: PollRecord[] = []
+  const deviceCodes = new Map<string, DeviceCodeState>()
+  let refreshes = 0
+
+  const onDeviceAuthorization = (ctx: ProviderContext) => {
+    const body = record(ctx.body)
+    if (ctx.status !== 200 || !body || typeof body.device_code !== 'string') return
+    issued.deviceCodes.push(body.device_code)
+    if (typeof body.user_code === 'string') issued.userCodes.push(body.user_code)
+    deviceCodes.set(sha256Hex(body.device_code), {
+      expiresAt: Date.now() + deviceCodeTtl * 1000,
+      lastPollAt: undefined,
+    })
+    body.expires_in = deviceCodeTtl
+    if (interval !== null) body.interval = interval
+  }
+
+  const onDeviceCodePoll = (ctx: ProviderContext, deviceCode: unknown, at: number) => {
+    const hash = typeof deviceCode === 'string' ? sha256Hex(deviceCode) : ''
+    const state = deviceCodes.get(hash)
+    if (state) {
+      if (at >= state.expiresAt) {
+        // RFC 8628 §3.5 expired_token, exactly at the advertised lifetime (see ttl.DeviceCode).
+        ctx.status = 400
+        ctx.body = { error: 'expired_token', error_description: 'device code is expired' }
+      } else if (
+        slowDown &&
+        record(ctx.body)?.error === 'authorization_pending' &&
+        state.lastPollAt !== undefined &&
+        at - state.lastPollAt < (interval ?? DEFAULT_INTERVAL_SECONDS) * 1000
+      ) {
+        ctx.status = 400
+        ctx.body = { error: 'slow_down', error_description: 'polling too frequently' }
+      }
+      state.lastPollAt = at
+    }
+    const error = record(ctx.body)?.error
+    polls.push({
+      at,
+      deviceCodeHash: hash,
+      status: ctx.status,
+      ...(typeof error === 'string' ? { error } : {}),
+    })
+  }
+
+  const onTokenResponse = (ctx: ProviderContext) => {
+    const body = record(ctx.body)
+    if (ctx.status !== 200 || !body) return
+    if (typeof body.access_token === 'string') issued.accessTokens.push(body.access_token)
+    if (typeof body.refresh_token === 'string') issued.refreshTokens.push(body.refresh_token)
+    if (typeof body.id_token === 'string') issued.idTokens.push(body.id_token)
+  }
+
+  provider.use(async (ctx, next) => {
+    const at = Date.now()
+    await next()
+    if (ctx.method !== 'POST') return
+    if (ctx.path === '/device/auth') {
+      onDeviceAuthorization(ctx)
+    } else if (ctx.path === '/token') {
+      const params = ctx.oidc?.params
+      if (params?.grant_type === DEVICE_CODE_GRANT) onDeviceCodePoll(ctx, params.device_code, at)
+      else if (params?.grant_type === 'refresh_token') refreshes += 1
+      onTokenResponse(ctx)
+    }
+  })
+  handler = provider.callback()
+
+  return {
+    issuer,
+    port,
+    publicClientId: PUBLIC_CLIENT_ID,
+    confidentialClient: { clientId: CONFIDENTIAL_CLIENT_ID, privateJwk, publicJwk, alg: 'ES256' },
+    audience: AUDIENCE,
+    otherAudience: OTHER_AUDIENCE,
+    apiScope: API_SCOPE,
+    issued,
+    polls,
+    get refreshes() {
+      return refreshes
+    },
+    setInterval(seconds: number | null) {
+      interval = seconds
+    },
+    setSlowDown(on: boolean) {
+      slowDown = on
+    },
+    signAccessToken(claims: JWTPayload = {}) {
+      const now = Math.floor(Date.now() / 1000)
+      return new SignJWT({
+        iss: issuer,
+        aud: AUDIENCE,
+        sub: 'device-user',
+        scope: API_SCOPE,
+        client_id: PUBLIC_CLIENT_ID,
+        jti: randomUUID(),
+        iat: now,
+        exp: now + accessTokenTtl,
+        ...claims,
+      })
+        .setProtectedHeader({ alg: 'ES256', typ: 'at+jwt', kid: signingKid })
+        .sign(signing.privateKey)
+    },
+    close: () => closeServer(server),
+  }
+}
