@@ -1,0 +1,1 @@
+"""Pure, hardware-free logic of the edgetoken companion display (parse, layout, QR)."""
