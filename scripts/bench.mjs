@@ -1,0 +1,23 @@
+#!/usr/bin/env node
+// Runs every scripts/bench-*.mjs in turn. Benchmarks print figures; they never fail on a number.
+// `npm run bench -- token` runs only the benchmarks whose name contains "token".
+import { spawnSync } from 'node:child_process'
+import { readdirSync } from 'node:fs'
+import { join } from 'node:path'
+
+const dir = new URL('.', import.meta.url).pathname
+const filter = process.argv[2] ?? ''
+const benches = readdirSync(dir)
+  .filter((f) => /^bench-.+\.mjs$/.test(f) && f.includes(filter))
+  .sort()
+if (benches.length === 0) {
+  console.error(`no benchmark matches '${filter}'`)
+  process.exit(2)
+}
+let failed = 0
+for (const file of benches) {
+  console.log(`\n## ${file}`)
+  const res = spawnSync(process.execPath, [join(dir, file)], { stdio: 'inherit' })
+  if (res.status !== 0) failed += 1
+}
+process.exit(failed === 0 ? 0 : 1)
