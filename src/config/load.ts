@@ -1,0 +1,225 @@
+/**
+ * Configuration loading: flags over `EDGETOKEN_*` environment over the JSON config file over
+ * defaults, every value checked by hand (see ./rules.ts) and the result frozen.
+ *
+ * Cheap on purpose: it runs on the cached `token` path, so it imports only node built-ins.
+ *
+ * @packageDocumentation
+ */
+import { access, readFile } from 'node:fs/promises'
+import { homedir, hostname } from 'node:os'
+import { dirname, join, resolve } from 'node:path'
+import type { OptionValues } from '../cli/context.js'
+import { ConfigError } from '../errors.js'
+import { checkTogether, envLayer, fileLayer, flagLayer, type Layer, RULES } from './rules.js'
+import type { DisplayName, EdgeTokenConfig, MqttConfig, TelemetryConfig } from './types.js'
+
+/** Where configuration comes from. */
+export interface LoadConfigSource {
+  /** Parsed flags (`--config`, `--state-dir`, `--display`, `--timeout-seconds`). */
+  readonly options: OptionValues
+  /** The environment (`EDGETOKEN_*`, `STATE_DIRECTORY`, `XDG_*`, `HOME`). */
+  readonly env: NodeJS.ProcessEnv
+  /** The directory relative paths given in flags or environment are resolved against. Default: the cwd. */
+  readonly cwd?: string
+}
+
+/** Scopes requested when none are configured. */
+export const DEFAULT_SCOPES: readonly string[] = Object.freeze(['openid', 'profile', 'offline_access'])
+/** The default MQTT topic prefix. */
+export const DEFAULT_TOPIC_PREFIX = 'edgetoken'
+/** Default telemetry batching and spool settings. */
+export const DEFAULT_TELEMETRY: TelemetryConfig = Object.freeze({
+  batchMaxRecords: 500,
+  lingerMs: 1000,
+  spoolMaxBytes: 64 * 1024 * 1024,
+})
+
+const MAX_CONFIG_BYTES = 1024 * 1024
+
+/**
+ * Loads and validates the configuration.
+ *
+ * Order for every key: flag > `EDGETOKEN_*` environment > config file > default. The config file is
+ * `--config`, else `EDGETOKEN_CONFIG`, else the first that exists of
+ * `$XDG_CONFIG_HOME/edgetoken/config.json` (`~/.config/edgetoken/config.json`) and
+ * `/etc/edgetoken/config.json`; without one, only environment and defaults apply.
+ * Relative paths in the file are relative to the file.
+ *
+ * @param source - flags and environment.
+ * @returns the frozen configuration.
+ * @throws ConfigError (`ERR_CONFIG`, or `ERR_INSECURE_URL` for an http authority or endpoint to a
+ *   non-loopback host) whose message names the key: `config: mqtt.url must be an mqtt:// or mqtts:// URL`.
+ * @example
+ * ```ts
+ * const config = await loadConfig({ options: ctx.options, env: process.env })
+ * const { authority, clientId, scopes } = requireIdentity(config)
+ * ```
+ */
+export async function loadConfig(source: LoadConfigSource): Promise<EdgeTokenConfig> {
+  const { env, options } = source
+  const cwd = source.cwd ?? process.cwd()
+  const flags = flagLayer(options, cwd)
+  const environment = envLayer(env, cwd)
+  const configFile = await findConfigFile(options, env, cwd)
+  const file = configFile ? fileLayer(await readConfigFile(configFile), dirname(configFile)) : new Map()
+
+  const merged: Layer = new Map()
+  for (const rule of RULES) {
+    const picked = flags.get(rule.key) ?? environment.get(rule.key) ?? file.get(rule.key)
+    if (picked) merged.set(rule.key, picked)
+  }
+  checkTogether(merged)
+  const value = <T>(key: string): T | undefined => merged.get(key)?.value as T | undefined
+
+  const scopes = [...(value<string[]>('scopes') ?? DEFAULT_SCOPES)]
+  // RFC 8628 devices sign in once and live on refresh tokens: always ask for one.
+  if (!scopes.includes('offline_access')) scopes.push('offline_access')
+
+  const mqttUrl = value<string>('mqtt.url')
+  const mqtt: MqttConfig | undefined = mqttUrl
+    ? {
+        url: mqttUrl,
+        topicPrefix: value<string>('mqtt.topicPrefix') ?? DEFAULT_TOPIC_PREFIX,
+        caFile: value<string>('mqtt.caFile'),
+        certFile: value<string>('mqtt.certFile'),
+        keyFile: value<string>('mqtt.keyFile'),
+        username: value<string>('mqtt.username'),
+        password: value<string>('mqtt.password'),
+        protocolVersion: value<4 | 5>('mqtt.protocolVersion'),
+        allowPair: value<boolean>('mqtt.allowPair') ?? false,
+      }
+    : undefined
+  const display: readonly DisplayName[] =
+    value<DisplayName[]>('display') ?? (mqtt ? ['console', 'qr', 'mqtt'] : ['console', 'qr'])
+
+  const config: EdgeTokenConfig = {
+    configFile,
+    authority: value<string>('authority'),
+    clientId: value<string>('clientId'),
+    scopes: [...new Set(scopes)],
+    deviceId: value<string>('deviceId') ?? defaultDeviceId(hostname()),
+    stateDir: value<string>('stateDir') ?? defaultStateDir(env),
+    keyFile: value<string>('keyFile'),
+    display,
+    timeoutSeconds: value<number>('timeoutSeconds'),
+    mqtt,
+    telemetry: {
+      endpoint: value<string>('telemetry.endpoint'),
+      batchMaxRecords: value<number>('telemetry.batchMaxRecords') ?? DEFAULT_TELEMETRY.batchMaxRecords,
+      lingerMs: value<number>('telemetry.lingerMs') ?? DEFAULT_TELEMETRY.lingerMs,
+      spoolMaxBytes: value<number>('telemetry.spoolMaxBytes') ?? DEFAULT_TELEMETRY.spoolMaxBytes,
+    },
+  }
+  return deepFreeze(config)
+}
+
+/**
+ * The identity a sign-in needs, or a config error naming what is missing.
+ *
+ * @param config - the loaded configuration.
+ * @returns authority, client id and scopes.
+ * @throws ConfigError `config: authority is not set ...` / `config: clientId is not set ...`.
+ */
+export function requireIdentity(config: EdgeTokenConfig): {
+  authority: string
+  clientId: string
+  scopes: readonly string[]
+} {
+  if (config.authority === undefined) {
+    throw new ConfigError('config: authority is not set (config file key authority or EDGETOKEN_AUTHORITY)', {
+      key: 'authority',
+    })
+  }
+  if (config.clientId === undefined) {
+    throw new ConfigError('config: clientId is not set (config file key clientId or EDGETOKEN_CLIENT_ID)', {
+      key: 'clientId',
+    })
+  }
+  return { authority: config.authority, clientId: config.clientId, scopes: config.scopes }
+}
+
+/**
+ * A device id from a host name: characters outside `[A-Za-z0-9_-]` become `-` (dots too, so a
+ * fully qualified name stays one MQTT topic level).
+ *
+ * @param host - the host name.
+ * @returns a topic-safe id of at most 64 characters, `edgetoken-device` when nothing is left.
+ */
+export function defaultDeviceId(host: string): string {
+  const id = host
+    .replace(/[^A-Za-z0-9_-]+/g, '-')
+    .replace(/^-+|-+$/g, '')
+    .slice(0, 64)
+  return id.length > 0 ? id : 'edgetoken-device'
+}
+
+/**
+ * The state directory when none is configured: systemd's `$STATE_DIRECTORY` (its first entry),
+ * else `$XDG_DATA_HOME/edgetoken`, else `~/.local/share/edgetoken`.
+ *
+ * @param env - the environment.
+ * @returns an absolute path.
+ */
+export function defaultStateDir(env: NodeJS.ProcessEnv): string {
+  const systemd = env.STATE_DIRECTORY?.split(':')[0]
+  if (systemd) return resolve(systemd)
+  if (env.XDG_DATA_HOME) return resolve(env.XDG_DATA_HOME, 'edgetoken')
+  return join(env.HOME || homedir(), '.local', 'share', 'edgetoken')
+}
+
+async function findConfigFile(
+  options: OptionValues,
+  env: NodeJS.ProcessEnv,
+  cwd: string,
+): Promise<string | undefined> {
+  const explicit = typeof options.config === 'string' ? options.config : env.EDGETOKEN_CONFIG || undefined
+  if (explicit !== undefined) return resolve(cwd, explicit)
+  const home = env.HOME || homedir()
+  const candidates = [
+    join(env.XDG_CONFIG_HOME || join(home, '.config'), 'edgetoken', 'config.json'),
+    '/etc/edgetoken/config.json',
+  ]
+  for (const candidate of candidates) {
+    try {
+      await access(candidate)
+      return candidate
+    } catch {
+      // Not there (or not readable): the next candidate, then environment and defaults only.
+    }
+  }
+  return undefined
+}
+
+async function readConfigFile(file: string): Promise<unknown> {
+  let text: string
+  try {
+    const bytes = await readFile(file)
+    if (bytes.length > MAX_CONFIG_BYTES) {
+      throw new ConfigError(`config: ${file} is larger than 1 MiB`, { key: 'config' })
+    }
+    text = bytes.toString('utf8').replace(/^\uFEFF/, '')
+  } catch (err) {
+    if (err instanceof ConfigError) throw err
+    const code = (err as NodeJS.ErrnoException).code
+    const why = code === 'ENOENT' ? 'not found' : code === 'EACCES' ? 'permission denied' : (code ?? 'error')
+    throw new ConfigError(`config: cannot read the config file ${file} (${why})`, {
+      key: 'config',
+      cause: err,
+    })
+  }
+  try {
+    return JSON.parse(text) as unknown
+  } catch (err) {
+    const detail = (err as Error).message.replace(/\s+/g, ' ').slice(0, 120)
+    throw new ConfigError(`config: ${file} is not valid JSON (${detail})`, { key: 'config', cause: err })
+  }
+}
+
+function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
+    Object.freeze(value)
+    for (const v of Object.values(value)) deepFreeze(v)
+  }
+  return value
+}

@@ -1,0 +1,74 @@
+/**
+ * The resolved configuration every command works from. Types only, so any layer may import them.
+ *
+ * @packageDocumentation
+ */
+
+/** A login display: the terminal text, a terminal QR code, or the MQTT companion-display relay. */
+export type DisplayName = 'console' | 'qr' | 'mqtt'
+
+/** Every display name, in the order they are shown. */
+export const DISPLAY_NAMES: readonly DisplayName[] = Object.freeze(['console', 'qr', 'mqtt'])
+
+/** MQTT connection settings (the companion-display relay, presence, and the daemon's ingest). */
+export interface MqttConfig {
+  /** `mqtt://host[:port]` or `mqtts://host[:port]`. */
+  readonly url: string
+  /** The first topic levels; topics are `<topicPrefix>/<deviceId>/...`. Default `edgetoken`. */
+  readonly topicPrefix: string
+  /** PEM file of the CA that signed the broker's certificate (mqtts only), absolute. */
+  readonly caFile?: string | undefined
+  /** PEM client certificate for mutual TLS (mqtts only), absolute; comes with `keyFile`. */
+  readonly certFile?: string | undefined
+  /** PEM private key of `certFile`, absolute. */
+  readonly keyFile?: string | undefined
+  /** Broker username. */
+  readonly username?: string | undefined
+  /** Broker password (needs `username`; plain `mqtt://` only to a loopback broker). */
+  readonly password?: string | undefined
+  /** MQTT protocol version: 5 (default, falls back to 3.1.1 when the broker refuses it) or 4 (3.1.1). */
+  readonly protocolVersion?: 4 | 5 | undefined
+  /** Whether a companion display may ask for a new sign-in on `<prefix>/<deviceId>/pair`. Default false. */
+  readonly allowPair: boolean
+}
+
+/** Telemetry upload settings. */
+export interface TelemetryConfig {
+  /** The protected API's ingest URL (https, or http to loopback). */
+  readonly endpoint?: string | undefined
+  /** Most records in one uploaded batch. Default 500. */
+  readonly batchMaxRecords: number
+  /** How long a partial batch waits for more records before it is sent, ms. Default 1000. */
+  readonly lingerMs: number
+  /** Cap of the on-disk spool, bytes; the oldest records are dropped (and counted) past it. Default 64 MiB. */
+  readonly spoolMaxBytes: number
+}
+
+/**
+ * The resolved, validated, frozen configuration: flags over `EDGETOKEN_*` environment over the
+ * config file over defaults.
+ */
+export interface EdgeTokenConfig {
+  /** The config file that was read (absolute), when one was. */
+  readonly configFile?: string | undefined
+  /** The issuer URL (https, or http to a loopback host). */
+  readonly authority?: string | undefined
+  /** The OAuth client id. */
+  readonly clientId?: string | undefined
+  /** Scopes to request; always includes `offline_access`. */
+  readonly scopes: readonly string[]
+  /** This device's id: MQTT topic level and telemetry `device_id` (`[A-Za-z0-9._-]`). */
+  readonly deviceId: string
+  /** Where the token store and the spool live (absolute). */
+  readonly stateDir: string
+  /** The key file (absolute), when configured; else the store looks at systemd credentials, then the state dir. */
+  readonly keyFile?: string | undefined
+  /** Displays `login` uses. Empty means none (`--display none`). */
+  readonly display: readonly DisplayName[]
+  /** `login` gives up after this many seconds, when set. */
+  readonly timeoutSeconds?: number | undefined
+  /** MQTT settings, when a broker is configured. */
+  readonly mqtt?: MqttConfig | undefined
+  /** Telemetry settings (always filled by `loadConfig`). */
+  readonly telemetry?: TelemetryConfig | undefined
+}

@@ -1,0 +1,163 @@
+/**
+ * MQTT connection set-up shared by the login relay and the daemon: topics, TLS files, credentials,
+ * last will, reconnect with back-off, and a fall-back to MQTT 3.1.1 for brokers that refuse 5.
+ * mqtt.js is imported only here, and only when a connection is made.
+ *
+ * @packageDocumentation
+ */
+import { randomBytes } from 'node:crypto'
+import { readFile } from 'node:fs/promises'
+import type { IClientOptions, MqttClient } from 'mqtt'
+import type { MqttConfig } from '../config/types.js'
+import { ConfigError } from '../errors.js'
+import { backoffDelayMs } from '../lib/backoff.js'
+
+/** The topics of one device. */
+export interface MqttTopics {
+  /** `<prefix>/<deviceId>/login`: the companion-display relay (retained pending code). */
+  readonly login: string
+  /** `<prefix>/<deviceId>/status`: retained `online`, last will `offline`. */
+  readonly status: string
+  /** `<prefix>/<deviceId>/readings`: sensor readings the agent spools. */
+  readonly readings: string
+  /** `<prefix>/<deviceId>/pair`: a companion display asking for a new sign-in. */
+  readonly pair: string
+}
+
+/**
+ * The topics of a device under a prefix.
+ *
+ * @param topicPrefix - the configured prefix (already validated: no wildcards).
+ * @param deviceId - the device id (already validated: one topic level).
+ * @returns the topic names.
+ */
+export function mqttTopics(topicPrefix: string, deviceId: string): MqttTopics {
+  const base = `${topicPrefix}/${deviceId}`
+  return Object.freeze({
+    login: `${base}/login`,
+    status: `${base}/status`,
+    readings: `${base}/readings`,
+    pair: `${base}/pair`,
+  })
+}
+
+/** Options of {@link mqttClientOptions} and {@link connectMqtt}. */
+export interface MqttConnectOptions {
+  /** The device id (topics and the client id). */
+  deviceId: string
+  /** A word for the client id (`login`, `agent`), so two edgetoken processes do not kick each other off. Default `edgetoken`. */
+  role?: string
+  /** Set a last will of retained `offline` on the status topic. Default true. */
+  presence?: boolean
+  /** How long one connection attempt may take, ms. Default 4000. */
+  connectTimeoutMs?: number
+  /** First reconnect delay, ms (doubles per failed attempt, with jitter). Default 1000. */
+  reconnectBaseMs?: number
+  /** Largest reconnect delay, ms. Default 60000. */
+  reconnectCapMs?: number
+}
+
+async function readPem(file: string, key: string): Promise<Buffer> {
+  try {
+    return await readFile(file)
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? 'error'
+    throw new ConfigError(`config: ${key} cannot be read (${file}: ${code})`, { key, cause: err })
+  }
+}
+
+/**
+ * mqtt.js client options for a configured broker.
+ *
+ * @param config - the MQTT configuration.
+ * @param options - device id, presence and timing.
+ * @returns options for `mqtt.connect(config.url, ...)`.
+ * @throws ConfigError when a TLS file cannot be read.
+ */
+export async function mqttClientOptions(
+  config: MqttConfig,
+  options: MqttConnectOptions,
+): Promise<IClientOptions> {
+  const topics = mqttTopics(config.topicPrefix, options.deviceId)
+  const role = options.role ?? 'edgetoken'
+  const out: IClientOptions = {
+    protocolVersion: config.protocolVersion ?? 5,
+    clientId: `${role}-${options.deviceId}-${randomBytes(4).toString('hex')}`.slice(0, 64),
+    clean: true,
+    keepalive: 30,
+    connectTimeout: options.connectTimeoutMs ?? 4000,
+    reconnectPeriod: options.reconnectBaseMs ?? 1000,
+    // Without a connection, QoS 0 messages are dropped rather than queued without bound.
+    queueQoSZero: false,
+  }
+  if (options.presence ?? true) {
+    out.will = { topic: topics.status, payload: Buffer.from('offline'), qos: 1, retain: true }
+  }
+  if (config.username !== undefined) out.username = config.username
+  if (config.password !== undefined) out.password = config.password
+  if (config.url.startsWith('mqtts:')) {
+    out.rejectUnauthorized = true
+    if (config.caFile) out.ca = await readPem(config.caFile, 'mqtt.caFile')
+    if (config.certFile) out.cert = await readPem(config.certFile, 'mqtt.certFile')
+    if (config.keyFile) out.key = await readPem(config.keyFile, 'mqtt.keyFile')
+  }
+  return out
+}
+
+// CONNACK "unacceptable protocol version": 1 in MQTT 3.1.1, 0x84 in MQTT 5.
+const UNSUPPORTED_PROTOCOL = new Set([1, 132])
+const retried = new WeakSet<Error>()
+
+/**
+ * Whether a client `error` was a refusal of MQTT 5 that {@link connectMqtt} already answers by
+ * retrying with 3.1.1 (so it is not worth a warning).
+ *
+ * @param err - an error the client emitted.
+ * @returns true when a retry is under way.
+ */
+export function isRetriedWithOlderProtocol(err: Error): boolean {
+  return retried.has(err)
+}
+
+/**
+ * Starts connecting to the broker and returns the client at once (it connects in the background).
+ * Reconnects after a lost connection with exponential back-off and jitter; when the broker
+ * refuses MQTT 5 and no version was configured, retries with 3.1.1.
+ *
+ * @param config - the MQTT configuration.
+ * @param options - device id, presence and timing.
+ * @returns the mqtt.js client; listen for `connect`, and `error` (an error listener is installed so
+ *   a refused connection never crashes the process).
+ * @throws ConfigError when a TLS file cannot be read.
+ */
+export async function connectMqtt(config: MqttConfig, options: MqttConnectOptions): Promise<MqttClient> {
+  const clientOptions = await mqttClientOptions(config, options)
+  // mqtt is CommonJS: its module.exports is the ESM default export.
+  const { default: mqtt } = await import('mqtt')
+  const client = mqtt.connect(config.url, clientOptions)
+  const base = options.reconnectBaseMs ?? 1000
+  const cap = options.reconnectCapMs ?? 60_000
+  let attempt = 0
+  client.on('reconnect', () => {
+    // mqtt.js arms its timer from options.reconnectPeriod at each close: grow it per failure.
+    attempt += 1
+    client.options.reconnectPeriod = backoffDelayMs(attempt, { baseMs: base, capMs: cap })
+  })
+  client.on('connect', () => {
+    attempt = 0
+    client.options.reconnectPeriod = base
+  })
+  client.on('error', (err: Error & { code?: unknown }) => {
+    if (
+      config.protocolVersion === undefined &&
+      client.options.protocolVersion === 5 &&
+      typeof err.code === 'number' &&
+      UNSUPPORTED_PROTOCOL.has(err.code)
+    ) {
+      retried.add(err)
+      client.options.protocolVersion = 4
+      client.reconnect()
+    }
+  })
+  return client
+}

@@ -1,0 +1,233 @@
+/**
+ * The companion-display relay: a gateway without a screen publishes its pending sign-in so a small
+ * display (ESP32 + OLED, a wall tablet) can show the code.
+ *
+ * - `<prefix>/<deviceId>/login`, retained, QoS 1: `{"state":"pending","user_code","verification_uri",
+ *   "verification_uri_complete"?,"expires_at","message"?}`; with MQTT 5 a message expiry of the
+ *   seconds left. Re-published after every reconnect (a restarted broker has forgotten it).
+ * - At the end: a non-retained `{"state":"approved|denied|expired|cancelled"}`, then the retained
+ *   message cleared with a zero-length retained publish (brokers do not reliably drop expired
+ *   retained messages themselves).
+ * - `<prefix>/<deviceId>/status`: retained `online`; last will (and clean close) `offline`.
+ *
+ * Never the device_code, never a token: {@link DisplayFlow} does not carry them.
+ * A broker that cannot be reached costs one warning; the sign-in goes on without it.
+ *
+ * @packageDocumentation
+ */
+import type { IClientPublishOptions, MqttClient } from 'mqtt'
+import type { MqttConfig } from '../config/types.js'
+import { connectMqtt, isRetriedWithOlderProtocol, mqttTopics } from './mqtt-options.js'
+import { type DisplayEndState, type DisplayFlow, isoSeconds, type LoginDisplay } from './types.js'
+
+/** Options of {@link createMqttRelay}. */
+export interface MqttRelayOptions {
+  /** The broker and topic prefix. */
+  config: MqttConfig
+  /** The device id (topic level). */
+  deviceId: string
+  /** Receives at most one warning about the broker (unreachable, refused). */
+  onWarning: (line: string) => void
+  /** Publish presence on the status topic (retained `online`, will `offline`). Default true; ignored with `client`. */
+  presence?: boolean
+  /** Use this connected-or-connecting client instead of opening one (the daemon's); `close()` leaves it open. */
+  client?: MqttClient
+  /** How long to wait for the first connection before warning, ms. Default 4000. */
+  connectTimeoutMs?: number
+  /** How long the end-state publishes and the disconnect may take, ms. Default 3000. */
+  publishTimeoutMs?: number
+  /** Reconnect back-off base, ms. Default 1000. */
+  reconnectBaseMs?: number
+  /** The clock, epoch ms. Default `Date.now`. */
+  now?: () => number
+}
+
+/**
+ * The retained `pending` payload of a flow. Built field by field from the display flow so nothing
+ * else can slip in.
+ *
+ * @param flow - the pending flow.
+ * @returns the JSON text.
+ */
+export function pendingPayload(flow: DisplayFlow): string {
+  const body: Record<string, string> = {
+    state: 'pending',
+    user_code: flow.userCode,
+    verification_uri: flow.verificationUri,
+  }
+  if (flow.verificationUriComplete !== undefined)
+    body.verification_uri_complete = flow.verificationUriComplete
+  body.expires_at = isoSeconds(flow.expiresAt)
+  if (flow.message !== undefined) body.message = flow.message
+  return JSON.stringify(body)
+}
+
+function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<undefined>((resolve) => {
+    timer = setTimeout(() => resolve(undefined), ms)
+    timer.unref()
+  })
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
+}
+
+function brokerName(url: string): string {
+  try {
+    const u = new URL(url)
+    return `${u.protocol}//${u.host}`
+  } catch {
+    return 'the MQTT broker'
+  }
+}
+
+/**
+ * Creates the MQTT relay display.
+ *
+ * @param options - broker, device id and warning sink.
+ * @returns a {@link LoginDisplay} whose `show` returns at once (the connection is made in the background).
+ * @example
+ * ```ts
+ * const relay = createMqttRelay({ config: config.mqtt, deviceId: config.deviceId, onWarning: ctx.warn })
+ * await relay.show(toDisplayFlow(flow))
+ * // ... after polling:
+ * await relay.end('approved')
+ * await relay.close()
+ * ```
+ */
+export function createMqttRelay(options: MqttRelayOptions): LoginDisplay {
+  const topics = mqttTopics(options.config.topicPrefix, options.deviceId)
+  const own = options.client === undefined
+  const presence = own && (options.presence ?? true)
+  const now = options.now ?? Date.now
+  const connectTimeoutMs = options.connectTimeoutMs ?? 4000
+  const publishTimeoutMs = options.publishTimeoutMs ?? 3000
+  let client: MqttClient | undefined = options.client
+  let starting: Promise<MqttClient | undefined> | undefined
+  let pending: DisplayFlow | undefined
+  let warned = false
+  let everConnected = false
+  let warnTimer: NodeJS.Timeout | undefined
+  let closed = false
+
+  const warnOnce = (line: string) => {
+    if (warned || closed) return
+    warned = true
+    options.onWarning(line)
+  }
+
+  const publish = (topic: string, payload: string, opts: IClientPublishOptions): Promise<unknown> => {
+    const c = client
+    if (!c) return Promise.resolve()
+    return c.publishAsync(topic, payload, opts).catch((err: unknown) => {
+      warnOnce(`MQTT publish to ${brokerName(options.config.url)} failed: ${(err as Error).message}`)
+    })
+  }
+
+  const publishPending = () => {
+    const flow = pending
+    if (!flow || !client?.connected) return
+    const secondsLeft = Math.ceil((flow.expiresAt - now()) / 1000)
+    if (secondsLeft <= 0) return
+    const opts: IClientPublishOptions = { qos: 1, retain: true }
+    if (client.options.protocolVersion === 5) opts.properties = { messageExpiryInterval: secondsLeft }
+    void publish(topics.login, pendingPayload(flow), opts)
+  }
+
+  const onConnect = () => {
+    everConnected = true
+    if (presence) void publish(topics.status, 'online', { qos: 1, retain: true })
+    publishPending()
+  }
+
+  const onError = (err: Error) => {
+    // Only the first failure is worth a line; mqtt.js keeps retrying in the background.
+    if (!everConnected && !isRetriedWithOlderProtocol(err)) {
+      warnOnce(
+        `MQTT broker ${brokerName(options.config.url)}: ${err.message}; the code is shown on the console only`,
+      )
+    }
+  }
+
+  const start = (): Promise<MqttClient | undefined> => {
+    if (client) return Promise.resolve(client)
+    starting ??= connectMqtt(options.config, {
+      deviceId: options.deviceId,
+      role: 'login',
+      presence,
+      connectTimeoutMs,
+      reconnectBaseMs: options.reconnectBaseMs ?? 1000,
+    }).then(
+      (c) => {
+        if (closed) {
+          c.end(true)
+          return undefined
+        }
+        client = c
+        c.on('connect', onConnect)
+        c.on('error', onError)
+        return c
+      },
+      (err: unknown) => {
+        warnOnce(`MQTT relay not started: ${(err as Error).message}`)
+        return undefined
+      },
+    )
+    return starting
+  }
+
+  if (!own && client) {
+    client.on('connect', onConnect)
+  }
+
+  return {
+    name: 'mqtt',
+    async show(flow) {
+      pending = flow
+      const c = await start()
+      if (!c) return
+      if (c.connected) {
+        onConnect()
+      } else if (!everConnected && !warnTimer) {
+        warnTimer = setTimeout(() => {
+          if (!everConnected) {
+            warnOnce(
+              `MQTT broker ${brokerName(options.config.url)} not reachable; the code is shown on the console only (retrying in the background)`,
+            )
+          }
+        }, connectTimeoutMs)
+        warnTimer.unref()
+      }
+    },
+    async end(state: DisplayEndState) {
+      const had = pending
+      pending = undefined
+      if (!had || !client?.connected) return
+      await withTimeout(
+        (async () => {
+          await publish(topics.login, JSON.stringify({ state }), { qos: 1, retain: false })
+          await publish(topics.login, '', { qos: 1, retain: true })
+        })(),
+        publishTimeoutMs,
+      )
+    },
+    async close() {
+      if (closed) return
+      closed = true
+      pending = undefined
+      if (warnTimer) clearTimeout(warnTimer)
+      const c = client
+      if (!c) return
+      c.removeListener('connect', onConnect)
+      c.removeListener('error', onError)
+      if (!own) return
+      if (presence && c.connected) {
+        await withTimeout(publish(topics.status, 'offline', { qos: 1, retain: true }), publishTimeoutMs)
+      }
+      const ended = await withTimeout(
+        c.endAsync().then(() => true),
+        publishTimeoutMs,
+      )
+      if (!ended) c.end(true)
+    },
+  }
+}

@@ -1,0 +1,260 @@
+import assert from 'node:assert/strict'
+import { describe, test } from 'node:test'
+import { setTimeout as sleep } from 'node:timers/promises'
+import type { MqttConfig } from '../../src/config/types.js'
+import { createMqttRelay, pendingPayload } from '../../src/display/mqtt-relay.js'
+import type { DisplayFlow } from '../../src/display/types.js'
+import { freePort, startBroker, type TestBroker } from '../support/mosquitto.js'
+import { type RecordedMessage, startRecorder } from '../support/mqtt-recorder.js'
+
+const DEVICE = 'gw-test'
+const LOGIN = `edgetoken/${DEVICE}/login`
+const STATUS = `edgetoken/${DEVICE}/status`
+
+function flow(secondsLeft = 600): DisplayFlow {
+  return {
+    userCode: 'WDJB-MJHT',
+    verificationUri: 'http://127.0.0.1:4000/device',
+    verificationUriComplete: 'http://127.0.0.1:4000/device?user_code=WDJB-MJHT',
+    expiresAt: Date.now() + secondsLeft * 1000,
+  }
+}
+
+function configFor(broker: TestBroker, extra: Partial<MqttConfig> = {}): MqttConfig {
+  return {
+    url: broker.url,
+    topicPrefix: 'edgetoken',
+    allowPair: false,
+    ...(broker.username ? { username: broker.username, password: broker.password } : {}),
+    ...(broker.tls
+      ? { caFile: broker.tls.caFile, certFile: broker.tls.clientCertFile, keyFile: broker.tls.clientKeyFile }
+      : {}),
+    ...extra,
+  }
+}
+
+const isPending = (m: RecordedMessage) =>
+  m.topic === LOGIN && m.payload.length > 0 && /pending/.test(m.payload.toString())
+
+/** Waits a moment and asserts nothing arrived on the login topic (a late subscriber's view). */
+async function assertLoginTopicEmpty(broker: TestBroker) {
+  const late = await startRecorder(broker, LOGIN)
+  try {
+    await sleep(300)
+    assert.deepEqual(
+      late.messages.map((m) => m.payload.toString()),
+      [],
+      'a late subscriber sees nothing',
+    )
+  } finally {
+    await late.close()
+  }
+}
+
+for (const version of [4, 5] as const) {
+  describe(`MQTT relay (MQTT ${version === 4 ? '3.1.1' : '5'})`, () => {
+    test('pending (retained, QoS 1), then the end state, then the retained message cleared', async (t) => {
+      const broker = await startBroker()
+      t.after(() => broker.close())
+      if (version === 5 && broker.kind === 'aedes') return t.skip('aedes speaks MQTT 3.1.1 only')
+      const warnings: string[] = []
+      const relay = createMqttRelay({
+        config: configFor(broker, { protocolVersion: version }),
+        deviceId: DEVICE,
+        onWarning: (w) => warnings.push(w),
+      })
+      t.after(() => relay.close())
+      const rec = await startRecorder(broker, `edgetoken/${DEVICE}/#`, { protocolVersion: version })
+      t.after(() => rec.close())
+      const shown = flow(600)
+      await relay.show(shown)
+      await rec.waitFor(isPending)
+
+      // A subscriber that comes after the publish gets it as a retained message.
+      const retained = await startRecorder(broker, `edgetoken/${DEVICE}/#`, { protocolVersion: version })
+      t.after(() => retained.close())
+      const pending = await retained.waitFor(isPending)
+      assert.equal(pending.retain, true)
+      assert.equal(pending.qos, 1)
+      assert.deepEqual(JSON.parse(pending.payload.toString()), {
+        state: 'pending',
+        user_code: 'WDJB-MJHT',
+        verification_uri: 'http://127.0.0.1:4000/device',
+        verification_uri_complete: 'http://127.0.0.1:4000/device?user_code=WDJB-MJHT',
+        expires_at: new Date(shown.expiresAt).toISOString().replace(/\.\d{3}Z$/, 'Z'),
+      })
+      if (version === 5) {
+        const expiry = pending.properties?.messageExpiryInterval ?? 0
+        assert.ok(expiry > 580 && expiry <= 600, `message expiry ${expiry} is the seconds left`)
+      }
+      const online = await retained.waitFor((m) => m.topic === STATUS)
+      assert.equal(online.payload.toString(), 'online')
+      assert.equal(online.retain, true)
+
+      await relay.end('approved')
+      const endState = await rec.waitFor(
+        (m) => m.topic === LOGIN && m.payload.toString() === '{"state":"approved"}',
+      )
+      const cleared = await rec.waitFor((m) => m.topic === LOGIN && m.payload.length === 0)
+      assert.equal(endState.qos, 1)
+      assert.ok(rec.messages.indexOf(endState) < rec.messages.indexOf(cleared), 'end state before the clear')
+      await assertLoginTopicEmpty(broker)
+
+      await relay.close()
+      const offline = await rec.waitFor((m) => m.topic === STATUS && m.payload.toString() === 'offline')
+      assert.equal(offline.qos, 1)
+      assert.deepEqual(warnings, [])
+    })
+  })
+}
+
+describe('MQTT relay', () => {
+  test('the pending payload carries only the displayable fields', () => {
+    const text = pendingPayload({ ...flow(), message: 'Open the page' })
+    assert.deepEqual(Object.keys(JSON.parse(text)), [
+      'state',
+      'user_code',
+      'verification_uri',
+      'verification_uri_complete',
+      'expires_at',
+      'message',
+    ])
+    const minimal = JSON.parse(pendingPayload({ userCode: 'A', verificationUri: 'https://x', expiresAt: 0 }))
+    assert.deepEqual(Object.keys(minimal), ['state', 'user_code', 'verification_uri', 'expires_at'])
+  })
+
+  for (const state of ['denied', 'expired', 'cancelled'] as const) {
+    test(`end state ${state}`, async (t) => {
+      const broker = await startBroker()
+      t.after(() => broker.close())
+      const relay = createMqttRelay({ config: configFor(broker), deviceId: DEVICE, onWarning: () => {} })
+      t.after(() => relay.close())
+      const rec = await startRecorder(broker, LOGIN)
+      t.after(() => rec.close())
+      await relay.show(flow())
+      await rec.waitFor(isPending)
+      await relay.end(state)
+      await rec.waitFor((m) => m.payload.toString() === JSON.stringify({ state }))
+      await rec.waitFor((m) => m.payload.length === 0)
+      await assertLoginTopicEmpty(broker)
+    })
+  }
+
+  test('broker restart during a pending login: the pending message is back after reconnect', async (t) => {
+    const broker = await startBroker()
+    t.after(() => broker.close())
+    const relay = createMqttRelay({
+      config: configFor(broker),
+      deviceId: DEVICE,
+      onWarning: () => {},
+      reconnectBaseMs: 200,
+    })
+    t.after(() => relay.close())
+    const first = await startRecorder(broker, LOGIN)
+    await relay.show(flow())
+    await first.waitFor(isPending)
+    await first.close()
+
+    // mosquitto runs without persistence: the restart forgets the retained message.
+    await broker.restart()
+    const empty = await startRecorder(broker, LOGIN)
+    const again = await empty.waitFor(isPending, 20_000)
+    assert.equal(JSON.parse(again.payload.toString()).user_code, 'WDJB-MJHT')
+    await empty.close()
+
+    await relay.end('approved')
+    await assertLoginTopicEmpty(broker)
+  })
+
+  test('TLS + username/password + client certificate', async (t) => {
+    const broker = await startBroker({ tls: true })
+    t.after(() => broker.close())
+    const config = configFor(broker)
+    assert.ok(config.url.startsWith('mqtts://') && config.password && config.caFile)
+    const warnings: string[] = []
+    const relay = createMqttRelay({ config, deviceId: DEVICE, onWarning: (w) => warnings.push(w) })
+    t.after(() => relay.close())
+    const rec = await startRecorder(broker, LOGIN)
+    t.after(() => rec.close())
+    await relay.show(flow())
+    await rec.waitFor(isPending)
+    const retained = await startRecorder(broker, LOGIN)
+    t.after(() => retained.close())
+    assert.equal((await retained.waitFor(isPending)).retain, true)
+    await relay.end('expired')
+    await rec.waitFor((m) => m.payload.toString() === '{"state":"expired"}')
+    await rec.waitFor((m) => m.payload.length === 0)
+    assert.deepEqual(warnings, [])
+  })
+
+  test('wrong password: one warning, the flow goes on', async (t) => {
+    const broker = await startBroker({ tls: true })
+    t.after(() => broker.close())
+    const warnings: string[] = []
+    const relay = createMqttRelay({
+      config: configFor(broker, { password: 'wrong-password' }),
+      deviceId: DEVICE,
+      onWarning: (w) => warnings.push(w),
+      connectTimeoutMs: 1000,
+    })
+    await relay.show(flow())
+    await sleep(1500)
+    await relay.end('approved')
+    await relay.close()
+    assert.equal(warnings.length, 1, warnings.join(' | '))
+    assert.match(
+      warnings[0] ?? '',
+      /MQTT broker mqtts:\/\/127\.0\.0\.1:\d+: .*; the code is shown on the console only/,
+    )
+    assert.doesNotMatch(warnings[0] ?? '', /wrong-password/)
+  })
+
+  test('unreachable broker: show does not block, one warning, end and close return promptly', async () => {
+    const port = await freePort()
+    const warnings: string[] = []
+    const relay = createMqttRelay({
+      config: { url: `mqtt://127.0.0.1:${port}`, topicPrefix: 'edgetoken', allowPair: false },
+      deviceId: DEVICE,
+      onWarning: (w) => warnings.push(w),
+      connectTimeoutMs: 1000,
+      reconnectBaseMs: 100,
+    })
+    const started = Date.now()
+    await relay.show(flow())
+    assert.ok(Date.now() - started < 1000, 'show returned before any connect timeout')
+    await sleep(1500)
+    await relay.end('approved')
+    await relay.close()
+    assert.ok(Date.now() - started < 5000)
+    assert.equal(warnings.length, 1, warnings.join(' | '))
+    assert.match(warnings[0] ?? '', /127\.0\.0\.1/)
+  })
+
+  test('a broker that refuses MQTT 5 gets 3.1.1 (aedes)', async (t) => {
+    const previous = process.env.EDGETOKEN_TEST_BROKER
+    process.env.EDGETOKEN_TEST_BROKER = 'aedes'
+    let broker: TestBroker
+    try {
+      broker = await startBroker()
+    } finally {
+      if (previous === undefined) delete process.env.EDGETOKEN_TEST_BROKER
+      else process.env.EDGETOKEN_TEST_BROKER = previous
+    }
+    t.after(() => broker.close())
+    assert.equal(broker.kind, 'aedes')
+    const warnings: string[] = []
+    const relay = createMqttRelay({
+      config: configFor(broker),
+      deviceId: DEVICE,
+      onWarning: (w) => warnings.push(w),
+    })
+    t.after(() => relay.close())
+    const rec = await startRecorder(broker, LOGIN)
+    t.after(() => rec.close())
+    await relay.show(flow())
+    await rec.waitFor(isPending)
+    await relay.end('approved')
+    await rec.waitFor((m) => m.payload.length === 0)
+    assert.deepEqual(warnings, [])
+  })
+})
