@@ -1,11 +1,78 @@
-/** `edgetoken logout`: not implemented yet. */
-import { EdgeTokenError } from '../../errors.js'
-import type { CommandModule } from '../context.js'
+/**
+ * `edgetoken logout`: revokes the refresh token at the authorization server when it offers
+ * revocation (RFC 7009), then removes the account's tokens from the store. A failed revocation is
+ * a warning, not a failure: the local tokens are removed either way.
+ */
+import { loadConfig, requireIdentity } from '../../config/load.js'
+import { readRefreshToken, removeAccount } from '../../store/cache.js'
+import { openTokenStore, tokenStoreExists } from '../../store/token-store.js'
+import type { CommandContext, CommandModule } from '../context.js'
+import { ExitCode } from '../exit-codes.js'
 
-const command: CommandModule = {
-  help: 'Usage: edgetoken logout [options]\n\nNot implemented yet.',
-  async run() {
-    throw new EdgeTokenError('ERR_INTERNAL', "'logout' is not implemented yet")
-  },
+const HELP = `Usage: edgetoken logout [--json]
+
+Revokes the refresh token at the authorization server (when it offers revocation, RFC 7009) and
+removes the account's tokens from the local store. Exits 0 even when revocation fails (warning on
+stderr): the local tokens are gone either way.
+
+With --json, prints {"event":"signed_out","revoked":bool,"removed":bool}.
+
+Exit codes: 0 ok, 2 config, 6 token store unreadable.`
+
+async function revoke(
+  ctx: CommandContext,
+  authority: string,
+  clientId: string,
+  stateDir: string,
+  refreshToken: string,
+): Promise<boolean> {
+  try {
+    const [{ resolveAuthority }, { revokeToken }, { fileMetadataCache }] = await Promise.all([
+      import('../../oauth/authority.js'),
+      import('../../oauth/refresh.js'),
+      import('../../store/metadata-cache.js'),
+    ])
+    const server = await resolveAuthority(authority, {
+      cache: fileMetadataCache(stateDir),
+      signal: ctx.signal,
+    })
+    const revoked = await revokeToken(server, { clientId }, refreshToken, 'refresh_token', {
+      signal: ctx.signal,
+    })
+    if (!revoked) {
+      ctx.warn(
+        'the authorization server offers no revocation; the refresh token stays valid until it expires',
+      )
+    }
+    return revoked
+  } catch (err) {
+    const message = err instanceof Error ? err.message : String(err)
+    ctx.warn(`could not revoke the refresh token (${message}); removing it locally anyway`)
+    return false
+  }
 }
+
+async function run(ctx: CommandContext): Promise<number> {
+  const config = await loadConfig({ options: ctx.options, env: ctx.env })
+  const { authority, clientId } = requireIdentity(config)
+  let revoked = false
+  let removed = false
+  if (tokenStoreExists(config.stateDir)) {
+    const store = await openTokenStore({
+      stateDir: config.stateDir,
+      env: ctx.env,
+      keyFile: config.keyFile,
+      onWarning: (line) => ctx.warn(line),
+    })
+    const refreshToken = await readRefreshToken(store, { authority, clientId })
+    if (refreshToken !== undefined)
+      revoked = await revoke(ctx, authority, clientId, config.stateDir, refreshToken)
+    removed = await removeAccount(store, { authority, clientId }, { signal: ctx.signal })
+  }
+  ctx.emit({ event: 'signed_out', revoked, removed })
+  ctx.say(removed ? 'signed out: the tokens were removed' : 'not signed in: nothing to remove')
+  return ExitCode.ok
+}
+
+const command: CommandModule = { help: HELP, run }
 export default command

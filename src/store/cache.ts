@@ -1,0 +1,365 @@
+/**
+ * The token cache over the encrypted store: one account per (authority, client id), its refresh
+ * token, access tokens per scope set, id-token claims; and silent acquisition — a valid cached
+ * token with no network, else one refresh at a time (in this process and across processes), with
+ * a rotated refresh token saved durably before the new access token is handed out.
+ *
+ * Expiry margin: a token counts as valid until `expiresAt - margin`, where the margin is
+ * `expiryMarginSeconds` (default 300) but at most half the token's lifetime, so a 60-second token
+ * is not "expired" on arrival. Entra ID's `refresh_in` moves the refresh earlier.
+ */
+import { EdgeTokenError, isEdgeTokenError } from '../errors.js'
+import type { Account, TokenSet } from '../oauth/types.js'
+import {
+  type AccessTokenEntry,
+  type AccountEntry,
+  accountKey,
+  normalizeAuthority,
+  type StoreDocument,
+  type StoredAccountInfo,
+  scopeKey,
+} from './document.js'
+import type { TokenStore } from './token-store.js'
+
+/** Default expiry margin in seconds. */
+export const DEFAULT_EXPIRY_MARGIN_SECONDS = 300
+/** How many scope sets keep a cached access token per account. */
+const MAX_SCOPE_SETS = 16
+
+/** Which account: the pair the cache is keyed by. */
+export interface AccountIdentity {
+  /** The authority (issuer) URL. */
+  authority: string
+  /** The client id. */
+  clientId: string
+}
+
+/** Options of {@link saveSignIn}. */
+export interface SaveSignInOptions extends AccountIdentity {
+  /** The signed-in account. */
+  account: Account
+  /** The token response of the sign-in. */
+  tokenSet: TokenSet
+  /** The scopes that were requested (the cache key of the access token). */
+  requestedScopes: readonly string[]
+  /** When the token request was sent, epoch ms; default now. */
+  requestedAt?: number
+  /** Stops waiting for the store lock. */
+  signal?: AbortSignal | undefined
+}
+
+/** Refreshes: the protocol layer's refresh grant, bound to an authority and client. */
+export type RefreshFunction = (refreshToken: string, scopes: readonly string[]) => Promise<TokenSet>
+
+/** Options of {@link acquireTokenSilent}. */
+export interface AcquireTokenSilentOptions extends AccountIdentity {
+  /** The scopes wanted (the configured ones, or `--scope`). */
+  scopes: readonly string[]
+  /** The token must stay valid this long; else refresh. Default 0 (only the margin applies). */
+  minTtlSeconds?: number | undefined
+  /** Refresh even when the cached token is valid (a refresh started after this call counts). */
+  forceRefresh?: boolean | undefined
+  /** The refresh grant; called with the lock held. */
+  refresh: RefreshFunction
+  /** Expiry margin; default {@link DEFAULT_EXPIRY_MARGIN_SECONDS}. */
+  expiryMarginSeconds?: number | undefined
+  /** Stops waiting for the lock. */
+  signal?: AbortSignal | undefined
+  /** The clock, epoch ms (tests). Default `Date.now`. */
+  now?: (() => number) | undefined
+}
+
+/** What {@link acquireTokenSilent} returns. */
+export interface SilentTokenResult {
+  /** The access token. Secret. */
+  accessToken: string
+  /** Expiry, epoch ms. */
+  expiresAt: number
+  /** The granted scopes. */
+  scopes: string[]
+  /** True when this call made no token request. */
+  fromCache: boolean
+  /** Set when the token does not meet `minTtlSeconds` (the IdP issues shorter lifetimes). */
+  warning?: string
+}
+
+/** What {@link readAccountStatus} returns. */
+export interface AccountStatus {
+  /** The account, or null when none is stored. */
+  account: StoredAccountInfo | null
+  /** An account is stored and can be refreshed silently. */
+  signedIn: boolean
+  /** An account is stored but its refresh token was rejected. */
+  needsSignIn: boolean
+  /** The latest expiry of a cached access token, epoch ms, or null. */
+  accessTokenExpiresAt: number | null
+}
+
+function notSignedIn(): EdgeTokenError {
+  return new EdgeTokenError('ERR_SIGNIN_REQUIRED', "not signed in: run 'edgetoken login'")
+}
+
+function signInAgain(): EdgeTokenError {
+  return new EdgeTokenError(
+    'ERR_SIGNIN_REQUIRED',
+    "sign-in required: the refresh token was rejected or none was issued; run 'edgetoken login'",
+  )
+}
+
+function accountInfo(account: Account, issuerFallback: string): StoredAccountInfo {
+  const info: StoredAccountInfo = { id: account.id, issuer: account.issuer || issuerFallback }
+  if (account.username !== undefined) info.username = account.username
+  if (account.tenant !== undefined) info.tenant = account.tenant
+  return info
+}
+
+function tokenEntry(tokenSet: TokenSet, requested: readonly string[], requestedAt: number): AccessTokenEntry {
+  const entry: AccessTokenEntry = {
+    key: scopeKey(requested),
+    scopes: [...tokenSet.scopes],
+    token: tokenSet.accessToken,
+    expiresAt: tokenSet.expiresAt,
+    obtainedAt: requestedAt,
+  }
+  if (tokenSet.refreshInSeconds !== undefined && tokenSet.refreshInSeconds > 0) {
+    entry.refreshAt = requestedAt + tokenSet.refreshInSeconds * 1000
+  }
+  return entry
+}
+
+function addToken(entry: AccountEntry, token: AccessTokenEntry): void {
+  // One token per scope set (the newest); the oldest scope sets go first when there are too many.
+  entry.accessTokens = entry.accessTokens.filter((t) => t.key !== token.key)
+  entry.accessTokens.push(token)
+  if (entry.accessTokens.length > MAX_SCOPE_SETS)
+    entry.accessTokens.splice(0, entry.accessTokens.length - MAX_SCOPE_SETS)
+}
+
+/** The cached token answering a scope request: same key, else one whose granted scopes cover it. */
+function pick(entry: AccountEntry, scopes: readonly string[]): AccessTokenEntry | undefined {
+  const key = scopeKey(scopes)
+  const wanted = key === '' ? [] : key.split(' ')
+  let best: AccessTokenEntry | undefined
+  for (const token of entry.accessTokens) {
+    const covers = token.key === key || (wanted.length > 0 && wanted.every((s) => token.scopes.includes(s)))
+    if (covers && (best === undefined || token.expiresAt > best.expiresAt)) best = token
+  }
+  return best
+}
+
+function marginMs(token: AccessTokenEntry, marginSeconds: number): number {
+  const lifetime = Math.max(0, token.expiresAt - token.obtainedAt)
+  return Math.min(marginSeconds * 1000, lifetime / 2)
+}
+
+/** Whether the token is good enough to return without a refresh. */
+function usable(
+  token: AccessTokenEntry,
+  now: number,
+  marginSeconds: number,
+  minTtlSeconds: number,
+  honourRefreshIn = true,
+): boolean {
+  const needMs = Math.max(marginMs(token, marginSeconds), minTtlSeconds * 1000)
+  if (token.expiresAt - now <= needMs) return false
+  return !(honourRefreshIn && token.refreshAt !== undefined && now >= token.refreshAt)
+}
+
+function result(
+  token: AccessTokenEntry,
+  fromCache: boolean,
+  now: number,
+  minTtlSeconds: number,
+): SilentTokenResult {
+  const out: SilentTokenResult = {
+    accessToken: token.token,
+    expiresAt: token.expiresAt,
+    scopes: [...token.scopes],
+    fromCache,
+  }
+  const remaining = Math.floor((token.expiresAt - now) / 1000)
+  if (minTtlSeconds > 0 && remaining < minTtlSeconds) {
+    out.warning = `the authorization server issued a token valid for ${Math.max(0, remaining)} s, less than the ${minTtlSeconds} s asked for`
+  }
+  return out
+}
+
+/**
+ * Saves a sign-in: the account, its refresh token and the first access token. Replaces whatever was
+ * stored for the same (authority, client id) and clears the sign-in-required mark.
+ *
+ * @param store - the opened store.
+ * @param options - identity, account, token response, requested scopes.
+ * @returns when the store is durably written.
+ */
+export async function saveSignIn(store: TokenStore, options: SaveSignInOptions): Promise<void> {
+  const requestedAt = options.requestedAt ?? Date.now()
+  const authority = normalizeAuthority(options.authority)
+  await store.withLock(
+    async () => {
+      const doc = await store.read()
+      const entry: AccountEntry = {
+        authority,
+        clientId: options.clientId,
+        account: accountInfo(options.account, authority),
+        needsSignIn: false,
+        scopes: [...options.requestedScopes],
+        accessTokens: [],
+        updatedAt: Date.now(),
+      }
+      if (options.tokenSet.refreshToken) entry.refreshToken = options.tokenSet.refreshToken
+      if (options.tokenSet.idTokenClaims) entry.idTokenClaims = { ...options.tokenSet.idTokenClaims }
+      addToken(entry, tokenEntry(options.tokenSet, options.requestedScopes, requestedAt))
+      doc.accounts[accountKey(authority, options.clientId)] = entry
+      await store.write(doc)
+    },
+    { signal: options.signal },
+  )
+}
+
+/**
+ * Returns a valid access token: the cached one when it is good enough (no network, no lock), else
+ * one refresh under the store lock. Inside the lock the store is read again: another caller (here
+ * or in another process) may have refreshed meanwhile, and with `forceRefresh` a refresh that
+ * started after this call counts as fresh. A rotated refresh token is written durably before the
+ * access token is returned; `invalid_grant` (ERR_SIGNIN_REQUIRED from `refresh`) marks the account
+ * as needing sign-in without deleting it.
+ *
+ * @param store - the opened store.
+ * @param options - identity, scopes, freshness wishes and the refresh function.
+ * @returns the token, its expiry and scopes, and a warning when `minTtlSeconds` cannot be met.
+ * @throws EdgeTokenError `ERR_SIGNIN_REQUIRED` when no account or no usable refresh token is stored;
+ *   whatever `refresh` throws (ERR_UNAVAILABLE, ERR_OAUTH, ...); StoreError when the store does not open.
+ */
+export async function acquireTokenSilent(
+  store: TokenStore,
+  options: AcquireTokenSilentOptions,
+): Promise<SilentTokenResult> {
+  const now = options.now ?? Date.now
+  const callStartedAt = now()
+  const margin = options.expiryMarginSeconds ?? DEFAULT_EXPIRY_MARGIN_SECONDS
+  const minTtl = Math.max(0, options.minTtlSeconds ?? 0)
+  const key = accountKey(options.authority, options.clientId)
+
+  const first = (await store.read()).accounts[key]
+  if (!first) throw notSignedIn()
+  if (!options.forceRefresh) {
+    const cached = pick(first, options.scopes)
+    if (cached && usable(cached, now(), margin, minTtl)) return result(cached, true, now(), minTtl)
+  }
+
+  return store.withLock(
+    async () => {
+      const doc = await store.read()
+      const entry = doc.accounts[key]
+      if (!entry) throw notSignedIn()
+      const cached = pick(entry, options.scopes)
+      if (cached) {
+        if (!options.forceRefresh && usable(cached, now(), margin, minTtl))
+          return result(cached, true, now(), minTtl)
+        // Someone refreshed after this call began: that is as fresh as a refresh of our own.
+        if (options.forceRefresh && cached.obtainedAt >= callStartedAt)
+          return result(cached, true, now(), minTtl)
+      }
+      if (entry.needsSignIn || !entry.refreshToken) throw signInAgain()
+
+      const requestedAt = now()
+      let tokenSet: TokenSet
+      try {
+        tokenSet = await options.refresh(entry.refreshToken, options.scopes)
+      } catch (err) {
+        if (isEdgeTokenError(err, 'ERR_SIGNIN_REQUIRED')) {
+          // The refresh token is dead: keep the account (status shows who must sign in), drop the token.
+          entry.needsSignIn = true
+          delete entry.refreshToken
+          entry.updatedAt = Date.now()
+          await store.write(doc)
+          throw err
+        }
+        // Only refresh_in asked for this refresh and the token is still good: keep using it.
+        if (!options.forceRefresh && cached && usable(cached, now(), margin, minTtl, false)) {
+          return result(cached, true, now(), minTtl)
+        }
+        throw err
+      }
+      if (tokenSet.refreshToken) entry.refreshToken = tokenSet.refreshToken
+      if (tokenSet.idTokenClaims) entry.idTokenClaims = { ...tokenSet.idTokenClaims }
+      const fresh = tokenEntry(tokenSet, options.scopes, requestedAt)
+      addToken(entry, fresh)
+      entry.updatedAt = Date.now()
+      // Durable before returning: with rotation, the old refresh token is now spent.
+      await store.write(doc)
+      const freshest = cached && cached.expiresAt > fresh.expiresAt ? cached : fresh
+      return result(freshest, freshest !== fresh, now(), minTtl)
+    },
+    { signal: options.signal },
+  )
+}
+
+/**
+ * Reads the account's state for `status` (no lock, no network).
+ *
+ * @param store - the opened store.
+ * @param identity - which account; when omitted, the first stored one.
+ * @returns the account, whether it is signed in, and the latest access-token expiry.
+ */
+export async function readAccountStatus(
+  store: TokenStore,
+  identity?: AccountIdentity,
+): Promise<AccountStatus> {
+  const doc = await store.read()
+  const entry = identity
+    ? doc.accounts[accountKey(identity.authority, identity.clientId)]
+    : Object.values(doc.accounts)[0]
+  if (!entry) return { account: null, signedIn: false, needsSignIn: false, accessTokenExpiresAt: null }
+  const latest = entry.accessTokens.reduce<number | null>(
+    (max, t) => (max === null || t.expiresAt > max ? t.expiresAt : max),
+    null,
+  )
+  return {
+    account: { ...entry.account },
+    signedIn: !entry.needsSignIn && entry.refreshToken !== undefined,
+    needsSignIn: entry.needsSignIn,
+    accessTokenExpiresAt: latest,
+  }
+}
+
+/**
+ * The stored refresh token of an account (for revocation at logout).
+ *
+ * @param store - the opened store.
+ * @param identity - which account.
+ * @returns the refresh token, or undefined. Secret.
+ */
+export async function readRefreshToken(
+  store: TokenStore,
+  identity: AccountIdentity,
+): Promise<string | undefined> {
+  return (await store.read()).accounts[accountKey(identity.authority, identity.clientId)]?.refreshToken
+}
+
+/**
+ * Removes an account and all its tokens.
+ *
+ * @param store - the opened store.
+ * @param identity - which account.
+ * @param options - a signal to stop waiting for the lock.
+ * @returns whether an account was removed.
+ */
+export async function removeAccount(
+  store: TokenStore,
+  identity: AccountIdentity,
+  options: { signal?: AbortSignal | undefined } = {},
+): Promise<boolean> {
+  const key = accountKey(identity.authority, identity.clientId)
+  return store.withLock(
+    async () => {
+      const doc: StoreDocument = await store.read()
+      if (!(key in doc.accounts)) return false
+      delete doc.accounts[key]
+      await store.write(doc)
+      return true
+    },
+    { signal: options.signal },
+  )
+}

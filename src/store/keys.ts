@@ -1,0 +1,156 @@
+/**
+ * Where the token store's key material comes from, in order:
+ * 1. `EDGETOKEN_KEY_FILE` (or the `keyFile` option): a file with at least 32 bytes;
+ * 2. `$CREDENTIALS_DIRECTORY/edgetoken.key`: a systemd credential (`LoadCredential=`,
+ *    `LoadCredentialEncrypted=`);
+ * 3. `store.key` in the state directory, generated on first use (mode 0600) with a one-time warning:
+ *    a key next to the data only protects against other local users, not against whoever copies
+ *    the directory.
+ *
+ * The bytes are key *material*: the envelope derives its keys from them with HKDF.
+ */
+import { randomBytes } from 'node:crypto'
+import {
+  closeSync,
+  existsSync,
+  fsyncSync,
+  linkSync,
+  openSync,
+  readFileSync,
+  unlinkSync,
+  writeSync,
+} from 'node:fs'
+import { join, resolve } from 'node:path'
+import { ConfigError, StoreError } from '../errors.js'
+import { fsyncDirectory } from './file.js'
+
+/** The least number of bytes of key material accepted. */
+export const MIN_KEY_BYTES = 32
+/** The generated key file's name inside the state directory. */
+export const GENERATED_KEY_NAME = 'store.key'
+/** The systemd credential's name. */
+export const CREDENTIAL_NAME = 'edgetoken.key'
+
+/** Where the key material was found. */
+export type KeySource = 'key-file' | 'credential' | 'generated'
+
+/** Options of {@link loadKeyMaterial}. */
+export interface LoadKeyMaterialOptions {
+  /** The state directory (already created). */
+  stateDir: string
+  /** The environment (`EDGETOKEN_KEY_FILE`, `CREDENTIALS_DIRECTORY`). */
+  env: NodeJS.ProcessEnv
+  /** A key file from the configuration; wins over the environment. */
+  keyFile?: string | undefined
+  /** Whether a store file already exists: then a missing generated key is an error, not a new key. */
+  storeExists: boolean
+  /** Called once, by the process that generates the key file. */
+  onWarning?: ((message: string) => void) | undefined
+}
+
+/** Key material and where it came from. */
+export interface KeyMaterial {
+  /** At least {@link MIN_KEY_BYTES} bytes. Secret. */
+  readonly material: Buffer
+  /** Which source supplied it. */
+  readonly source: KeySource
+  /** The file it was read from. */
+  readonly path: string
+}
+
+function readConfiguredKey(path: string, what: string): Buffer {
+  let bytes: Buffer
+  try {
+    bytes = readFileSync(path)
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? 'error'
+    throw new ConfigError(`${what}: cannot read key file ${path} (${code})`, { key: what, cause: err })
+  }
+  if (bytes.length < MIN_KEY_BYTES) {
+    throw new ConfigError(
+      `${what}: key file ${path} holds ${bytes.length} bytes; at least ${MIN_KEY_BYTES} are needed`,
+      { key: what },
+    )
+  }
+  return bytes
+}
+
+/**
+ * Finds (or, on first use, generates) the store's key material.
+ *
+ * @param options - state directory, environment, configured key file, warning sink.
+ * @returns the material and its source.
+ * @throws ConfigError (exit 2) when a configured key file is missing, unreadable or shorter than 32 bytes.
+ * @throws StoreError (exit 6) when the generated key is gone or damaged while a store exists.
+ */
+export function loadKeyMaterial(options: LoadKeyMaterialOptions): KeyMaterial {
+  const configured = options.keyFile ?? options.env.EDGETOKEN_KEY_FILE
+  if (configured !== undefined && configured !== '') {
+    const path = resolve(configured)
+    const what = options.keyFile !== undefined ? 'keyFile (EDGETOKEN_KEY_FILE)' : 'EDGETOKEN_KEY_FILE'
+    return { material: readConfiguredKey(path, what), source: 'key-file', path }
+  }
+  const credentials = options.env.CREDENTIALS_DIRECTORY
+  if (credentials) {
+    const path = join(credentials, CREDENTIAL_NAME)
+    if (existsSync(path))
+      return { material: readConfiguredKey(path, 'CREDENTIALS_DIRECTORY'), source: 'credential', path }
+  }
+  return generatedKey(options)
+}
+
+function generatedKey(options: LoadKeyMaterialOptions): KeyMaterial {
+  const path = join(options.stateDir, GENERATED_KEY_NAME)
+  const existing = readGenerated(path)
+  if (existing) return { material: existing, source: 'generated', path }
+  if (options.storeExists) {
+    // A new key cannot open the old store; generating one would only hide what happened.
+    throw new StoreError(`key file ${path} is missing but the token store exists; the store cannot be opened`)
+  }
+  // Written whole to a private temporary name, then linked into place: link() fails if another
+  // process won the race, and nobody ever sees a half-written key.
+  const temp = `${path}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`
+  const fd = openSync(temp, 'wx', 0o600)
+  try {
+    writeSync(fd, randomBytes(MIN_KEY_BYTES))
+    fsyncSync(fd)
+  } finally {
+    closeSync(fd)
+  }
+  let created = false
+  try {
+    linkSync(temp, path)
+    created = true
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
+  } finally {
+    unlinkSync(temp)
+  }
+  fsyncDirectory(options.stateDir)
+  if (created) {
+    options.onWarning?.(
+      `generated a token store key at ${path}: a key next to the data protects only against other users; ` +
+        'set EDGETOKEN_KEY_FILE or a systemd credential (edgetoken.key) for more',
+    )
+  }
+  const material = readGenerated(path)
+  if (!material) throw new StoreError(`key file ${path} could not be created`)
+  return { material, source: 'generated', path }
+}
+
+function readGenerated(path: string): Buffer | undefined {
+  let bytes: Buffer
+  try {
+    bytes = readFileSync(path)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+    throw new StoreError(
+      `key file ${path} cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'})`,
+      {
+        cause: err,
+      },
+    )
+  }
+  if (bytes.length < MIN_KEY_BYTES) throw new StoreError(`key file ${path} is damaged (too short)`)
+  return bytes
+}

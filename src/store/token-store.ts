@@ -1,0 +1,212 @@
+/**
+ * The encrypted token store: one file (`tokens.store`) in the state directory, read and decrypted
+ * with node:crypto (cheap enough for the cached `token` path), replaced durably (temporary file,
+ * fsync, rename, directory fsync) under a cross-process lock.
+ *
+ * Why not conf: see the README ("Token store"). In short, importing it (through `atomically` and
+ * `when-exit`) re-raises SIGINT/SIGTERM, which turns a graceful stop into an immediate exit; it does
+ * not fsync the directory; and its encryption is not the protection we need anyway.
+ */
+import { existsSync } from 'node:fs'
+import { join } from 'node:path'
+import { EdgeTokenError, StoreError } from '../errors.js'
+import { isObject, parseJson } from '../lib/validate.js'
+import { emptyDocument, isStoreDocument, type StoreDocument, validateDocument } from './document.js'
+import { deriveStoreKeys, type EnvelopeContext, open, seal } from './envelope.js'
+import { ensureStateDir, readTextIfExists, sweepTempFiles, writeFileDurable } from './file.js'
+import { type KeySource, loadKeyMaterial } from './keys.js'
+import { DEFAULT_MACHINE_ID_PATH, readMachineId } from './machine-id.js'
+
+/** The store file's base name and extension. */
+const STORE_NAME = 'tokens'
+const STORE_EXTENSION = 'store'
+/** The store file's name in the state directory. */
+export const STORE_FILE = `${STORE_NAME}.${STORE_EXTENSION}`
+/** The lock file's name in the state directory. */
+export const LOCK_FILE = 'tokens.lock'
+
+/**
+ * Whether a state directory holds a token store file, without opening it (and so without creating
+ * a key): `status` and `logout` on a fresh machine must not generate one.
+ *
+ * @param stateDir - the state directory.
+ * @returns true when `tokens.store` exists.
+ */
+export function tokenStoreExists(stateDir: string): boolean {
+  return existsSync(join(stateDir, STORE_FILE))
+}
+
+/** Options of {@link openTokenStore}. */
+export interface OpenTokenStoreOptions {
+  /** The state directory; created with mode 0700 when missing. */
+  stateDir: string
+  /** The environment: `EDGETOKEN_KEY_FILE`, `CREDENTIALS_DIRECTORY`, `EDGETOKEN_MACHINE_ID_FILE`. */
+  env: NodeJS.ProcessEnv
+  /** A key file from the configuration (wins over `EDGETOKEN_KEY_FILE`). */
+  keyFile?: string | undefined
+  /** The machine-id file; default `EDGETOKEN_MACHINE_ID_FILE`, else `/etc/machine-id`. */
+  machineIdPath?: string | undefined
+  /** Receives one-time warnings (a key file was generated next to the data). */
+  onWarning?: ((message: string) => void) | undefined
+  /** A lock untouched this long is stale. Default 60 000 ms. */
+  lockStaleMs?: number
+  /** How long to wait for the lock. Default 90 000 ms. */
+  lockTimeoutMs?: number
+}
+
+/** Options of {@link TokenStore.withLock}. */
+export interface WithLockOptions {
+  /** Stops waiting for the lock. */
+  signal?: AbortSignal | undefined
+}
+
+/** The opened store. */
+export interface TokenStore {
+  /** The state directory. */
+  readonly stateDir: string
+  /** The store file. */
+  readonly path: string
+  /** Where the key material came from. */
+  readonly keySource: KeySource
+  /**
+   * Reads and decrypts the current document (an empty one when there is no file yet).
+   *
+   * @throws StoreError (`ERR_STORE_UNREADABLE`) when the file does not open.
+   */
+  read(): Promise<StoreDocument>
+  /**
+   * Durably replaces the document: temporary file, fsync, rename, directory fsync. Call it only
+   * inside {@link TokenStore.withLock}, after reading. Refuses (StoreError) when the current file
+   * does not open, and (ERR_INTERNAL) a document of the wrong shape.
+   */
+  write(doc: StoreDocument): Promise<void>
+  /**
+   * Runs `fn` holding the store lock: first in this process (callers queue), then across processes.
+   * Re-read the store inside: another process may have changed it while this one waited.
+   */
+  withLock<T>(fn: () => Promise<T>, options?: WithLockOptions): Promise<T>
+}
+
+// Callers in one process queue here before taking the file lock, which is per process.
+const processQueues = new Map<string, Promise<void>>()
+
+async function inProcessQueue<T>(key: string, fn: () => Promise<T>): Promise<T> {
+  const previous = processQueues.get(key) ?? Promise.resolve()
+  let done!: () => void
+  const mine = new Promise<void>((resolve) => {
+    done = resolve
+  })
+  const tail = previous.then(() => mine)
+  processQueues.set(key, tail)
+  await previous
+  try {
+    return await fn()
+  } finally {
+    done()
+    if (processQueues.get(key) === tail) processQueues.delete(key)
+  }
+}
+
+class FileTokenStore implements TokenStore {
+  readonly stateDir: string
+  readonly path: string
+  readonly keySource: KeySource
+  readonly #context: EnvelopeContext
+  readonly #lockPath: string
+  readonly #lockStaleMs: number | undefined
+  readonly #lockTimeoutMs: number | undefined
+  #swept = false
+
+  constructor(options: OpenTokenStoreOptions, keySource: KeySource, context: EnvelopeContext) {
+    this.stateDir = options.stateDir
+    this.path = context.path
+    this.keySource = keySource
+    this.#context = context
+    this.#lockPath = join(options.stateDir, LOCK_FILE)
+    this.#lockStaleMs = options.lockStaleMs
+    this.#lockTimeoutMs = options.lockTimeoutMs
+  }
+
+  #deserialize = (text: string): StoreDocument => {
+    const plain = parseJson(open(text, this.#context))
+    if (!isObject(plain))
+      throw new StoreError(`token store ${this.path} holds a document this version cannot read`)
+    return validateDocument(plain, this.path)
+  }
+
+  #serialize = (doc: StoreDocument): string => seal(JSON.stringify(doc), this.#context)
+
+  async read(): Promise<StoreDocument> {
+    const text = readTextIfExists(this.path)
+    return text === undefined ? emptyDocument() : this.#deserialize(text)
+  }
+
+  async write(doc: StoreDocument): Promise<void> {
+    if (!isStoreDocument(doc))
+      throw new EdgeTokenError('ERR_INTERNAL', 'refusing to write a malformed token store')
+    // Never replace a store that does not open: that would be the silent reset we promise not to do.
+    await this.read()
+    try {
+      await writeFileDurable(this.path, this.#serialize(doc))
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code ?? 'error'
+      throw new StoreError(`token store ${this.path} cannot be written (${code})`, {
+        code: 'ERR_IO',
+        cause: err,
+      })
+    }
+  }
+
+  async withLock<T>(fn: () => Promise<T>, options: WithLockOptions = {}): Promise<T> {
+    return inProcessQueue(this.#lockPath, async () => {
+      // Loaded here: the cached `token` path reads without the lock and should not pay for it.
+      const { acquireFileLock } = await import('./lock.js')
+      const lock = await acquireFileLock(this.#lockPath, {
+        staleMs: this.#lockStaleMs,
+        timeoutMs: this.#lockTimeoutMs,
+        signal: options.signal,
+      })
+      try {
+        if (!this.#swept) {
+          // Leftovers of writers killed mid-write; safe to remove now that no one else can write.
+          sweepTempFiles(this.stateDir, [STORE_FILE, LOCK_FILE])
+          this.#swept = true
+        }
+        return await fn()
+      } finally {
+        await lock.release()
+      }
+    })
+  }
+}
+
+/**
+ * Opens the token store in a state directory: creates the directory (0700), finds or generates the
+ * key material, derives the keys and reads the machine id. Reads no token yet.
+ *
+ * @param options - state directory, environment, key file, machine-id file, warning sink.
+ * @returns the store.
+ * @throws ConfigError (exit 2) for a bad configured key file; StoreError (exit 6) for a missing or damaged generated key.
+ * @example
+ * ```ts
+ * const store = await openTokenStore({ stateDir, env: process.env, onWarning: console.warn })
+ * const doc = await store.read()
+ * ```
+ */
+export async function openTokenStore(options: OpenTokenStoreOptions): Promise<TokenStore> {
+  ensureStateDir(options.stateDir)
+  const path = join(options.stateDir, STORE_FILE)
+  const key = loadKeyMaterial({
+    stateDir: options.stateDir,
+    env: options.env,
+    keyFile: options.keyFile,
+    storeExists: existsSync(path),
+    onWarning: options.onWarning,
+  })
+  const keys = deriveStoreKeys(key.material)
+  key.material.fill(0)
+  const machineIdPath =
+    options.machineIdPath ?? (options.env.EDGETOKEN_MACHINE_ID_FILE || DEFAULT_MACHINE_ID_PATH)
+  const context: EnvelopeContext = { keys, machineId: readMachineId(machineIdPath), path }
+  return new FileTokenStore(options, key.source, context)
+}

@@ -1,0 +1,106 @@
+/**
+ * `edgetoken logout` end to end against the real test IdP.
+ */
+import assert from 'node:assert/strict'
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { after, before, describe, test } from 'node:test'
+import { isEdgeTokenError } from '../../src/errors.js'
+import { resolveAuthority } from '../../src/oauth/authority.js'
+import { refreshTokenGrant } from '../../src/oauth/refresh.js'
+import { runCli, seedSignIn } from '../support/cli.js'
+import { startTestIdp, type TestIdp } from '../support/idp.js'
+
+const root = mkdtempSync(join(tmpdir(), 'edgetoken-logout-cli-'))
+after(() => rmSync(root, { recursive: true, force: true }))
+let n = 0
+const SCOPES = ['openid', 'offline_access', 'telemetry:write']
+
+function device(idp: TestIdp) {
+  const stateDir = join(root, `d${n++}`, 'state')
+  const keyFile = join(root, `key${n}`)
+  writeFileSync(keyFile, 'k'.repeat(48))
+  return {
+    stateDir,
+    env: {
+      EDGETOKEN_AUTHORITY: idp.issuer,
+      EDGETOKEN_CLIENT_ID: idp.publicClientId,
+      EDGETOKEN_SCOPES: SCOPES.join(' '),
+      EDGETOKEN_STATE_DIR: stateDir,
+      EDGETOKEN_KEY_FILE: keyFile,
+    },
+  }
+}
+
+describe('edgetoken logout', () => {
+  let idp: TestIdp
+  before(async () => {
+    idp = await startTestIdp()
+  })
+  after(() => idp?.close())
+
+  test('revokes the refresh token at the IdP and removes the tokens locally', async () => {
+    const d = device(idp)
+    const tokens = await seedSignIn({
+      issuer: idp.issuer,
+      clientId: idp.publicClientId,
+      scopes: SCOPES,
+      stateDir: d.stateDir,
+      env: d.env,
+    })
+    const r = await runCli(['logout'], { env: d.env })
+    assert.equal(r.code, 0, r.stderr)
+    assert.equal(r.stderr, '')
+    assert.equal(r.stdout, 'signed out: the tokens were removed\n')
+    // Revoked at the IdP: the refresh token no longer works.
+    const server = await resolveAuthority(idp.issuer)
+    await assert.rejects(
+      refreshTokenGrant(server, { clientId: idp.publicClientId }, tokens.refreshToken ?? '', SCOPES),
+      (err: unknown) => isEdgeTokenError(err, 'ERR_SIGNIN_REQUIRED'),
+    )
+    // Gone locally.
+    const status = JSON.parse((await runCli(['status', '--json'], { env: d.env })).stdout)
+    assert.equal(status.signed_in, false)
+    assert.equal(status.account, null)
+    const token = await runCli(['token'], { env: d.env })
+    assert.equal(token.code, 3)
+    for (const file of readdirSync(d.stateDir)) {
+      const raw = readFileSync(join(d.stateDir, file))
+      for (const secret of [...idp.issued.refreshTokens, ...idp.issued.accessTokens])
+        assert.ok(!raw.includes(secret))
+    }
+  })
+
+  test('an unreachable IdP is a warning: the tokens are removed anyway, exit 0', async () => {
+    const doomed = await startTestIdp()
+    const d = device(doomed)
+    await seedSignIn({
+      issuer: doomed.issuer,
+      clientId: doomed.publicClientId,
+      scopes: SCOPES,
+      stateDir: d.stateDir,
+      env: d.env,
+    })
+    await doomed.close()
+    const r = await runCli(['logout', '--json'], { env: d.env })
+    assert.equal(r.code, 0, r.stderr)
+    assert.match(
+      r.stderr,
+      /^edgetoken: warning: could not revoke the refresh token \([^\n]*\); removing it locally anyway\n/,
+    )
+    // Under --json, the human line goes to stderr too; stdout carries only the event.
+    assert.match(r.stderr, /\nsigned out: the tokens were removed\n$/)
+    assert.deepEqual(JSON.parse(r.stdout), { event: 'signed_out', revoked: false, removed: true })
+    const status = JSON.parse((await runCli(['status', '--json'], { env: d.env })).stdout)
+    assert.equal(status.account, null)
+  })
+
+  test('logging out when not signed in is fine', async () => {
+    const d = device(idp)
+    const r = await runCli(['logout', '--json'], { env: d.env })
+    assert.equal(r.code, 0, r.stderr)
+    assert.deepEqual(JSON.parse(r.stdout), { event: 'signed_out', revoked: false, removed: false })
+    assert.match(r.stderr, /not signed in/)
+  })
+})

@@ -1,0 +1,120 @@
+/**
+ * `edgetoken status` end to end against the real test IdP.
+ */
+import assert from 'node:assert/strict'
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { after, before, describe, test } from 'node:test'
+import { resolveAuthority } from '../../src/oauth/authority.js'
+import { revokeToken } from '../../src/oauth/refresh.js'
+import { openSpool } from '../../src/telemetry/spool.js'
+import { runCli, seedSignIn } from '../support/cli.js'
+import { startTestIdp, type TestIdp } from '../support/idp.js'
+
+const root = mkdtempSync(join(tmpdir(), 'edgetoken-status-cli-'))
+after(() => rmSync(root, { recursive: true, force: true }))
+let n = 0
+const SCOPES = ['openid', 'offline_access', 'telemetry:write']
+const ISO = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/
+
+describe('edgetoken status', () => {
+  let idp: TestIdp
+  before(async () => {
+    idp = await startTestIdp()
+  })
+  after(() => idp?.close())
+
+  function device() {
+    const stateDir = join(root, `d${n++}`, 'state')
+    const keyFile = join(root, `key${n}`)
+    writeFileSync(keyFile, 'k'.repeat(48))
+    return {
+      stateDir,
+      env: {
+        EDGETOKEN_AUTHORITY: idp.issuer,
+        EDGETOKEN_CLIENT_ID: idp.publicClientId,
+        EDGETOKEN_SCOPES: SCOPES.join(' '),
+        EDGETOKEN_STATE_DIR: stateDir,
+        EDGETOKEN_KEY_FILE: keyFile,
+      },
+    }
+  }
+
+  test('a fresh machine is not signed in, and no key or store is created', async () => {
+    const d = device()
+    const { EDGETOKEN_KEY_FILE: _key, ...env } = d.env
+    const r = await runCli(['status', '--json'], { env })
+    assert.equal(r.code, 0, r.stderr)
+    assert.deepEqual(JSON.parse(r.stdout), {
+      signed_in: false,
+      needs_sign_in: false,
+      account: null,
+      access_token_expires_at: null,
+      spool: { pending: 0, dropped: 0, dead_lettered: 0 },
+    })
+    assert.equal(r.stderr, '')
+    assert.equal(existsSync(join(d.stateDir, 'store.key')), false)
+    assert.equal(existsSync(join(d.stateDir, 'tokens.store')), false)
+    const human = await runCli(['status'], { env })
+    assert.equal(human.code, 0)
+    assert.match(human.stdout, /^signed in: no\n/)
+  })
+
+  test('shows the account, the token expiry and the spool', async () => {
+    const d = device()
+    const tokens = await seedSignIn({
+      issuer: idp.issuer,
+      clientId: idp.publicClientId,
+      scopes: SCOPES,
+      stateDir: d.stateDir,
+      env: d.env,
+    })
+    const spool = await openSpool(d.stateDir)
+    await spool.append([{ t: 1 }, { t: 2 }, { t: 3 }])
+    await spool.close()
+    const r = await runCli(['status', '--json'], { env: d.env })
+    assert.equal(r.code, 0, r.stderr)
+    const body = JSON.parse(r.stdout)
+    assert.equal(body.signed_in, true)
+    assert.equal(body.needs_sign_in, false)
+    assert.deepEqual(body.account, { id: 'device-user' })
+    assert.match(body.access_token_expires_at, ISO)
+    assert.ok(Math.abs(Date.parse(body.access_token_expires_at) - tokens.expiresAt) < 1000)
+    assert.equal(body.spool.pending, 3)
+    const human = await runCli(['status'], { env: d.env })
+    assert.match(
+      human.stdout,
+      /^signed in: yes\naccount: device-user\naccess token expires: \S+Z\nspool: 3 pending/,
+    )
+    for (const secret of [tokens.accessToken, tokens.refreshToken ?? '']) {
+      assert.ok(!r.stdout.includes(secret) && !human.stdout.includes(secret))
+    }
+  })
+
+  test('a revoked refresh token: token exits 3, status keeps the account and says sign-in is required', async () => {
+    const d = device()
+    const tokens = await seedSignIn({
+      issuer: idp.issuer,
+      clientId: idp.publicClientId,
+      scopes: SCOPES,
+      stateDir: d.stateDir,
+      env: d.env,
+    })
+    const server = await resolveAuthority(idp.issuer)
+    await revokeToken(server, { clientId: idp.publicClientId }, tokens.refreshToken ?? '', 'refresh_token')
+    const t = await runCli(['token', '--force-refresh'], { env: d.env })
+    assert.equal(t.code, 3, t.stderr)
+    assert.match(t.stderr, /^edgetoken: [^\n]+\n$/)
+    const again = await runCli(['token', '--force-refresh'], { env: d.env })
+    assert.equal(again.code, 3)
+    assert.match(again.stderr, /edgetoken login/)
+    const r = await runCli(['status', '--json'], { env: d.env })
+    const body = JSON.parse(r.stdout)
+    assert.equal(body.signed_in, false)
+    assert.equal(body.needs_sign_in, true)
+    assert.deepEqual(body.account, { id: 'device-user' })
+    const human = await runCli(['status'], { env: d.env })
+    assert.match(human.stdout, /^signed in: no \(sign-in required/)
+  })
+})

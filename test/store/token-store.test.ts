@@ -1,0 +1,165 @@
+import assert from 'node:assert/strict'
+import {
+  chmodSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { after, describe, test } from 'node:test'
+import { StoreError } from '../../src/errors.js'
+import { emptyDocument, type StoreDocument } from '../../src/store/document.js'
+import { openTokenStore, STORE_FILE, tokenStoreExists } from '../../src/store/token-store.js'
+
+const root = mkdtempSync(join(tmpdir(), 'edgetoken-store-'))
+after(() => rmSync(root, { recursive: true, force: true }))
+let n = 0
+const stateDir = () => join(root, `s${n++}`, 'state')
+
+const RT = 'refresh-token-secret-0123456789'
+const AT = 'access-token-secret-9876543210'
+
+function doc(): StoreDocument {
+  return {
+    v: 1,
+    accounts: {
+      k: {
+        authority: 'https://idp.test',
+        clientId: 'c',
+        account: { id: 'u1', issuer: 'https://idp.test', username: 'alice' },
+        refreshToken: RT,
+        needsSignIn: false,
+        scopes: ['openid', 'offline_access'],
+        accessTokens: [
+          { key: '', scopes: [], token: AT, expiresAt: Date.now() + 3600_000, obtainedAt: Date.now() },
+        ],
+        updatedAt: Date.now(),
+      },
+    },
+  }
+}
+
+describe('token store file', () => {
+  test('creates the state dir 0700 and the store 0600, encrypted', async () => {
+    const dir = stateDir()
+    const store = await openTokenStore({ stateDir: dir, env: {} })
+    assert.equal(statSync(dir).mode & 0o777, 0o700)
+    assert.deepEqual(await store.read(), emptyDocument())
+    assert.equal(tokenStoreExists(dir), false)
+    await store.withLock(() => store.write(doc()))
+    assert.equal(tokenStoreExists(dir), true)
+    assert.equal(statSync(join(dir, STORE_FILE)).mode & 0o777, 0o600)
+    const raw = readFileSync(join(dir, STORE_FILE))
+    assert.ok(!raw.includes(RT) && !raw.includes(AT) && !raw.includes('alice'))
+    assert.equal((await store.read()).accounts.k?.refreshToken, RT)
+    // A second process (another store instance) reads the same file with the same key.
+    const again = await openTokenStore({ stateDir: dir, env: {} })
+    assert.equal((await again.read()).accounts.k?.refreshToken, RT)
+    assert.deepEqual(readdirSync(dir).sort(), ['store.key', 'tokens.store'].sort())
+  })
+
+  test('tightens a state directory that is too open', async () => {
+    const dir = stateDir()
+    mkdirSync(dir, { recursive: true, mode: 0o755 })
+    chmodSync(dir, 0o755)
+    await openTokenStore({ stateDir: dir, env: {} })
+    assert.equal(statSync(dir).mode & 0o777, 0o700)
+  })
+
+  test('sweeps temporary files of interrupted writes before writing', async () => {
+    const dir = stateDir()
+    const store = await openTokenStore({ stateDir: dir, env: {} })
+    writeFileSync(join(dir, `${STORE_FILE}.tmp-12345678901abcdef`), 'partial')
+    writeFileSync(join(dir, 'tokens.lock.tmp-deadbeef'), '{}')
+    await store.withLock(() => store.write(doc()))
+    assert.deepEqual(
+      readdirSync(dir).filter((f) => f.includes('.tmp-')),
+      [],
+    )
+  })
+
+  test('refuses to read or overwrite a tampered store', async () => {
+    const dir = stateDir()
+    const store = await openTokenStore({ stateDir: dir, env: {} })
+    await store.withLock(() => store.write(doc()))
+    const path = join(dir, STORE_FILE)
+    const env = JSON.parse(readFileSync(path, 'utf8'))
+    const ct = Buffer.from(env.ct, 'base64url')
+    ct[0] = (ct[0] ?? 0) ^ 1
+    env.ct = ct.toString('base64url')
+    const tampered = JSON.stringify(env)
+    writeFileSync(path, tampered)
+    await assert.rejects(
+      store.read(),
+      (err: unknown) => err instanceof StoreError && err.code === 'ERR_STORE_UNREADABLE',
+    )
+    // Writing authenticates the current file first: a damaged store is never replaced silently.
+    const fresh = await openTokenStore({ stateDir: dir, env: {} })
+    await assert.rejects(
+      fresh.withLock(() => fresh.write(emptyDocument())),
+      (err: unknown) => err instanceof StoreError,
+    )
+    assert.equal(readFileSync(path, 'utf8'), tampered, 'never reset silently')
+  })
+
+  test('a plaintext store is refused, not used', async () => {
+    const dir = stateDir()
+    const store = await openTokenStore({ stateDir: dir, env: {} })
+    writeFileSync(join(dir, STORE_FILE), JSON.stringify(doc()))
+    await assert.rejects(store.read(), /not an encrypted edgetoken store/)
+  })
+
+  test('a document of the wrong shape is refused before it is written', async () => {
+    const dir = stateDir()
+    const store = await openTokenStore({ stateDir: dir, env: {} })
+    const bad = doc() as unknown as { accounts: { k: { needsSignIn: unknown } } }
+    bad.accounts.k.needsSignIn = 'yes'
+    await assert.rejects(store.withLock(() => store.write(bad as unknown as StoreDocument)))
+    assert.equal(tokenStoreExists(dir), false)
+  })
+
+  test('the machine id is taken from EDGETOKEN_MACHINE_ID_FILE', async () => {
+    const dir = stateDir()
+    mkdirSync(join(dir, '..'), { recursive: true })
+    const mid = join(dir, '..', 'machine-id')
+    writeFileSync(mid, 'aaaa\n')
+    const store = await openTokenStore({ stateDir: dir, env: { EDGETOKEN_MACHINE_ID_FILE: mid } })
+    await store.withLock(() => store.write(doc()))
+    writeFileSync(mid, 'bbbb\n')
+    const moved = await openTokenStore({ stateDir: dir, env: { EDGETOKEN_MACHINE_ID_FILE: mid } })
+    await assert.rejects(moved.read(), /belongs to another machine/)
+  })
+})
+
+test('writing the store leaves signal handling alone (one SIGTERM is one signal)', async () => {
+  // conf's dependency when-exit re-raised SIGTERM after any write, which the CLI reads as a second
+  // Ctrl-C ("exit now"): the reason the store does its own durable write.
+  const dir = stateDir()
+  const script = join(root, 'signal-probe.mts')
+  const storeModule = new URL('../../src/store/token-store.ts', import.meta.url).href
+  const docModule = new URL('../../src/store/document.ts', import.meta.url).href
+  writeFileSync(
+    script,
+    `import { openTokenStore } from ${JSON.stringify(storeModule)}
+import { emptyDocument } from ${JSON.stringify(docModule)}
+let seen = 0
+process.on('SIGTERM', () => { seen += 1 })
+const store = await openTokenStore({ stateDir: ${JSON.stringify(dir)}, env: {} })
+await store.withLock(() => store.write(emptyDocument()))
+process.kill(process.pid, 'SIGTERM')
+setTimeout(() => process.stdout.write(String(seen)), 300)
+`,
+  )
+  const { spawnSync } = await import('node:child_process')
+  const r = spawnSync(process.execPath, ['--import', 'tsx', script], {
+    encoding: 'utf8',
+    cwd: join(import.meta.dirname ?? '.', '..', '..'),
+  })
+  assert.equal(r.status, 0, r.stderr)
+  assert.equal(r.stdout, '1')
+})

@@ -1,0 +1,195 @@
+/**
+ * Runs the edgetoken CLI as a child process, the way users and scripts do: a clean environment
+ * (no `EDGETOKEN_*` of the developer's shell leaks in), an optional state directory, stdin text,
+ * and stdout/stderr/exit code captured.
+ *
+ * By default the TypeScript sources run through tsx (no build needed). Set `EDGETOKEN_TEST_CLI=dist`
+ * (or `entry: 'dist'`) to run the built `dist/cli.js` instead.
+ */
+import { type ChildProcess, spawn } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
+
+/** The project root. */
+export const ROOT = fileURLToPath(new URL('../../', import.meta.url))
+const SRC_CLI = fileURLToPath(new URL('../../src/cli.ts', import.meta.url))
+const DIST_CLI = fileURLToPath(new URL('../../dist/cli.js', import.meta.url))
+
+/** Options of {@link runCli} and {@link spawnCli}. */
+export interface RunCliOptions {
+  /** Sets `EDGETOKEN_STATE_DIR`. */
+  stateDir?: string
+  /** Extra environment; `undefined` values remove a variable. */
+  env?: Record<string, string | undefined>
+  /** Text written to stdin (then closed). Default: stdin closed at once. */
+  stdin?: string
+  /** Kill (SIGKILL) and reject after this long. Default 30 000 ms. */
+  timeoutMs?: number
+  /** `src` (tsx, default) or `dist` (the build). */
+  entry?: 'src' | 'dist'
+  /** Extra node flags before the script (e.g. `--import` of a hook). */
+  nodeArgs?: string[]
+  /** Working directory. Default: the project root. */
+  cwd?: string
+}
+
+/** What a finished CLI run produced. */
+export interface CliResult {
+  /** Exit code, or null when killed by a signal. */
+  code: number | null
+  /** The signal that ended it, if any. */
+  signal: NodeJS.Signals | null
+  stdout: string
+  stderr: string
+  /** Wall time, ms. */
+  durationMs: number
+}
+
+/**
+ * The environment a CLI child gets: the parent's minus every `EDGETOKEN_*`, `CREDENTIALS_DIRECTORY`,
+ * `STATE_DIRECTORY` and proxy variable, plus the given ones.
+ *
+ * @param options - state dir and extra variables.
+ * @returns the environment.
+ */
+export function cliEnv(options: RunCliOptions = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {}
+  for (const [k, v] of Object.entries(process.env)) {
+    if (/^(EDGETOKEN_|CREDENTIALS_DIRECTORY$|STATE_DIRECTORY$|NOTIFY_SOCKET$)/.test(k)) continue
+    if (/^(https?|all|no)_proxy$/i.test(k)) continue
+    if (k === 'NODE_OPTIONS' || k === 'NODE_TEST_CONTEXT') continue
+    env[k] = v
+  }
+  if (options.stateDir !== undefined) env.EDGETOKEN_STATE_DIR = options.stateDir
+  for (const [k, v] of Object.entries(options.env ?? {})) {
+    if (v === undefined) delete env[k]
+    else env[k] = v
+  }
+  return env
+}
+
+/**
+ * Starts the CLI without waiting (for tests that signal or kill it).
+ *
+ * @param args - the command line after `edgetoken`.
+ * @param options - environment, state dir, entry point.
+ * @returns the child process (stdout/stderr piped).
+ */
+export function spawnCli(args: readonly string[], options: RunCliOptions = {}): ChildProcess {
+  const entry = options.entry ?? (process.env.EDGETOKEN_TEST_CLI === 'dist' ? 'dist' : 'src')
+  if (entry === 'dist' && !existsSync(DIST_CLI)) throw new Error('dist/cli.js is missing: run npm run build')
+  const script = entry === 'dist' ? [DIST_CLI] : ['--import', 'tsx', SRC_CLI]
+  return spawn(process.execPath, [...(options.nodeArgs ?? []), ...script, ...args], {
+    cwd: options.cwd ?? ROOT,
+    env: cliEnv(options),
+    stdio: ['pipe', 'pipe', 'pipe'],
+  })
+}
+
+/**
+ * Collects a spawned CLI's output until it exits.
+ *
+ * @param child - from {@link spawnCli}.
+ * @param options - stdin text and timeout.
+ * @returns the result.
+ */
+export function collect(child: ChildProcess, options: RunCliOptions = {}): Promise<CliResult> {
+  const started = Date.now()
+  const timeoutMs = options.timeoutMs ?? 30_000
+  return new Promise((resolve, reject) => {
+    const out: Buffer[] = []
+    const err: Buffer[] = []
+    child.stdout?.on('data', (b: Buffer) => out.push(b))
+    child.stderr?.on('data', (b: Buffer) => err.push(b))
+    child.stdin?.on('error', () => {}) // the child may exit before reading stdin
+    child.stdin?.end(options.stdin ?? '')
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL')
+      reject(new Error(`CLI did not exit within ${timeoutMs} ms; stderr: ${Buffer.concat(err).toString()}`))
+    }, timeoutMs)
+    child.on('error', (e) => {
+      clearTimeout(timer)
+      reject(e)
+    })
+    child.on('close', (code, signal) => {
+      clearTimeout(timer)
+      resolve({
+        code,
+        signal,
+        stdout: Buffer.concat(out).toString('utf8'),
+        stderr: Buffer.concat(err).toString('utf8'),
+        durationMs: Date.now() - started,
+      })
+    })
+  })
+}
+
+/**
+ * Runs the CLI to completion.
+ *
+ * @param args - the command line after `edgetoken`.
+ * @param options - environment, state dir, stdin, timeout, entry point.
+ * @returns exit code, signal, stdout, stderr, duration.
+ * @example
+ * ```ts
+ * const r = await runCli(['status', '--json'], { stateDir })
+ * assert.equal(r.code, 0)
+ * ```
+ */
+export function runCli(args: readonly string[], options: RunCliOptions = {}): Promise<CliResult> {
+  return collect(spawnCli(args, options), options)
+}
+
+/** Options of {@link seedSignIn}. */
+export interface SeedSignInOptions {
+  /** The test IdP's issuer. */
+  issuer: string
+  /** The public client id. */
+  clientId: string
+  /** Scopes to request (include `offline_access` for a refresh token). */
+  scopes: readonly string[]
+  /** The state directory the CLI will use. */
+  stateDir: string
+  /** The environment the CLI will run with (key file, machine-id file). */
+  env?: Record<string, string | undefined>
+  /** The login name at the IdP. */
+  login?: string
+}
+
+/**
+ * Signs a device in for CLI tests without the `login` command: a real device flow against the test
+ * IdP (approved by the headless user), saved with `saveSignIn` into the store the CLI will read.
+ * Imports the protocol core lazily, so tests that only run the CLI do not load it.
+ *
+ * @param options - IdP, client, scopes, state dir and environment.
+ * @returns the token set of the sign-in.
+ */
+export async function seedSignIn(
+  options: SeedSignInOptions,
+): Promise<import('../../src/oauth/types.js').TokenSet> {
+  const [{ resolveAuthority }, device, tokens, { approveDevice }, { openTokenStore }, { saveSignIn }] =
+    await Promise.all([
+      import('../../src/oauth/authority.js'),
+      import('../../src/oauth/device.js'),
+      import('../../src/oauth/tokens.js'),
+      import('./headless-user.js'),
+      import('../../src/store/token-store.js'),
+      import('../../src/store/cache.js'),
+    ])
+  const server = await resolveAuthority(options.issuer)
+  const client = { clientId: options.clientId }
+  const flow = await device.startDeviceAuthorization(server, client, options.scopes)
+  await approveDevice(options.issuer, flow.userCode, { login: options.login ?? 'device-user' })
+  const requestedAt = Date.now()
+  const tokenSet = await device.pollDeviceAuthorization(server, client, flow, { sleep: async () => {} })
+  const store = await openTokenStore({ stateDir: options.stateDir, env: cliEnv({ env: options.env }) })
+  await saveSignIn(store, {
+    authority: options.issuer,
+    clientId: options.clientId,
+    account: tokens.accountFromTokenSet(server, options.clientId, tokenSet),
+    tokenSet,
+    requestedScopes: options.scopes,
+    requestedAt,
+  })
+  return tokenSet
+}
