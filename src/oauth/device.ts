@@ -1,0 +1,365 @@
+/**
+ * The OAuth 2.0 Device Authorization Grant (RFC 8628): the device authorization request and its
+ * validation (§3.1-3.2), and the polling state machine (§3.4-3.5).
+ *
+ * @see https://www.rfc-editor.org/rfc/rfc8628
+ * @packageDocumentation
+ */
+import { setTimeout as delay } from 'node:timers/promises'
+import { EdgeTokenError, InvalidResponseError, OAuthServerError, UnavailableError } from '../errors.js'
+import { secureUrl } from '../lib/url.js'
+import { isNonEmptyString, isObject, isPrintable, type JsonObject } from '../lib/validate.js'
+import type { AuthorizationServer } from './authority.js'
+import { applyClientAuth } from './client-auth.js'
+import { type HttpResponse, httpRequest, NetworkError, readJson } from './http.js'
+import { errorFromResponse, numericParameter, processTokenResponse } from './tokens.js'
+import type { OAuthClient, TokenSet } from './types.js'
+
+/** RFC 8628 §3.4 grant type. */
+export const DEVICE_CODE_GRANT_TYPE = 'urn:ietf:params:oauth:grant-type:device_code'
+/** RFC 8628 §3.2: the polling interval when the server sends none, seconds. */
+export const DEFAULT_INTERVAL_SECONDS = 5
+/** RFC 8628 §3.5: what `slow_down` adds to the interval, seconds. */
+export const SLOW_DOWN_SECONDS = 5
+/** Largest `interval` accepted, seconds; more is a broken server, not a policy. */
+export const MAX_INTERVAL_SECONDS = 3600
+/** Largest `expires_in` accepted for a device code, seconds (a day). */
+export const MAX_DEVICE_CODE_LIFETIME_SECONDS = 86400
+/** Largest user code accepted, characters (it is typed by a human). */
+export const MAX_USER_CODE_LENGTH = 64
+/** Largest `message` accepted, characters. */
+export const MAX_MESSAGE_LENGTH = 1024
+/** Largest verification URI accepted, characters. */
+export const MAX_URI_LENGTH = 2048
+/** Longest wait between polls after back-off on network failures, seconds. */
+export const MAX_BACKOFF_INTERVAL_SECONDS = 300
+
+/**
+ * A validated device authorization response (RFC 8628 §3.2), with the lifetime made absolute.
+ * The `device_code` is held privately: not a property, never serialised or logged.
+ */
+export interface DeviceAuthorization {
+  /** The code the user enters (printable, at most {@link MAX_USER_CODE_LENGTH} characters). */
+  readonly userCode: string
+  /** Where the user enters it (https, or http on loopback). */
+  readonly verificationUri: string
+  /** A URI that includes the user code (for a QR code), when the server sent one. */
+  readonly verificationUriComplete?: string | undefined
+  /** When the device code expires, epoch ms. */
+  readonly expiresAt: number
+  /** The minimum polling interval, seconds (§3.2 default 5). */
+  readonly intervalSeconds: number
+  /** The server's human-readable instruction (Entra ID sends one), when sent. */
+  readonly message?: string | undefined
+  /** The scopes requested. */
+  readonly scopes: readonly string[]
+}
+
+const deviceCodes = new WeakMap<DeviceAuthorization, string>()
+
+/** Options of {@link startDeviceAuthorization}. */
+export interface StartDeviceAuthorizationOptions {
+  /** Cancels the request. */
+  signal?: AbortSignal | undefined
+  /** The clock, epoch ms. Default `Date.now`. */
+  now?: (() => number) | undefined
+  /** Per-request timeout, ms. Default 10000. */
+  timeoutMs?: number | undefined
+}
+
+/**
+ * Sends the device authorization request (RFC 8628 §3.1) and validates the response (§3.2).
+ * Scopes are sent as given (see `signInScopes` to add `openid` and `offline_access`).
+ *
+ * @param server - the authorization server; must have a device authorization endpoint.
+ * @param client - the client.
+ * @param scopes - the scopes to request.
+ * @param options - signal, clock, timeout.
+ * @returns the validated device authorization.
+ * @throws `ERR_CONFIG` when the server has no device endpoint; {@link OAuthServerError} for an
+ *   error response; {@link InvalidResponseError} for an invalid one; `ERR_UNAVAILABLE`.
+ * @see https://www.rfc-editor.org/rfc/rfc8628#section-3.1
+ */
+export async function startDeviceAuthorization(
+  server: AuthorizationServer,
+  client: OAuthClient,
+  scopes: readonly string[],
+  options: StartDeviceAuthorizationOptions = {},
+): Promise<DeviceAuthorization> {
+  const endpoint = server.deviceAuthorizationEndpoint
+  if (!endpoint) {
+    throw new EdgeTokenError('ERR_CONFIG', `${server.issuer} does not offer the device authorization grant`)
+  }
+  const body = new URLSearchParams()
+  const headers: Record<string, string> = {}
+  await applyClientAuth(client, server.tokenEndpoint, body, headers, { now: options.now })
+  if (scopes.length > 0) body.set('scope', scopes.join(' '))
+  const response = await httpRequest(endpoint, {
+    body,
+    headers,
+    signal: options.signal,
+    timeoutMs: options.timeoutMs,
+  })
+  return processDeviceAuthorizationResponse(response, { now: options.now, scopes })
+}
+
+/** Options of {@link processDeviceAuthorizationResponse}. */
+export interface ProcessDeviceAuthorizationOptions {
+  /** The clock, epoch ms. Default `Date.now`. */
+  now?: (() => number) | undefined
+  /** The scopes that were requested. */
+  scopes?: readonly string[] | undefined
+}
+
+/**
+ * Validates a device authorization response (RFC 8628 §3.2): every required field present and
+ * typed, `expires_in` and `interval` positive and bounded (decimal strings normalised), URIs https
+ * (http only for loopback), user code and message printable and bounded.
+ *
+ * @param response - the HTTP response.
+ * @param options - clock and requested scopes.
+ * @returns the device authorization, frozen, with the device code held privately.
+ * @throws {@link InvalidResponseError} naming the field; {@link OAuthServerError} for an error body;
+ *   {@link UnavailableError} for 429/5xx.
+ * @see https://www.rfc-editor.org/rfc/rfc8628#section-3.2
+ */
+export function processDeviceAuthorizationResponse(
+  response: HttpResponse,
+  options: ProcessDeviceAuthorizationOptions = {},
+): DeviceAuthorization {
+  const now = (options.now ?? Date.now)()
+  if (response.status !== 200) throw errorFromResponse(response, 'device authorization request', 'other', now)
+  const body = readJson(response, 'device authorization response')
+  if (!isObject(body))
+    throw new InvalidResponseError('device authorization response is not a JSON object', { body })
+  const bad = (field: string, why: string) =>
+    new InvalidResponseError(`device authorization response: ${field} ${why}`, {
+      status: response.status,
+      body,
+    })
+
+  const deviceCode = body.device_code
+  if (!isNonEmptyString(deviceCode) || deviceCode.length > 4096 || !isPrintable(deviceCode)) {
+    throw bad('device_code', 'is missing or not a printable string')
+  }
+  const userCode = body.user_code
+  if (!isNonEmptyString(userCode) || userCode.trim().length === 0) throw bad('user_code', 'is missing')
+  if (userCode.length > MAX_USER_CODE_LENGTH) throw bad('user_code', `is longer than ${MAX_USER_CODE_LENGTH}`)
+  if (!isPrintable(userCode)) throw bad('user_code', 'contains control characters')
+
+  // Google and pre-RFC servers spell it `verification_url`; the RFC name wins when both are sent.
+  const verificationUri = uri(
+    body,
+    body.verification_uri === undefined ? 'verification_url' : 'verification_uri',
+    bad,
+  )
+  if (verificationUri === undefined) throw bad('verification_uri', 'is missing')
+  const verificationUriComplete = uri(body, 'verification_uri_complete', bad)
+
+  const expiresIn = numericParameter(body, 'expires_in')
+  if (expiresIn === undefined) throw bad('expires_in', 'is missing')
+  if (!Number.isFinite(expiresIn) || expiresIn <= 0 || expiresIn > MAX_DEVICE_CODE_LIFETIME_SECONDS) {
+    throw bad('expires_in', `is not a number of seconds in 1..${MAX_DEVICE_CODE_LIFETIME_SECONDS}`)
+  }
+  // RFC 8628 §3.2: "If no value is provided, clients MUST use 5 as the default."
+  const interval = numericParameter(body, 'interval') ?? DEFAULT_INTERVAL_SECONDS
+  // Never feed 0 (busy polling) or a day-long wait into the poll loop.
+  if (!Number.isFinite(interval) || interval < 1 || interval > MAX_INTERVAL_SECONDS) {
+    throw bad('interval', `is not a number of seconds in 1..${MAX_INTERVAL_SECONDS}`)
+  }
+
+  let message: string | undefined
+  if (body.message !== undefined && body.message !== null) {
+    if (typeof body.message !== 'string' || body.message.length > MAX_MESSAGE_LENGTH) {
+      throw bad('message', `is not a string of at most ${MAX_MESSAGE_LENGTH} characters`)
+    }
+    if (!isPrintable(body.message)) throw bad('message', 'contains control characters')
+    message = body.message
+  }
+
+  const flow: DeviceAuthorization = Object.freeze({
+    userCode,
+    verificationUri,
+    verificationUriComplete,
+    expiresAt: now + Math.round(expiresIn * 1000),
+    intervalSeconds: interval,
+    message,
+    scopes: Object.freeze([...(options.scopes ?? [])]),
+  })
+  deviceCodes.set(flow, deviceCode)
+  return flow
+}
+
+function uri(
+  body: JsonObject,
+  field: string,
+  bad: (field: string, why: string) => InvalidResponseError,
+): string | undefined {
+  const value = body[field]
+  if (value === undefined || value === null) return undefined
+  if (!isNonEmptyString(value) || value.length > MAX_URI_LENGTH || !isPrintable(value)) {
+    throw bad(field, 'is not a printable string')
+  }
+  // Never show the user a javascript:, data:, file: or plain-http link to a remote host.
+  const url = secureUrl(value)
+  if (!url || url.username || url.password) {
+    throw bad(field, 'must be an https:// URL (http:// only for loopback hosts)')
+  }
+  return value
+}
+
+/** Sleeps `ms`, rejecting when `signal` aborts. */
+export type SleepFunction = (ms: number, signal: AbortSignal | undefined) => Promise<void>
+
+/** One poll's outcome, for progress reporting and diagnostics. */
+export interface PollEvent {
+  /** When the poll was sent, epoch ms (the injected clock). */
+  at: number
+  /** `pending`, `slow_down`, `unavailable` (network, 429, 5xx), or `done`. */
+  outcome: 'pending' | 'slow_down' | 'unavailable' | 'done'
+  /** The interval in force for the next poll, seconds. */
+  intervalSeconds: number
+}
+
+/** Options of {@link pollDeviceAuthorization}. */
+export interface PollDeviceAuthorizationOptions {
+  /**
+   * Cancels polling (`ERR_CANCELLED`). Whatever the signal, polling ends at the code's expiry with
+   * `ERR_EXPIRED`: no request is sent after it (RFC 8628 §3.5), so without a signal the code's
+   * lifetime is the limit (like openid-client's default signal).
+   */
+  signal?: AbortSignal | undefined
+  /** Waits between polls; inject for tests. Default: `node:timers/promises` setTimeout. */
+  sleep?: SleepFunction | undefined
+  /** The clock, epoch ms; inject for tests together with `sleep`. Default `Date.now`. */
+  now?: (() => number) | undefined
+  /** Per-request timeout, ms. Default 10000. */
+  timeoutMs?: number | undefined
+  /** Called after every poll. */
+  onPoll?: ((event: PollEvent) => void) | undefined
+}
+
+const defaultSleep: SleepFunction = async (ms, signal) => {
+  await delay(ms, undefined, signal ? { signal } : undefined)
+}
+
+function cancelled(cause?: unknown): EdgeTokenError {
+  return new EdgeTokenError('ERR_CANCELLED', 'device authorization was cancelled', { cause })
+}
+
+/**
+ * Polls the token endpoint until the user approves, denies, or the code expires (RFC 8628 §3.4-3.5):
+ *
+ * - the first poll is sent one interval after the call, not at once;
+ * - `authorization_pending`: keep polling at the interval;
+ * - `slow_down`: the interval grows by 5 s for this and every later poll;
+ * - a connection failure or timeout (and 429/5xx without `Retry-After`): the interval doubles
+ *   (capped at {@link MAX_BACKOFF_INTERVAL_SECONDS}); a `Retry-After` is honoured for the next wait;
+ * - any other error ends polling: `access_denied`/`authorization_declined` -> `ERR_ACCESS_DENIED`,
+ *   `expired_token` -> `ERR_EXPIRED`, others `ERR_OAUTH`;
+ * - no poll is sent at or after the code's expiry: polling ends with `ERR_EXPIRED` at that moment.
+ *
+ * @param server - the authorization server.
+ * @param client - the client that started the flow.
+ * @param flow - the device authorization from {@link startDeviceAuthorization}.
+ * @param options - signal, sleep, clock, timeout, progress callback.
+ * @returns the validated token set (id_token verified).
+ * @throws EdgeTokenError `ERR_ACCESS_DENIED`, `ERR_EXPIRED`, `ERR_CANCELLED`, `ERR_INVALID_RESPONSE`,
+ *   `ERR_JWT_INVALID`, `ERR_OAUTH`.
+ * @see https://www.rfc-editor.org/rfc/rfc8628#section-3.5
+ */
+export async function pollDeviceAuthorization(
+  server: AuthorizationServer,
+  client: OAuthClient,
+  flow: DeviceAuthorization,
+  options: PollDeviceAuthorizationOptions = {},
+): Promise<TokenSet> {
+  const deviceCode = deviceCodes.get(flow)
+  if (deviceCode === undefined) {
+    throw new TypeError('pollDeviceAuthorization: flow did not come from startDeviceAuthorization')
+  }
+  const sleep = options.sleep ?? defaultSleep
+  const now = options.now ?? Date.now
+  const { signal } = options
+  let intervalSeconds = flow.intervalSeconds
+  let waitMs = intervalSeconds * 1000
+  const expired = () =>
+    new EdgeTokenError('ERR_EXPIRED', 'the device code expired before the sign-in was completed')
+
+  for (;;) {
+    if (signal?.aborted) throw cancelled(signal.reason)
+    const remaining = flow.expiresAt - now()
+    if (waitMs >= remaining) {
+      // RFC 8628 §3.5: no poll after expiry. Wait out the code's life (the user may still be
+      // looking at it), then report it expired.
+      if (remaining > 0) await sleepOrCancel(sleep, remaining, signal)
+      throw expired()
+    }
+    await sleepOrCancel(sleep, waitMs, signal)
+    if (now() >= flow.expiresAt) throw expired()
+
+    const at = now()
+    const body = new URLSearchParams({ grant_type: DEVICE_CODE_GRANT_TYPE, device_code: deviceCode })
+    const headers: Record<string, string> = {}
+    await applyClientAuth(client, server.tokenEndpoint, body, headers, { now })
+    // Entra ID: client_info=1 returns the stable `uid.utid` account id.
+    if (server.dialect === 'entra') body.set('client_info', '1')
+
+    let outcome: PollEvent['outcome']
+    let retryAfterSeconds: number | undefined
+    try {
+      const response = await httpRequest(server.tokenEndpoint, {
+        body,
+        headers,
+        signal,
+        timeoutMs: options.timeoutMs,
+      })
+      const tokens = await processTokenResponse(server, response, {
+        grant: 'device_code',
+        requestedScopes: flow.scopes,
+        clientId: client.clientId,
+        now,
+        signal,
+      })
+      options.onPoll?.({ at, outcome: 'done', intervalSeconds })
+      return tokens
+    } catch (err) {
+      if (err instanceof OAuthServerError && err.error === 'authorization_pending') {
+        outcome = 'pending'
+      } else if (err instanceof OAuthServerError && err.error === 'slow_down') {
+        // RFC 8628 §3.5: "the interval MUST be increased by 5 seconds for this and all subsequent requests".
+        outcome = 'slow_down'
+        intervalSeconds += SLOW_DOWN_SECONDS
+      } else if (
+        err instanceof NetworkError ||
+        (err instanceof UnavailableError && err.status !== undefined)
+      ) {
+        // RFC 8628 §3.5: on a connection timeout, reduce the polling frequency (exponential back-off).
+        // 429/5xx are treated alike; their Retry-After, when sent, sets the next wait.
+        outcome = 'unavailable'
+        retryAfterSeconds = err.retryAfterSeconds
+        if (retryAfterSeconds === undefined) {
+          intervalSeconds = Math.min(intervalSeconds * 2, MAX_BACKOFF_INTERVAL_SECONDS)
+        }
+      } else {
+        throw err
+      }
+    }
+    options.onPoll?.({ at, outcome, intervalSeconds })
+    waitMs = Math.max(intervalSeconds, retryAfterSeconds ?? 0) * 1000
+  }
+}
+
+async function sleepOrCancel(
+  sleep: SleepFunction,
+  ms: number,
+  signal: AbortSignal | undefined,
+): Promise<void> {
+  try {
+    await sleep(ms, signal)
+  } catch (err) {
+    if (signal?.aborted) throw cancelled(err)
+    throw err
+  }
+  if (signal?.aborted) throw cancelled(signal.reason)
+}

@@ -1,0 +1,319 @@
+/**
+ * Token endpoint responses: RFC 6749 §5.1 success checks, §5.2 error mapping, id_token
+ * verification (OpenID Connect Core §3.1.3.7) and the account derived from them.
+ *
+ * @packageDocumentation
+ */
+import { createHash } from 'node:crypto'
+import { decodeJwt, errors as joseErrors, jwtVerify } from 'jose'
+import {
+  EdgeTokenError,
+  type ErrorCode,
+  InvalidResponseError,
+  OAuthServerError,
+  UnavailableError,
+} from '../errors.js'
+import { parseRetryAfter } from '../lib/retry-after.js'
+import { isNonEmptyString, isObject, isPrintable, type JsonObject } from '../lib/validate.js'
+import { type AuthorizationServer, expectedIssuer } from './authority.js'
+import { type HttpResponse, readJson, responseHeader } from './http.js'
+import { jwksKeyResolver } from './jwks.js'
+import { parseScope } from './scopes.js'
+import type { Account, TokenSet } from './types.js'
+
+/** Clock skew allowed when checking `exp`, `iat` and `nbf`, seconds. */
+export const CLOCK_SKEW_SECONDS = 60
+/** Longest access-token lifetime we accept, seconds (a year): anything longer is a broken server. */
+const MAX_EXPIRES_IN_SECONDS = 366 * 86400
+/** Lifetime assumed when a token response omits `expires_in` (RFC 6749 §5.1 only recommends it). */
+export const DEFAULT_EXPIRES_IN_SECONDS = 3600
+/** The asymmetric JWS algorithms accepted for id_tokens; `none` and HMAC never. */
+export const ID_TOKEN_ALGORITHMS = [
+  'RS256',
+  'RS384',
+  'RS512',
+  'PS256',
+  'PS384',
+  'PS512',
+  'ES256',
+  'ES384',
+  'ES512',
+  'EdDSA',
+  'Ed25519',
+]
+
+/**
+ * Reads a numeric response parameter, normalising the one known quirk: numbers sent as decimal
+ * strings (`"expires_in": "3599"`, older Entra ID and some gateways). The single place this is done.
+ *
+ * @param body - the response object.
+ * @param field - the parameter name.
+ * @returns the number, `undefined` when absent, or `NaN` when present but not a number.
+ */
+export function numericParameter(body: JsonObject, field: string): number | undefined {
+  const value = body[field]
+  if (value === undefined || value === null) return undefined
+  if (typeof value === 'number') return value
+  if (typeof value === 'string' && /^\s*\d{1,12}(?:\.\d{1,6})?\s*$/.test(value)) return Number(value)
+  return Number.NaN
+}
+
+/** Which grant a token response answers, for the error mapping. */
+export type GrantKind = 'device_code' | 'refresh_token' | 'other'
+
+/**
+ * Maps an OAuth `error` code to an edgetoken error code.
+ *
+ * @param error - the `error` parameter.
+ * @param grant - the grant it answers.
+ * @returns the stable code.
+ * @see https://www.rfc-editor.org/rfc/rfc6749#section-5.2
+ * @see https://www.rfc-editor.org/rfc/rfc8628#section-3.5
+ */
+export function errorCodeFor(error: string, grant: GrantKind): ErrorCode {
+  if (error === 'access_denied' || error === 'authorization_declined') return 'ERR_ACCESS_DENIED'
+  if (error === 'expired_token') return 'ERR_EXPIRED'
+  if (error === 'invalid_grant' && grant === 'refresh_token') return 'ERR_SIGNIN_REQUIRED'
+  return 'ERR_OAUTH'
+}
+
+/**
+ * Turns a non-success response of an OAuth endpoint into the error to throw: 429/5xx are
+ * {@link UnavailableError} (with `Retry-After`), an RFC 6749 §5.2 body an {@link OAuthServerError}.
+ *
+ * @param response - the response.
+ * @param what - what it answers (`token request`, `device authorization request`).
+ * @param grant - for the code mapping.
+ * @param now - the clock, for HTTP-date `Retry-After` values.
+ * @returns the error (not thrown, so callers can inspect it).
+ */
+export function errorFromResponse(
+  response: HttpResponse,
+  what: string,
+  grant: GrantKind,
+  now: number = Date.now(),
+): EdgeTokenError {
+  const { status } = response
+  if (status === 429 || status >= 500) {
+    return new UnavailableError(`${what}: ${response.url.host} answered ${status}`, {
+      status,
+      retryAfterSeconds: parseRetryAfter(responseHeader(response, 'retry-after'), now),
+    })
+  }
+  const body = readJson(response, what)
+  if (!isObject(body) || !isNonEmptyString(body.error) || body.error.length > 200) {
+    return new InvalidResponseError(
+      `${what}: ${response.url.host} answered ${status} without an OAuth error`,
+      {
+        status,
+        body,
+      },
+    )
+  }
+  const description = typeof body.error_description === 'string' ? body.error_description : undefined
+  const errorUri = typeof body.error_uri === 'string' ? body.error_uri : undefined
+  return new OAuthServerError(errorCodeFor(body.error, grant), body.error, {
+    status,
+    errorDescription: description,
+    errorUri,
+    body,
+  })
+}
+
+/** Options of {@link processTokenResponse}. */
+export interface ProcessTokenResponseOptions {
+  /** The grant answered (error mapping). */
+  grant: GrantKind
+  /** The scopes requested: the granted ones when the response has no `scope` (RFC 6749 §3.3). */
+  requestedScopes: readonly string[]
+  /** The client_id, the id_token's audience. */
+  clientId: string
+  /** The clock, epoch ms. Default `Date.now`. */
+  now?: (() => number) | undefined
+  /** Cancels a JWKS fetch. */
+  signal?: AbortSignal | undefined
+}
+
+/**
+ * Validates a token endpoint response and verifies its id_token.
+ *
+ * @param server - the authorization server (issuer, JWKS).
+ * @param response - the HTTP response.
+ * @param options - grant, requested scopes, client id, clock.
+ * @returns the token set (id_token claims set only after verification).
+ * @throws {@link OAuthServerError} for an RFC 6749 §5.2 error; {@link UnavailableError} for 429/5xx;
+ *   {@link InvalidResponseError} for a malformed success; `ERR_JWT_INVALID` for a bad id_token.
+ * @see https://www.rfc-editor.org/rfc/rfc6749#section-5.1
+ */
+export async function processTokenResponse(
+  server: AuthorizationServer,
+  response: HttpResponse,
+  options: ProcessTokenResponseOptions,
+): Promise<TokenSet> {
+  const now = (options.now ?? Date.now)()
+  if (response.status !== 200) throw errorFromResponse(response, 'token request', options.grant, now)
+  const body = readJson(response, 'token response')
+  if (!isObject(body)) throw new InvalidResponseError('token response is not a JSON object', { body })
+  const bad = (field: string, why: string) =>
+    new InvalidResponseError(`token response: ${field} ${why}`, { status: response.status, body })
+
+  if (!isNonEmptyString(body.access_token)) throw bad('access_token', 'is missing or not a string')
+  if (typeof body.token_type !== 'string') throw bad('token_type', 'is missing')
+  const tokenType = body.token_type.toLowerCase()
+  // RFC 6750: only bearer tokens are supported; Entra ID spells it `Bearer`.
+  if (tokenType !== 'bearer') throw bad('token_type', 'is not bearer')
+
+  const expiresIn = numericParameter(body, 'expires_in') ?? DEFAULT_EXPIRES_IN_SECONDS
+  if (!Number.isFinite(expiresIn) || expiresIn <= 0 || expiresIn > MAX_EXPIRES_IN_SECONDS) {
+    throw bad('expires_in', 'is not a positive number of seconds')
+  }
+  let scopes: readonly string[] = options.requestedScopes
+  if (body.scope !== undefined) {
+    if (typeof body.scope !== 'string') throw bad('scope', 'is not a string')
+    scopes = parseScope(body.scope)
+  }
+  const optionalString = (field: string): string | undefined => {
+    const value = body[field]
+    if (value === undefined || value === null) return undefined
+    if (!isNonEmptyString(value)) throw bad(field, 'is not a string')
+    return value
+  }
+  const refreshToken = optionalString('refresh_token')
+  const idToken = optionalString('id_token')
+  const clientInfo = optionalString('client_info')
+  const refreshIn = numericParameter(body, 'refresh_in')
+  if (refreshIn !== undefined && (!Number.isFinite(refreshIn) || refreshIn <= 0)) {
+    throw bad('refresh_in', 'is not a positive number')
+  }
+
+  const idTokenClaims =
+    idToken === undefined
+      ? undefined
+      : await verifyIdToken(server, options.clientId, idToken, { now: options.now, signal: options.signal })
+
+  return Object.freeze({
+    accessToken: body.access_token,
+    tokenType,
+    expiresAt: now + Math.round(expiresIn * 1000),
+    scopes: Object.freeze([...scopes]),
+    refreshToken,
+    idToken,
+    idTokenClaims,
+    refreshInSeconds: refreshIn,
+    clientInfo,
+  })
+}
+
+/** Options of {@link verifyIdToken}. */
+export interface VerifyIdTokenOptions {
+  /** The clock, epoch ms. Default `Date.now`. */
+  now?: (() => number) | undefined
+  /** Cancels a JWKS fetch. */
+  signal?: AbortSignal | undefined
+}
+
+/**
+ * Verifies an id_token: signature against the server's JWKS with an asymmetric algorithm from
+ * its header, `iss` (Entra ID template filled from `tid`), `aud` = client_id, `exp` and `iat`
+ * present, {@link CLOCK_SKEW_SECONDS} of skew.
+ *
+ * @param server - the authorization server.
+ * @param clientId - the expected audience.
+ * @param idToken - the compact JWS.
+ * @param options - clock and signal.
+ * @returns the verified claims, frozen.
+ * @throws EdgeTokenError `ERR_JWT_INVALID` naming the failed check (never the token).
+ * @see https://openid.net/specs/openid-connect-core-1_0.html#IDTokenValidation
+ */
+export async function verifyIdToken(
+  server: AuthorizationServer,
+  clientId: string,
+  idToken: string,
+  options: VerifyIdTokenOptions = {},
+): Promise<Readonly<Record<string, unknown>>> {
+  if (!server.jwksUri) {
+    throw new EdgeTokenError(
+      'ERR_JWT_INVALID',
+      'id_token cannot be verified: the server publishes no jwks_uri',
+    )
+  }
+  let unverifiedTid: unknown
+  try {
+    unverifiedTid = decodeJwt(idToken).tid
+  } catch (err) {
+    throw new EdgeTokenError('ERR_JWT_INVALID', 'id_token is not a JWT', { cause: err })
+  }
+  const issuer = expectedIssuer(server, unverifiedTid)
+  if (issuer === undefined) {
+    throw new EdgeTokenError('ERR_JWT_INVALID', 'id_token has no valid tid claim to fill the issuer template')
+  }
+  const now = options.now ?? Date.now
+  try {
+    const { payload } = await jwtVerify(idToken, jwksKeyResolver(server.jwksUri, options), {
+      issuer,
+      audience: clientId,
+      algorithms: ID_TOKEN_ALGORITHMS,
+      clockTolerance: CLOCK_SKEW_SECONDS,
+      currentDate: new Date(now()),
+      requiredClaims: ['iss', 'sub', 'aud', 'exp', 'iat'],
+    })
+    if (typeof payload.iat === 'number' && payload.iat * 1000 > now() + CLOCK_SKEW_SECONDS * 1000) {
+      throw new EdgeTokenError('ERR_JWT_INVALID', 'id_token verification failed: iat is in the future')
+    }
+    return Object.freeze({ ...payload })
+  } catch (err) {
+    if (err instanceof EdgeTokenError) throw err
+    const detail =
+      err instanceof joseErrors.JOSEError
+        ? `${err.code}${'claim' in err && typeof err.claim === 'string' ? ` (${err.claim})` : ''}`
+        : 'unexpected error'
+    throw new EdgeTokenError('ERR_JWT_INVALID', `id_token verification failed: ${detail}`, { cause: err })
+  }
+}
+
+function decodeClientInfo(value: string): { uid: string; utid: string } | undefined {
+  try {
+    const parsed: unknown = JSON.parse(Buffer.from(value, 'base64url').toString('utf8'))
+    if (isObject(parsed) && isNonEmptyString(parsed.uid) && isNonEmptyString(parsed.utid)) {
+      const ok = (s: string) => /^[A-Za-z0-9._-]{1,128}$/.test(s)
+      if (ok(parsed.uid) && ok(parsed.utid)) return { uid: parsed.uid, utid: parsed.utid }
+    }
+  } catch {
+    // not base64url JSON: ignored, the id_token's sub is used instead
+  }
+  return undefined
+}
+
+function displayString(value: unknown): string | undefined {
+  return typeof value === 'string' && value.length > 0 && value.length <= 256 && isPrintable(value)
+    ? value
+    : undefined
+}
+
+/**
+ * The account a token set signs in: Entra ID `uid.utid` from `client_info` (stable across
+ * tenants' token refreshes), else the verified id_token's `sub`, else a hash of issuer and client.
+ *
+ * @param server - the authorization server.
+ * @param clientId - the client.
+ * @param tokenSet - a token set from a grant function (id_token already verified).
+ * @returns the account, frozen.
+ */
+export function accountFromTokenSet(
+  server: AuthorizationServer,
+  clientId: string,
+  tokenSet: TokenSet,
+): Account {
+  const claims = tokenSet.idTokenClaims
+  const issuer = typeof claims?.iss === 'string' ? claims.iss : server.issuer
+  const username =
+    displayString(claims?.preferred_username) ?? displayString(claims?.email) ?? displayString(claims?.name)
+  const info =
+    server.dialect === 'entra' && tokenSet.clientInfo ? decodeClientInfo(tokenSet.clientInfo) : undefined
+  if (info) return Object.freeze({ id: `${info.uid}.${info.utid}`, username, tenant: info.utid, issuer })
+  const tid = displayString(claims?.tid)
+  const sub = displayString(claims?.sub)
+  if (sub) return Object.freeze({ id: sub, username, tenant: tid, issuer })
+  const id = createHash('sha256').update(`${server.issuer}\n${clientId}`).digest('hex').slice(0, 32)
+  return Object.freeze({ id, username, tenant: tid, issuer })
+}

@@ -1,0 +1,500 @@
+/**
+ * RFC 8628 device authorization grant: response validation and the polling state machine, with an
+ * injected clock and sleep and the HTTP faked by a MockAgent (no real network, every expectation used).
+ */
+import assert from 'node:assert/strict'
+import { describe, type TestContext, test } from 'node:test'
+import type { MockAgent } from 'undici'
+import { EdgeTokenError, InvalidResponseError, OAuthServerError, UnavailableError } from '../../src/errors.js'
+import type { AuthorizationServer } from '../../src/oauth/authority.js'
+import {
+  type DeviceAuthorization,
+  pollDeviceAuthorization,
+  processDeviceAuthorizationResponse,
+  startDeviceAuthorization,
+} from '../../src/oauth/device.js'
+import type { HttpResponse } from '../../src/oauth/http.js'
+import { JSON_HEADERS, mockHttp } from '../support/mock-http.js'
+
+const ORIGIN = 'https://idp.test'
+const server: AuthorizationServer = Object.freeze({
+  issuer: ORIGIN,
+  dialect: 'oidc',
+  tokenEndpoint: `${ORIGIN}/token`,
+  deviceAuthorizationEndpoint: `${ORIGIN}/device/auth`,
+  jwksUri: `${ORIGIN}/jwks`,
+})
+const client = { clientId: 'device-client' }
+const DEVICE_CODE = 'dc-secret-1234567890'
+
+const goodBody = (extra: Record<string, unknown> = {}) => ({
+  device_code: DEVICE_CODE,
+  user_code: 'WDJB-MJHT',
+  verification_uri: 'https://idp.test/device',
+  verification_uri_complete: 'https://idp.test/device?user_code=WDJB-MJHT',
+  expires_in: 600,
+  interval: 5,
+  ...extra,
+})
+
+function response(
+  status: number,
+  body: unknown,
+  headers: Record<string, string> = JSON_HEADERS,
+): HttpResponse {
+  return {
+    url: new URL(`${ORIGIN}/device/auth`),
+    status,
+    headers,
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+  }
+}
+
+/** A fake clock whose sleep advances time instantly, recording each wait. */
+function fakeClock(start = 1_000_000) {
+  let now = start
+  const sleeps: number[] = []
+  return {
+    start,
+    now: () => now,
+    sleeps,
+    sleep: async (ms: number, signal: AbortSignal | undefined) => {
+      if (signal?.aborted) throw signal.reason
+      sleeps.push(ms)
+      now += ms
+    },
+  }
+}
+
+type Step =
+  | { status: number; body: unknown; headers?: Record<string, string> }
+  | { timeout: true }
+  | { networkError: true }
+
+/**
+ * Scripts the token endpoint: one interceptor per expected poll, recording the (fake) time at which
+ * each poll arrived. An unexpected extra poll fails (net connect disabled).
+ */
+function scriptPolls(agent: MockAgent, clock: { now: () => number }, steps: Step[]): number[] {
+  const times: number[] = []
+  const pool = agent.get(ORIGIN)
+  for (const step of steps) {
+    const interceptor = pool.intercept({
+      path: '/token',
+      method: 'POST',
+      body: (b) => b.includes(`device_code=${DEVICE_CODE}`) && b.includes('grant_type=urn'),
+    })
+    if ('networkError' in step) {
+      // replyWithError has no callback: this poll's time is known from onPoll only.
+      interceptor.replyWithError(Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' }))
+    } else if ('timeout' in step) {
+      interceptor
+        .reply(() => {
+          times.push(clock.now())
+          return {
+            statusCode: 400,
+            data: { error: 'authorization_pending' },
+            responseOptions: { headers: JSON_HEADERS },
+          }
+        })
+        .delay(500)
+    } else {
+      interceptor.reply(() => {
+        times.push(clock.now())
+        return {
+          statusCode: step.status,
+          data: JSON.stringify(step.body),
+          responseOptions: { headers: { ...JSON_HEADERS, ...step.headers } },
+        }
+      })
+    }
+  }
+  return times
+}
+
+const pending = { status: 400, body: { error: 'authorization_pending' } }
+const slowDown = { status: 400, body: { error: 'slow_down' } }
+const success = { status: 200, body: { access_token: 'at-1', token_type: 'Bearer', expires_in: 300 } }
+
+function flowWith(clock: { now: () => number }, extra: Record<string, unknown> = {}): DeviceAuthorization {
+  return processDeviceAuthorizationResponse(response(200, goodBody(extra)), {
+    now: clock.now,
+    scopes: ['openid'],
+  })
+}
+
+function relative(times: number[], start: number): number[] {
+  return times.map((t) => (t - start) / 1000)
+}
+
+function gaps(times: number[], start: number): number[] {
+  return times.map((t, i) => (t - (i === 0 ? start : (times[i - 1] ?? start))) / 1000)
+}
+
+async function poll(t: TestContext, extra: Record<string, unknown>, steps: Step[], timeoutMs?: number) {
+  const agent = mockHttp(t)
+  const clock = fakeClock()
+  const flow = flowWith(clock, extra)
+  const times = scriptPolls(agent, clock, steps)
+  const events: number[] = []
+  const result = pollDeviceAuthorization(server, client, flow, {
+    sleep: clock.sleep,
+    now: clock.now,
+    timeoutMs,
+    onPoll: (event) => events.push(event.at),
+  })
+  return { clock, flow, times, events, result }
+}
+
+describe('RFC 8628 polling', () => {
+  test('§3.2 interval defaults to 5 seconds when absent', async (t) => {
+    const { clock, flow, times, result } = await poll(t, { interval: undefined }, [pending, success])
+    assert.equal(flow.intervalSeconds, 5)
+    const tokens = await result
+    assert.equal(tokens.accessToken, 'at-1')
+    assert.deepEqual(relative(times, clock.start), [5, 10])
+  })
+
+  test('§3.5 first poll one interval after the start, not at once; pending keeps the interval', async (t) => {
+    const { clock, times, result } = await poll(t, { interval: 3 }, [pending, pending, pending, success])
+    await result
+    assert.deepEqual(relative(times, clock.start), [3, 6, 9, 12])
+    assert.ok(clock.sleeps.every((ms) => ms === 3000))
+  })
+
+  test('§3.5 slow_down adds 5 seconds for this and all later polls', async (t) => {
+    const { clock, times, result } = await poll(t, { interval: 2 }, [
+      pending,
+      slowDown,
+      pending,
+      pending,
+      success,
+    ])
+    await result
+    assert.deepEqual(gaps(times, clock.start), [2, 2, 7, 7, 7])
+  })
+
+  test('§3.5 slow_down twice adds 5 seconds each time', async (t) => {
+    const { clock, times, result } = await poll(t, { interval: 1 }, [slowDown, slowDown, pending, success])
+    await result
+    assert.deepEqual(gaps(times, clock.start), [1, 6, 11, 11])
+  })
+
+  test('§3.5 authorization_pending keeps polling; access_denied stops with ERR_ACCESS_DENIED', async (t) => {
+    const { times, result } = await poll(t, { interval: 1 }, [
+      pending,
+      { status: 400, body: { error: 'access_denied' } },
+    ])
+    await assert.rejects(result, (err: unknown) => {
+      assert.ok(err instanceof OAuthServerError)
+      assert.equal(err.code, 'ERR_ACCESS_DENIED')
+      assert.equal(err.category, 'denied')
+      assert.ok(!JSON.stringify(err).includes(DEVICE_CODE))
+      return true
+    })
+    assert.equal(times.length, 2)
+  })
+
+  for (const [error, code] of [
+    ['authorization_declined', 'ERR_ACCESS_DENIED'],
+    ['expired_token', 'ERR_EXPIRED'],
+    ['invalid_grant', 'ERR_OAUTH'],
+    ['invalid_client', 'ERR_OAUTH'],
+    ['bad_verification_code', 'ERR_OAUTH'],
+  ] as const) {
+    test(`§3.5 any other error stops polling: ${error} -> ${code}`, async (t) => {
+      const { times, result } = await poll(t, { interval: 1 }, [{ status: 400, body: { error } }])
+      await assert.rejects(result, { code })
+      assert.equal(times.length, 1)
+    })
+  }
+
+  test('§3.5 connection timeout makes the client back off (interval doubles)', async (t) => {
+    const { clock, events, result } = await poll(
+      t,
+      { interval: 2 },
+      [{ timeout: true }, { networkError: true }, pending, success],
+      100,
+    )
+    await result
+    // timeout -> 4 s, connection reset -> 8 s, then the backed-off interval stays.
+    assert.deepEqual(gaps(events, clock.start), [2, 4, 8, 8])
+  })
+
+  test('Retry-After on 429 is honoured for the next poll', async (t) => {
+    const { clock, times, result } = await poll(t, { interval: 2 }, [
+      { status: 429, body: { error: 'too_many' }, headers: { 'retry-after': '30' } },
+      pending,
+      success,
+    ])
+    await result
+    assert.deepEqual(gaps(times, clock.start), [2, 30, 2])
+  })
+
+  test('Retry-After on 503 is honoured; without it the client backs off', async (t) => {
+    const { clock, times, result } = await poll(t, { interval: 2 }, [
+      { status: 503, body: 'down', headers: { 'content-type': 'text/plain', 'retry-after': '11' } },
+      { status: 503, body: 'down', headers: { 'content-type': 'text/plain' } },
+      success,
+    ])
+    await result
+    assert.deepEqual(gaps(times, clock.start), [2, 11, 4])
+  })
+
+  test('§3.5 no poll after the code expires: ERR_EXPIRED at the expiry', async (t) => {
+    const { clock, flow, times, result } = await poll(t, { interval: 3, expires_in: 10 }, [
+      pending,
+      pending,
+      pending,
+    ])
+    await assert.rejects(result, (err: unknown) => {
+      assert.ok(err instanceof EdgeTokenError)
+      assert.equal(err.code, 'ERR_EXPIRED')
+      return true
+    })
+    assert.deepEqual(relative(times, clock.start), [3, 6, 9])
+    assert.ok(times.every((at) => at < flow.expiresAt))
+    // It waited out the code's life before reporting, and not longer.
+    assert.equal(clock.now(), flow.expiresAt)
+  })
+
+  test('§3.5 slow_down past the expiry ends polling without another request', async (t) => {
+    const { clock, flow, times, result } = await poll(t, { interval: 2, expires_in: 6 }, [slowDown])
+    await assert.rejects(result, { code: 'ERR_EXPIRED' })
+    assert.deepEqual(relative(times, clock.start), [2])
+    assert.equal(clock.now(), flow.expiresAt)
+  })
+
+  test('an aborted signal cancels while waiting, without a poll', async (t) => {
+    mockHttp(t)
+    const clock = fakeClock()
+    const flow = flowWith(clock)
+    const controller = new AbortController()
+    const sleep = async (_ms: number, signal: AbortSignal | undefined) => {
+      controller.abort()
+      if (signal?.aborted) throw signal.reason
+    }
+    await assert.rejects(
+      pollDeviceAuthorization(server, client, flow, { sleep, now: clock.now, signal: controller.signal }),
+      { code: 'ERR_CANCELLED' },
+    )
+  })
+
+  test('the real default sleep is cancellable', async (t) => {
+    mockHttp(t)
+    const flow = processDeviceAuthorizationResponse(response(200, goodBody({ interval: 60 })))
+    const started = Date.now()
+    await assert.rejects(pollDeviceAuthorization(server, client, flow, { signal: AbortSignal.timeout(50) }), {
+      code: 'ERR_CANCELLED',
+    })
+    assert.ok(Date.now() - started < 5000)
+  })
+
+  test('a flow not made by startDeviceAuthorization is refused', async () => {
+    const forged = {
+      ...goodBody(),
+      userCode: 'X',
+      verificationUri: 'https://x',
+      expiresAt: 0,
+      intervalSeconds: 5,
+      scopes: [],
+    }
+    await assert.rejects(pollDeviceAuthorization(server, client, forged), TypeError)
+  })
+})
+
+describe('RFC 8628 §3.2 device authorization response validation', () => {
+  const invalid = (name: string, body: unknown, field: RegExp, status = 200, headers = JSON_HEADERS) =>
+    test(name, () => {
+      assert.throws(
+        () => processDeviceAuthorizationResponse(response(status, body, headers)),
+        (err: unknown) => {
+          assert.ok(err instanceof InvalidResponseError, String(err))
+          assert.equal(err.code, 'ERR_INVALID_RESPONSE')
+          assert.match(err.message, field)
+          assert.ok(!err.message.includes(DEVICE_CODE))
+          return true
+        },
+      )
+    })
+
+  test('a valid response is accepted, times made absolute, device_code kept private', () => {
+    const flow = processDeviceAuthorizationResponse(response(200, goodBody({ message: 'Go to the page' })), {
+      now: () => 5000,
+      scopes: ['a'],
+    })
+    assert.equal(flow.userCode, 'WDJB-MJHT')
+    assert.equal(flow.verificationUri, 'https://idp.test/device')
+    assert.equal(flow.verificationUriComplete, 'https://idp.test/device?user_code=WDJB-MJHT')
+    assert.equal(flow.expiresAt, 5000 + 600_000)
+    assert.equal(flow.intervalSeconds, 5)
+    assert.equal(flow.message, 'Go to the page')
+    assert.ok(Object.isFrozen(flow))
+    assert.ok(!JSON.stringify(flow).includes(DEVICE_CODE))
+    assert.ok(!Object.values(flow).includes(DEVICE_CODE))
+  })
+
+  test('interval and expires_in sent as strings are normalised', () => {
+    const flow = processDeviceAuthorizationResponse(
+      response(200, goodBody({ interval: '7', expires_in: '900' })),
+      {
+        now: () => 0,
+      },
+    )
+    assert.equal(flow.intervalSeconds, 7)
+    assert.equal(flow.expiresAt, 900_000)
+  })
+
+  test('verification_url (pre-RFC spelling) is accepted as verification_uri', () => {
+    const body = goodBody({ verification_uri: undefined, verification_url: 'https://idp.test/device' })
+    assert.equal(
+      processDeviceAuthorizationResponse(response(200, body)).verificationUri,
+      'https://idp.test/device',
+    )
+  })
+
+  test('http verification_uri is allowed for loopback hosts', () => {
+    const body = goodBody({
+      verification_uri: 'http://127.0.0.1:8080/device',
+      verification_uri_complete: undefined,
+    })
+    assert.equal(
+      processDeviceAuthorizationResponse(response(200, body)).verificationUri,
+      'http://127.0.0.1:8080/device',
+    )
+  })
+
+  invalid('interval 0 is rejected (no busy polling)', goodBody({ interval: 0 }), /interval/)
+  invalid('a negative interval is rejected', goodBody({ interval: -5 }), /interval/)
+  invalid('an absurd interval (> 3600 s) is rejected', goodBody({ interval: 86400 }), /interval/)
+  invalid('a non-numeric interval is rejected', goodBody({ interval: 'soon' }), /interval/)
+  invalid('expires_in 0 is rejected', goodBody({ expires_in: 0 }), /expires_in/)
+  invalid('expires_in missing is rejected', goodBody({ expires_in: undefined }), /expires_in/)
+  invalid('an absurd expires_in is rejected', goodBody({ expires_in: 10 ** 9 }), /expires_in/)
+  invalid('device_code missing is rejected', goodBody({ device_code: undefined }), /device_code/)
+  invalid('device_code of the wrong type is rejected', goodBody({ device_code: 42 }), /device_code/)
+  invalid('user_code missing is rejected', goodBody({ user_code: undefined }), /user_code/)
+  invalid(
+    'user_code with an ANSI escape is rejected',
+    goodBody({ user_code: '\u001b[2J\u001b[31mPWNED' }),
+    /user_code/,
+  )
+  invalid('user_code with a newline is rejected', goodBody({ user_code: 'ABCD\nEFGH' }), /user_code/)
+  invalid('an overlong user_code is rejected', goodBody({ user_code: 'A'.repeat(65) }), /user_code/)
+  invalid(
+    'verification_uri missing is rejected',
+    goodBody({ verification_uri: undefined }),
+    /verification_uri/,
+  )
+  invalid(
+    'a non-https verification_uri is rejected',
+    goodBody({ verification_uri: 'http://evil.example/device' }),
+    /verification_uri/,
+  )
+  invalid(
+    'a javascript: verification_uri is rejected',
+    goodBody({ verification_uri: 'javascript:alert(1)' }),
+    /verification_uri/,
+  )
+  invalid(
+    'a data: verification_uri_complete is rejected',
+    goodBody({ verification_uri_complete: 'data:text/html,<script>x</script>' }),
+    /verification_uri_complete/,
+  )
+  invalid(
+    'a verification_uri with credentials is rejected',
+    goodBody({ verification_uri: 'https://user:pw@idp.test/device' }),
+    /verification_uri/,
+  )
+  invalid(
+    'a message with control characters is rejected',
+    goodBody({ message: 'hi\u001b]0;x\u0007' }),
+    /message/,
+  )
+  invalid('an overlong message is rejected', goodBody({ message: 'm'.repeat(2000) }), /message/)
+  invalid('a JSON array is rejected', [1, 2], /not a JSON object/)
+  invalid(
+    'an HTML page is rejected as such',
+    '<!doctype html><html><body>Log in to the hotel Wi-Fi</body></html>',
+    /HTML page, not JSON \(captive portal\?\)/,
+    200,
+    { 'content-type': 'text/html' },
+  )
+  invalid('a wrong content type is rejected', 'device_code=x', /content-type/, 200, {
+    'content-type': 'application/x-www-form-urlencoded',
+  })
+
+  test('an OAuth error response becomes an OAuthServerError', () => {
+    assert.throws(
+      () =>
+        processDeviceAuthorizationResponse(
+          response(400, { error: 'invalid_scope', error_description: 'no' }),
+        ),
+      (err: unknown) =>
+        err instanceof OAuthServerError && err.code === 'ERR_OAUTH' && err.error === 'invalid_scope',
+    )
+  })
+
+  test('503 with Retry-After becomes an UnavailableError', () => {
+    assert.throws(
+      () =>
+        processDeviceAuthorizationResponse(
+          response(503, 'x', { 'content-type': 'text/plain', 'retry-after': '9' }),
+        ),
+      (err: unknown) => err instanceof UnavailableError && err.retryAfterSeconds === 9 && err.status === 503,
+    )
+  })
+})
+
+describe('device authorization request over HTTP', () => {
+  test('sends client_id and scope as a form and validates the answer', async (t) => {
+    const agent = mockHttp(t)
+    let sent = ''
+    agent
+      .get(ORIGIN)
+      .intercept({ path: '/device/auth', method: 'POST' })
+      .reply((opts) => {
+        sent = String(opts.body)
+        return {
+          statusCode: 200,
+          data: JSON.stringify(goodBody()),
+          responseOptions: { headers: JSON_HEADERS },
+        }
+      })
+    const flow = await startDeviceAuthorization(server, client, ['openid', 'offline_access'])
+    assert.equal(flow.userCode, 'WDJB-MJHT')
+    const params = new URLSearchParams(sent)
+    assert.equal(params.get('client_id'), 'device-client')
+    assert.equal(params.get('scope'), 'openid offline_access')
+  })
+
+  test('a server without a device endpoint is a config error', async () => {
+    const { deviceAuthorizationEndpoint: _, ...rest } = server
+    await assert.rejects(startDeviceAuthorization(rest, client, []), { code: 'ERR_CONFIG' })
+  })
+
+  test('a 10 MB device authorization response hits the size cap with a typed error', async (t) => {
+    const agent = mockHttp(t)
+    agent
+      .get(ORIGIN)
+      .intercept({ path: '/device/auth', method: 'POST' })
+      .reply(200, Buffer.alloc(10 * 1024 * 1024, 0x20), { headers: JSON_HEADERS })
+    await assert.rejects(startDeviceAuthorization(server, client, []), (err: unknown) => {
+      assert.ok(err instanceof InvalidResponseError)
+      assert.match(err.message, /larger than 1048576 bytes/)
+      return true
+    })
+  })
+
+  test('a redirect is not followed', async (t) => {
+    const agent = mockHttp(t)
+    agent
+      .get(ORIGIN)
+      .intercept({ path: '/device/auth', method: 'POST' })
+      .reply(302, '', { headers: { location: 'https://evil.example/device/auth' } })
+    await assert.rejects(startDeviceAuthorization(server, client, []), {
+      code: 'ERR_INVALID_RESPONSE',
+      message: /redirect \(302\)/,
+    })
+  })
+})

@@ -1,0 +1,210 @@
+/**
+ * A small Microsoft Entra ID (v2.0 endpoint) dialect server on 127.0.0.1, answering the response
+ * shapes Microsoft documents for the device code flow, so the client's Entra handling is tested
+ * without the internet:
+ *
+ * - discovery at `/<tenant>/v2.0/.well-known/openid-configuration` with the `{tenantid}` issuer
+ *   template for common/organizations/consumers;
+ * - `/<tenant>/oauth2/v2.0/devicecode`: `user_code`, `device_code`, `verification_uri` (no
+ *   `_complete`), `expires_in`, `interval` as numbers, and a `message`;
+ * - `/<tenant>/oauth2/v2.0/token`: `authorization_pending`, `authorization_declined`,
+ *   `expired_token`, `bad_verification_code` errors with AADSTS descriptions and `error_codes`; a
+ *   success with `token_type: "Bearer"`, `client_info` (when `client_info=1` is sent) and an RS256
+ *   id_token whose `iss` is `https://login.microsoftonline.com/<tid>/v2.0`.
+ *
+ * @see https://learn.microsoft.com/entra/identity-platform/v2-oauth2-device-code
+ */
+import { randomBytes, randomUUID } from 'node:crypto'
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
+import { exportJWK, generateKeyPair, SignJWT } from 'jose'
+import { closeServer, listen } from './net.js'
+
+/** What the token endpoint answers to a device_code poll. */
+export type EntraOutcome =
+  | 'authorization_pending'
+  | 'authorization_declined'
+  | 'expired_token'
+  | 'bad_verification_code'
+  | 'success'
+
+/** One request the server received. */
+export interface EntraRequest {
+  method: string
+  path: string
+  params: URLSearchParams
+  at: number
+}
+
+/** A running Entra dialect server. */
+export interface EntraDialectServer {
+  /** `http://127.0.0.1:PORT`: pass as the test-only `entraBaseUrl`. */
+  baseUrl: string
+  /** The tenant's GUID (`tid`, `utid`). */
+  tenantId: string
+  /** The user's object id (`oid`, client_info `uid`). */
+  objectId: string
+  /** Every request received. */
+  requests: EntraRequest[]
+  /** Answers of the next polls, in order; the last one repeats. Default `['success']`. */
+  setOutcomes(outcomes: EntraOutcome[]): void
+  /** The `aud` the next id_token carries (default: the client_id of the request). */
+  setIdTokenAudience(aud: string | undefined): void
+  /** Stops the server. */
+  close(): Promise<void>
+}
+
+const ENTRA_ISSUER_HOST = 'https://login.microsoftonline.com'
+const MULTI_TENANT = new Set(['common', 'organizations', 'consumers'])
+
+const ERRORS: Record<Exclude<EntraOutcome, 'success'>, [number, string]> = {
+  authorization_pending: [70016, 'OAuth 2.0 device flow error. Authorization is pending. Continue polling.'],
+  authorization_declined: [70000, 'The end user denied the authorization request.'],
+  expired_token: [70020, 'The provided value for the input parameter device_code is expired.'],
+  bad_verification_code: [70019, 'Verification code expired or was not recognised.'],
+}
+
+function readBody(req: IncomingMessage): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let text = ''
+    req.setEncoding('utf8')
+    req.on('data', (chunk: string) => {
+      text += chunk
+    })
+    req.on('end', () => resolve(text))
+    req.on('error', reject)
+  })
+}
+
+function json(res: ServerResponse, status: number, body: unknown): void {
+  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' })
+  res.end(JSON.stringify(body))
+}
+
+/**
+ * Starts the dialect server.
+ *
+ * @returns the server; call `close()` when done.
+ */
+export async function startEntraDialect(): Promise<EntraDialectServer> {
+  const { privateKey, publicKey } = await generateKeyPair('RS256', { extractable: true })
+  const kid = randomBytes(8).toString('hex')
+  const jwk = { ...(await exportJWK(publicKey)), kid, use: 'sig', alg: 'RS256' }
+  const tenantId = randomUUID()
+  const objectId = randomUUID()
+  const requests: EntraRequest[] = []
+  let outcomes: EntraOutcome[] = ['success']
+  let idTokenAudience: string | undefined
+  let baseUrl = ''
+  // The scope of each device authorization, answered in its token response as Entra does.
+  const scopes = new Map<string, string>()
+
+  const handle = async (req: IncomingMessage, res: ServerResponse) => {
+    const url = new URL(req.url ?? '/', baseUrl)
+    const params = new URLSearchParams(req.method === 'POST' ? await readBody(req) : url.search)
+    requests.push({ method: req.method ?? 'GET', path: url.pathname, params, at: Date.now() })
+    const [, tenant = '', ...rest] = url.pathname.split('/')
+    const route = rest.join('/')
+    const issuerTenant = MULTI_TENANT.has(tenant) ? '{tenantid}' : tenantId
+    if (req.method === 'GET' && route === 'v2.0/.well-known/openid-configuration') {
+      return json(res, 200, {
+        issuer: `${ENTRA_ISSUER_HOST}/${issuerTenant}/v2.0`,
+        token_endpoint: `${baseUrl}/${tenant}/oauth2/v2.0/token`,
+        device_authorization_endpoint: `${baseUrl}/${tenant}/oauth2/v2.0/devicecode`,
+        authorization_endpoint: `${baseUrl}/${tenant}/oauth2/v2.0/authorize`,
+        jwks_uri: `${baseUrl}/${tenant}/discovery/v2.0/keys`,
+        end_session_endpoint: `${baseUrl}/${tenant}/oauth2/v2.0/logout`,
+        response_types_supported: ['code', 'id_token', 'code id_token', 'id_token token'],
+        id_token_signing_alg_values_supported: ['RS256'],
+        tenant_region_scope: null,
+        cloud_instance_name: 'microsoftonline.com',
+      })
+    }
+    if (req.method === 'GET' && route === 'discovery/v2.0/keys') return json(res, 200, { keys: [jwk] })
+    if (req.method === 'POST' && route === 'oauth2/v2.0/devicecode') {
+      const userCode = randomBytes(5).toString('hex').toUpperCase().slice(0, 9)
+      const deviceCode = `DAQABAAEAAAD${randomBytes(48).toString('base64url')}`
+      scopes.set(deviceCode, params.get('scope') ?? '')
+      return json(res, 200, {
+        user_code: userCode,
+        device_code: deviceCode,
+        verification_uri: 'https://microsoft.com/devicelogin',
+        expires_in: 900,
+        interval: 5,
+        message: `To sign in, use a web browser to open the page https://microsoft.com/devicelogin and enter the code ${userCode} to authenticate.`,
+      })
+    }
+    if (req.method === 'POST' && route === 'oauth2/v2.0/token') {
+      const outcome = outcomes.length > 1 ? (outcomes.shift() as EntraOutcome) : (outcomes[0] ?? 'success')
+      if (outcome !== 'success') {
+        const [code, text] = ERRORS[outcome]
+        return json(res, 400, {
+          error: outcome,
+          error_description: `AADSTS${code}: ${text} Trace ID: ${randomUUID()} Correlation ID: ${randomUUID()} Timestamp: 2026-11-25 10:00:00Z`,
+          error_codes: [code],
+          timestamp: '2026-11-25 10:00:00Z',
+          trace_id: randomUUID(),
+          correlation_id: randomUUID(),
+          error_uri: `${ENTRA_ISSUER_HOST}/error?code=${code}`,
+        })
+      }
+      const clientId = params.get('client_id') ?? ''
+      const now = Math.floor(Date.now() / 1000)
+      const idToken = await new SignJWT({
+        tid: tenantId,
+        oid: objectId,
+        preferred_username: 'adele@contoso.example',
+        name: 'Adele Vance',
+        ver: '2.0',
+      })
+        .setProtectedHeader({ alg: 'RS256', kid, typ: 'JWT' })
+        .setIssuer(`${ENTRA_ISSUER_HOST}/${tenantId}/v2.0`)
+        .setSubject(randomBytes(16).toString('base64url'))
+        .setAudience(idTokenAudience ?? clientId)
+        .setIssuedAt(now)
+        .setNotBefore(now)
+        .setExpirationTime(now + 3600)
+        .sign(privateKey)
+      const body: Record<string, unknown> = {
+        token_type: 'Bearer',
+        scope: (params.get('scope') ?? scopes.get(params.get('device_code') ?? '') ?? '')
+          .split(' ')
+          .filter((s) => !['openid', 'profile', 'offline_access'].includes(s))
+          .join(' '),
+        expires_in: 3599,
+        ext_expires_in: 3599,
+        access_token: `eyJ0eXAiOiJKV1Qi.${randomBytes(32).toString('base64url')}.sig`,
+        refresh_token: `0.AAAA${randomBytes(48).toString('base64url')}`,
+        id_token: idToken,
+      }
+      if (params.get('client_info') === '1') {
+        body.client_info = Buffer.from(JSON.stringify({ uid: objectId, utid: tenantId })).toString(
+          'base64url',
+        )
+      }
+      return json(res, 200, body)
+    }
+    return json(res, 404, { error: 'invalid_request', error_description: 'AADSTS900561: unknown endpoint' })
+  }
+
+  const server = createServer((req, res) => {
+    handle(req, res).catch(() => {
+      if (!res.headersSent) res.writeHead(500)
+      res.end()
+    })
+  })
+  const port = await listen(server)
+  baseUrl = `http://127.0.0.1:${port}`
+  return {
+    baseUrl,
+    tenantId,
+    objectId,
+    requests,
+    setOutcomes(list) {
+      outcomes = [...list]
+    },
+    setIdTokenAudience(aud) {
+      idTokenAudience = aud
+    },
+    close: () => closeServer(server),
+  }
+}
