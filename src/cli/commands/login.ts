@@ -1,11 +1,200 @@
-/** `edgetoken login`: not implemented yet. */
-import { EdgeTokenError } from '../../errors.js'
-import type { CommandModule } from '../context.js'
+/**
+ * `edgetoken login`: the device authorization grant (RFC 8628) from the command line.
+ *
+ * config -> authority (discovery, cached in the state dir) -> device authorization -> NDJSON
+ * `device_code` event + displays (console, QR, MQTT relay) -> polling -> encrypted store ->
+ * `signed_in` event + display end state. Every failure ends the displays (the relay clears its
+ * retained code) before it is rethrown for the CLI to print and map to an exit code.
+ *
+ * The device_code never leaves the protocol core: displays and events get a {@link DisplayFlow}.
+ */
+import { loadConfig, requireIdentity } from '../../config/load.js'
+import type { EdgeTokenConfig } from '../../config/types.js'
+import { createConsoleDisplay } from '../../display/console.js'
+import {
+  type DisplayEndState,
+  type DisplayFlow,
+  fanOut,
+  isoSeconds,
+  type LoginDisplay,
+  toDisplayFlow,
+} from '../../display/types.js'
+import { EdgeTokenError, isEdgeTokenError } from '../../errors.js'
+import type { CommandContext, CommandModule } from '../context.js'
+import { ExitCode } from '../exit-codes.js'
 
-const command: CommandModule = {
-  help: 'Usage: edgetoken login [options]\n\nNot implemented yet.',
-  async run() {
-    throw new EdgeTokenError('ERR_INTERNAL', "'login' is not implemented yet")
-  },
+const HELP = `Usage: edgetoken login [--display console,qr,mqtt|none] [--timeout-seconds N] [--json]
+
+Signs this device in with the OAuth 2.0 device authorization grant (RFC 8628): shows a code and a
+URL; someone opens the URL on a phone or computer, enters the code and approves. The tokens are
+stored encrypted in the state directory; 'edgetoken token' then renews them silently.
+
+Options:
+  --display LIST         where to show the code: console (text), qr (terminal QR code of the
+                         verification URL), mqtt (retained message for a companion display on
+                         <topicPrefix>/<deviceId>/login), comma-separated, or none
+                         (default: console,qr, plus mqtt when mqtt.url is configured;
+                         env EDGETOKEN_DISPLAY)
+  --timeout-seconds N    give up after N seconds (exit 4, code expired; env EDGETOKEN_TIMEOUT_SECONDS)
+  --json                 NDJSON events on stdout; the code, QR and messages go to stderr:
+                         {"event":"device_code","user_code","verification_uri",
+                          "verification_uri_complete"?,"expires_at"}
+                         {"event":"signed_in","account":{"id","username"?,"tenant"?}}
+                         {"event":"error","code":"denied|expired|cancelled|...","message"}
+  --config FILE, --state-dir DIR   see 'edgetoken --help'
+
+Ctrl-C cancels (exit 4, code cancelled).
+
+Exit codes: 0 signed in, 2 usage/config, 4 denied, expired or cancelled,
+            5 authorization server unavailable or invalid, 6 token store unreadable.`
+
+function buildDisplays(ctx: CommandContext, config: EdgeTokenConfig): LoginDisplay[] {
+  // With --json, stdout is NDJSON only: everything for humans goes to stderr.
+  const stream = ctx.json ? ctx.stderr : ctx.stdout
+  const displays: LoginDisplay[] = []
+  for (const name of config.display) {
+    if (name === 'console') displays.push(createConsoleDisplay({ stream, env: ctx.env }))
+    if (name === 'qr')
+      displays.push(
+        lazyDisplay('qr', async () => {
+          const { createQrDisplay } = await import('../../display/qr.js')
+          return createQrDisplay({ stream, onWarning: ctx.warn })
+        }),
+      )
+    if (name === 'mqtt' && config.mqtt) {
+      const mqtt = config.mqtt
+      displays.push(
+        lazyDisplay('mqtt', async () => {
+          const { createMqttRelay } = await import('../../display/mqtt-relay.js')
+          return createMqttRelay({ config: mqtt, deviceId: config.deviceId, onWarning: ctx.warn })
+        }),
+      )
+    }
+  }
+  return displays
 }
+
+/** A display whose module is imported only when it is first shown (qrcode-terminal, mqtt). */
+function lazyDisplay(name: string, load: () => Promise<LoginDisplay>): LoginDisplay {
+  let display: LoginDisplay | undefined
+  return {
+    name,
+    async show(flow: DisplayFlow) {
+      display ??= await load()
+      await display.show(flow)
+    },
+    async end(state, detail) {
+      await display?.end(state, detail)
+    },
+    async close() {
+      await display?.close()
+    },
+  }
+}
+
+function endStateFor(err: unknown): DisplayEndState {
+  if (isEdgeTokenError(err, 'ERR_ACCESS_DENIED')) return 'denied'
+  if (isEdgeTokenError(err, 'ERR_EXPIRED')) return 'expired'
+  // Cancelled, and any other failure: the pending code is withdrawn either way.
+  return 'cancelled'
+}
+
+async function run(ctx: CommandContext): Promise<number> {
+  if (ctx.args.length > 0) {
+    throw new EdgeTokenError('ERR_USAGE', `login takes no arguments (got '${ctx.args[0]}')`)
+  }
+  const config = await loadConfig({ options: ctx.options, env: ctx.env })
+  const identity = requireIdentity(config)
+  // Validated by loadConfig: a whole number of seconds from 1 to 86400.
+  const timeoutSeconds = config.timeoutSeconds
+  const timeoutSignal = timeoutSeconds ? AbortSignal.timeout(timeoutSeconds * 1000) : undefined
+  const signal = timeoutSignal ? AbortSignal.any([ctx.signal, timeoutSignal]) : ctx.signal
+  const timedOut = () =>
+    new EdgeTokenError('ERR_EXPIRED', `no approval within ${timeoutSeconds} seconds (--timeout-seconds)`)
+  const cancelled = () => new EdgeTokenError('ERR_CANCELLED', 'sign-in cancelled')
+  // Anything that fails because our own signal fired is a cancellation (or the timeout), whatever
+  // error the interrupted operation happened to throw.
+  const interrupted = (err: unknown): unknown => {
+    if (ctx.signal.aborted) return isEdgeTokenError(err, 'ERR_CANCELLED') ? err : cancelled()
+    if (timeoutSignal?.aborted) return timedOut()
+    return err
+  }
+
+  const [{ resolveAuthority }, device, { accountFromTokenSet }, { signInScopes }, store, cache, metadata] =
+    await Promise.all([
+      import('../../oauth/authority.js'),
+      import('../../oauth/device.js'),
+      import('../../oauth/tokens.js'),
+      import('../../oauth/scopes.js'),
+      import('../../store/token-store.js'),
+      import('../../store/cache.js'),
+      import('../../store/metadata-cache.js'),
+    ])
+
+  // Open the store first: a store that cannot be read (exit 6) should fail before anyone approves.
+  const tokenStore = await store.openTokenStore({
+    stateDir: config.stateDir,
+    env: ctx.env,
+    keyFile: config.keyFile,
+    onWarning: ctx.warn,
+  })
+  const client = { clientId: identity.clientId }
+  let server: Awaited<ReturnType<typeof resolveAuthority>>
+  let flow: Awaited<ReturnType<typeof device.startDeviceAuthorization>>
+  try {
+    server = await resolveAuthority(identity.authority, {
+      cache: metadata.fileMetadataCache(config.stateDir),
+      signal,
+    })
+    flow = await device.startDeviceAuthorization(server, client, signInScopes(identity.scopes), { signal })
+  } catch (err) {
+    throw interrupted(err)
+  }
+
+  const shown = toDisplayFlow(flow)
+  ctx.emit({
+    event: 'device_code',
+    user_code: shown.userCode,
+    verification_uri: shown.verificationUri,
+    ...(shown.verificationUriComplete === undefined
+      ? {}
+      : { verification_uri_complete: shown.verificationUriComplete }),
+    expires_at: isoSeconds(shown.expiresAt),
+  })
+  const displays = fanOut(buildDisplays(ctx, config), ctx.warn)
+  try {
+    await displays.show(shown)
+    let tokenSet: Awaited<ReturnType<typeof device.pollDeviceAuthorization>>
+    try {
+      tokenSet = await device.pollDeviceAuthorization(server, client, flow, { signal })
+    } catch (err) {
+      throw interrupted(err)
+    }
+    const account = accountFromTokenSet(server, identity.clientId, tokenSet)
+    await cache.saveSignIn(tokenStore, {
+      authority: identity.authority,
+      clientId: identity.clientId,
+      account,
+      tokenSet,
+      requestedScopes: identity.scopes,
+    })
+    ctx.emit({
+      event: 'signed_in',
+      account: {
+        id: account.id,
+        ...(account.username === undefined ? {} : { username: account.username }),
+        ...(account.tenant === undefined ? {} : { tenant: account.tenant }),
+      },
+    })
+    await displays.end('approved', { username: account.username })
+    return ExitCode.ok
+  } catch (err) {
+    await displays.end(endStateFor(err))
+    throw err
+  } finally {
+    await displays.close()
+  }
+}
+
+const command: CommandModule = { help: HELP, run }
 export default command
