@@ -1,11 +1,105 @@
-/** `edgetoken upload`: not implemented yet. */
-import { EdgeTokenError } from '../../errors.js'
-import type { CommandModule } from '../context.js'
+/**
+ * `edgetoken upload`: uploads everything pending in the spool, then exits. 0 = drained; any other
+ * exit leaves every undelivered record in the spool.
+ */
+import { loadConfig } from '../../config/load.js'
+import { ConfigError } from '../../errors.js'
+import type { CommandContext, CommandModule } from '../context.js'
+import { ExitCode } from '../exit-codes.js'
 
-const command: CommandModule = {
-  help: 'Usage: edgetoken upload [options]\n\nNot implemented yet.',
-  async run() {
-    throw new EdgeTokenError('ERR_INTERNAL', "'upload' is not implemented yet")
-  },
+const HELP = `Usage: edgetoken upload [--json]
+
+Uploads every record pending in the telemetry spool to telemetry.endpoint, in batches, with the
+signed-in account's access token, then exits. A failed batch is retried a few times with
+back-off (Retry-After honoured); batches the API rejects for good (4xx) go to
+<state-dir>/spool/dead-letter.ndjson.
+
+Options:
+  --json   NDJSON events on stdout: {"event":"retry",...}, {"event":"dead_letter",...},
+           then {"event":"uploaded","records","batches","dead_lettered","pending"}
+
+Exit codes: 0 spool drained, 2 config, 3 sign-in required, 5 API unavailable (or a captive
+            portal answered); with any non-zero code the spool keeps what was not delivered.`
+
+async function run(ctx: CommandContext): Promise<number> {
+  const config = await loadConfig({ options: ctx.options, env: ctx.env })
+  const telemetry = config.telemetry
+  const endpoint = telemetry?.endpoint
+  if (!endpoint) {
+    throw new ConfigError(
+      'config: telemetry.endpoint is not set (config file key telemetry.endpoint or EDGETOKEN_TELEMETRY_ENDPOINT)',
+      { key: 'telemetry.endpoint' },
+    )
+  }
+  const [{ openSpool }, { Uploader }, { createTokenSource }] = await Promise.all([
+    import('../../telemetry/spool.js'),
+    import('../../telemetry/uploader.js'),
+    import('../token-source.js'),
+  ])
+  const getAccessToken = await createTokenSource(config, {
+    env: ctx.env,
+    signal: ctx.signal,
+    onWarning: (line) => ctx.warn(line),
+  })
+  const spool = await openSpool(config.stateDir, { maxBytes: telemetry?.spoolMaxBytes })
+  const uploader = new Uploader({
+    spool,
+    endpoint,
+    deviceId: config.deviceId,
+    getAccessToken,
+    batchMaxRecords: telemetry?.batchMaxRecords,
+    backoffBaseMs: 500,
+    backoffCapMs: 10_000,
+    onEvent: (event) => {
+      switch (event.type) {
+        case 'retry':
+          ctx.emit({
+            event: 'retry',
+            batch_id: event.batchId,
+            attempt: event.attempt,
+            delay_ms: event.delayMs,
+            ...(event.status === undefined ? {} : { status: event.status }),
+            message: event.reason,
+          })
+          ctx.warn(`${event.reason}; retrying in ${Math.ceil(event.delayMs / 1000)} s`)
+          break
+        case 'dead-letter':
+          ctx.emit({
+            event: 'dead_letter',
+            batch_id: event.batchId,
+            records: event.records,
+            status: event.status,
+            message: event.reason,
+          })
+          ctx.warn(`the API rejected batch ${event.batchId} (${event.reason}); moved to the dead-letter file`)
+          break
+        default:
+          break
+      }
+    },
+  })
+  try {
+    const result = await uploader.drain({ signal: ctx.signal })
+    const { pending } = await spool.stats()
+    ctx.emit({
+      event: 'uploaded',
+      records: result.delivered,
+      batches: result.batches,
+      dead_lettered: result.deadLettered,
+      pending,
+    })
+    if (!ctx.json) {
+      ctx.say(
+        `uploaded ${result.delivered} record${result.delivered === 1 ? '' : 's'} in ${result.batches} batch${result.batches === 1 ? '' : 'es'}` +
+          (result.deadLettered ? `, ${result.deadLettered} dead-lettered` : ''),
+      )
+    }
+    return ExitCode.ok
+  } finally {
+    await uploader.close()
+    await spool.close()
+  }
 }
+
+const command: CommandModule = { help: HELP, run }
 export default command

@@ -1,0 +1,142 @@
+/**
+ * The on-disk framing of spool records and the segment file names.
+ *
+ * A segment is a plain sequence of frames: `[u32 LE payload length][u32 LE CRC-32 of the payload]
+ * [payload]`, where the payload is the record's JSON text (UTF-8). A frame whose length is zero,
+ * too large, runs past the end of the file, or whose CRC does not match, marks the end of the valid
+ * data: after a crash (power loss mid-write) the torn tail is cut there and never read as a record.
+ *
+ * A segment is named after the global index of its first record (`00000000000000001234.seg`), so
+ * record counts come from the names alone: a sealed segment holds `nextStart - start` records, and
+ * only the newest (tail) segment ever has to be scanned.
+ *
+ * @internal
+ */
+import type { FileHandle } from 'node:fs/promises'
+import { crc32 } from 'node:zlib'
+
+/** Bytes of the frame header (length + CRC). */
+export const FRAME_HEADER_BYTES = 8
+
+/** The largest record payload the spool accepts (a frame longer than this is corruption). */
+export const MAX_RECORD_BYTES = 1024 * 1024
+
+const SEGMENT_RE = /^(\d{20})\.seg$/
+
+/**
+ * Frames one record payload.
+ *
+ * @param payload - the record's JSON text as UTF-8 bytes (1..{@link MAX_RECORD_BYTES}).
+ * @returns the header followed by the payload, as one buffer.
+ */
+export function encodeFrame(payload: Buffer): Buffer {
+  const frame = Buffer.allocUnsafe(FRAME_HEADER_BYTES + payload.length)
+  frame.writeUInt32LE(payload.length, 0)
+  frame.writeUInt32LE(crc32(payload), 4)
+  payload.copy(frame, FRAME_HEADER_BYTES)
+  return frame
+}
+
+/**
+ * The file name of the segment whose first record has global index `start`.
+ *
+ * @param start - the index of the segment's first record.
+ * @returns e.g. `00000000000000001234.seg`.
+ */
+export function segmentName(start: number): string {
+  return `${String(start).padStart(20, '0')}.seg`
+}
+
+/**
+ * Parses a segment file name.
+ *
+ * @param name - a directory entry.
+ * @returns the index of its first record, or undefined when it is not a segment.
+ */
+export function parseSegmentName(name: string): number | undefined {
+  const m = SEGMENT_RE.exec(name)
+  if (!m?.[1]) return undefined
+  const n = Number(m[1])
+  return Number.isSafeInteger(n) ? n : undefined
+}
+
+/** What {@link scanFrames} found. */
+export interface ScanResult {
+  /** Valid records seen from the start offset. */
+  count: number
+  /** Byte offset just past the last valid record. */
+  end: number
+  /** Whether bytes after `end` (up to `limit`) are not a valid record: a torn or corrupt tail. */
+  torn: boolean
+}
+
+/** A record read back from a segment. */
+export interface ReadRecord {
+  /** The record's JSON text. */
+  json: string
+  /** Byte offset of its frame in the segment. */
+  offset: number
+  /** Bytes of its frame (header + payload). */
+  frameBytes: number
+}
+
+const CHUNK_BYTES = 64 * 1024
+
+/**
+ * Walks the frames of a segment from `offset` up to `limit` bytes, checking each CRC, reading in
+ * bounded chunks so memory does not grow with the segment.
+ *
+ * @param handle - the open segment.
+ * @param offset - where a frame starts.
+ * @param limit - the file size (or the position to stop at).
+ * @param visit - called per valid record; return false to stop before that record (`torn` false).
+ * @param chunkBytes - bytes read at a time. Default 64 KiB.
+ * @returns how many records were valid, where they end, and whether a bad tail follows.
+ */
+export async function scanFrames(
+  handle: FileHandle,
+  offset: number,
+  limit: number,
+  visit?: (record: ReadRecord) => boolean,
+  chunkBytes = CHUNK_BYTES,
+): Promise<ScanResult> {
+  let pos = offset
+  let count = 0
+  let buf = Buffer.allocUnsafe(Math.min(chunkBytes, Math.max(limit - offset, FRAME_HEADER_BYTES)))
+  let bufStart = pos
+  let bufLen = 0
+  const ensure = async (from: number, bytes: number): Promise<boolean> => {
+    if (from + bytes > limit) return false
+    if (from >= bufStart && from + bytes <= bufStart + bufLen) return true
+    if (bytes > buf.length) buf = Buffer.allocUnsafe(bytes)
+    const want = Math.min(buf.length, limit - from)
+    const { bytesRead } = await handle.read(buf, 0, want, from)
+    bufStart = from
+    bufLen = bytesRead
+    return bytesRead >= bytes
+  }
+  // `ensure` only when the buffer does not hold the bytes: an await per record would cost more
+  // than the CRC.
+  const held = (from: number, bytes: number) => from >= bufStart && from + bytes <= bufStart + bufLen
+  while (pos < limit) {
+    if (!held(pos, FRAME_HEADER_BYTES) && !(await ensure(pos, FRAME_HEADER_BYTES))) {
+      return { count, end: pos, torn: true }
+    }
+    const at = pos - bufStart
+    const length = buf.readUInt32LE(at)
+    const sum = buf.readUInt32LE(at + 4)
+    if (length === 0 || length > MAX_RECORD_BYTES) return { count, end: pos, torn: true }
+    const frameBytes = FRAME_HEADER_BYTES + length
+    if (pos + frameBytes > limit) return { count, end: pos, torn: true }
+    if (!held(pos, frameBytes) && !(await ensure(pos, frameBytes))) return { count, end: pos, torn: true }
+    const p = pos - bufStart + FRAME_HEADER_BYTES
+    const payload = buf.subarray(p, p + length)
+    if (crc32(payload) !== sum) return { count, end: pos, torn: true }
+    if (visit && !visit({ json: payload.toString('utf8'), offset: pos, frameBytes })) {
+      return { count, end: pos, torn: false }
+    }
+    count++
+    pos += frameBytes
+  }
+  return { count, end: pos, torn: false }
+}

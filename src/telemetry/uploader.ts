@@ -1,0 +1,552 @@
+/**
+ * The telemetry uploader: sends spool batches to the protected API in spool order, one batch at a
+ * time over a keep-alive connection, and advances the spool only on a real acknowledgement.
+ *
+ * Per answer:
+ * - 2xx: delivered, the spool advances. An HTML page (a captive portal's 200) is not an answer
+ *   from the API: the batch is kept and the error reported.
+ * - 401: the access token is refreshed once (`forceRefresh`) and the batch retried; a second 401
+ *   stops with `ERR_SIGNIN_REQUIRED`, the spool intact.
+ * - 408, 409, 425, 429, 5xx, 3xx, network errors: exponential back-off with jitter and a cap,
+ *   `Retry-After` honoured (RFC 9110 §10.2.3); the batch is kept.
+ * - Any other 4xx: the API will never take this batch; it moves to the dead-letter file with the
+ *   reason and the spool moves on.
+ *
+ * @see ../../CONTRACT.md "Telemetry wire format"
+ * @packageDocumentation
+ */
+import { type Dispatcher, EnvHttpProxyAgent, Pool } from 'undici'
+import { EdgeTokenError, InvalidResponseError, UnavailableError } from '../errors.js'
+import { backoffDelayMs } from '../lib/backoff.js'
+import { parseRetryAfter } from '../lib/retry-after.js'
+import { assertSecureUrl } from '../lib/url.js'
+import { isObject, parseJson } from '../lib/validate.js'
+import { VERSION } from '../version.js'
+import type { Spool, SpoolBatch } from './spool.js'
+import type { LastUpload } from './spool-status.js'
+
+/** Options of {@link TokenGetter}. */
+export interface GetAccessTokenOptions {
+  /** Ignore the cached token and refresh (after the API answered 401). */
+  forceRefresh: boolean
+}
+
+/** Returns a valid access token for the API (secret; never logged). */
+export type TokenGetter = (options: GetAccessTokenOptions) => Promise<string>
+
+/** Something the uploader did, for logs and the daemon's status. Never carries a token. */
+export type UploadEvent =
+  | { type: 'delivered'; batchId: string; seq: number; records: number }
+  | { type: 'retry'; batchId: string; attempt: number; delayMs: number; reason: string; status?: number }
+  | { type: 'dead-letter'; batchId: string; records: number; status: number; reason: string }
+
+/** Options of {@link Uploader}. */
+export interface UploaderOptions {
+  /** The spool to drain. */
+  spool: Spool
+  /** The API's ingest URL (https, or http to loopback). */
+  endpoint: string
+  /** This device's id (`device_id`, and part of every batch id). */
+  deviceId: string
+  /** Access tokens. */
+  getAccessToken: TokenGetter
+  /** Records per batch. Default 500. */
+  batchMaxRecords?: number
+  /** Bytes of record JSON per batch. Default 512 KiB (the reference API takes 1 MiB bodies). */
+  batchMaxBytes?: number
+  /** How long the daemon lets a partial batch wait for more records, ms. Default 1000. */
+  lingerMs?: number
+  /** Longest wait for the answer's headers, and between body chunks, ms (undici timeouts). Default 30000. */
+  requestTimeoutMs?: number
+  /** How long a batch in flight may still finish after the stop signal, ms. Default 5000. */
+  shutdownGraceMs?: number
+  /** First back-off delay, ms. Default 1000. */
+  backoffBaseMs?: number
+  /** Longest back-off delay, ms. Default 300000. */
+  backoffCapMs?: number
+  /** Random source for jitter (tests). */
+  random?: () => number
+  /** Sleeps; rejects or resolves early when the signal fires (tests inject a fake). */
+  sleep?: (ms: number, signal?: AbortSignal) => Promise<void>
+  /** The clock, epoch ms (tests). */
+  now?: () => number
+  /** The HTTP dispatcher; default a keep-alive Pool to the endpoint's origin (or the proxy agent when HTTPS_PROXY/HTTP_PROXY is set). */
+  dispatcher?: Dispatcher
+  /** Receives what happened. */
+  onEvent?: (event: UploadEvent) => void
+}
+
+/** Options of {@link Uploader.drain}. */
+export interface DrainOptions {
+  /** Stops the drain (SIGTERM); the batch in flight gets `shutdownGraceMs` to finish. */
+  signal?: AbortSignal | undefined
+  /** Consecutive failed attempts of one batch before giving up. Default 3. */
+  maxRetries?: number
+  /** Give up instead of waiting longer than this in total, ms (a long Retry-After). Default 30000. */
+  maxWaitMs?: number
+}
+
+/** What a drain achieved. */
+export interface DrainResult {
+  /** Records the API acknowledged. */
+  delivered: number
+  /** Batches the API acknowledged. */
+  batches: number
+  /** Records moved to the dead-letter file. */
+  deadLettered: number
+}
+
+type Outcome =
+  | { kind: 'delivered'; status: number }
+  | { kind: 'retry'; error: EdgeTokenError; retryAfterMs?: number | undefined; status?: number }
+  | { kind: 'dead-letter'; status: number; reason: string }
+
+const RETRYABLE_4XX = new Set([408, 409, 425, 429])
+const MAX_ERROR_BODY_BYTES = 16 * 1024
+
+const defaultSleep = (ms: number, signal?: AbortSignal): Promise<void> =>
+  new Promise((resolve) => {
+    if (signal?.aborted) {
+      resolve()
+      return
+    }
+    const timer = setTimeout(done, ms)
+    function done() {
+      clearTimeout(timer)
+      signal?.removeEventListener('abort', done)
+      resolve()
+    }
+    signal?.addEventListener('abort', done, { once: true })
+  })
+
+function hasProxyEnv(env: NodeJS.ProcessEnv): boolean {
+  return Boolean(env.HTTPS_PROXY || env.https_proxy || env.HTTP_PROXY || env.http_proxy)
+}
+
+/** One line of server text, bounded and printable. */
+function clean(text: string): string {
+  return text
+    .replace(/[^\x20-\x7e]+/g, ' ')
+    .trim()
+    .slice(0, 200)
+}
+
+/**
+ * Uploads spool batches to the protected API. One instance per endpoint; `close()` it at the end.
+ *
+ * @example
+ * ```ts
+ * const uploader = new Uploader({ spool, endpoint, deviceId, getAccessToken })
+ * try {
+ *   await uploader.drain({ signal })
+ * } finally {
+ *   await uploader.close()
+ * }
+ * ```
+ */
+export class Uploader {
+  readonly #spool: Spool
+  readonly #url: URL
+  readonly #deviceId: string
+  readonly #getAccessToken: TokenGetter
+  readonly #maxRecords: number
+  readonly #maxBytes: number
+  readonly #lingerMs: number
+  readonly #timeoutMs: number
+  readonly #graceMs: number
+  readonly #baseMs: number
+  readonly #capMs: number
+  readonly #random: () => number
+  readonly #sleep: (ms: number, signal?: AbortSignal) => Promise<void>
+  readonly #now: () => number
+  readonly #dispatcher: Dispatcher
+  readonly #ownsDispatcher: boolean
+  readonly #onEvent: (event: UploadEvent) => void
+  #token: string | undefined
+
+  /**
+   * @param options - see {@link UploaderOptions}.
+   * @throws EdgeTokenError `ERR_INSECURE_URL` for a plain-http endpoint that is not loopback.
+   */
+  constructor(options: UploaderOptions) {
+    this.#url = assertSecureUrl(options.endpoint, 'telemetry.endpoint')
+    this.#spool = options.spool
+    this.#deviceId = options.deviceId
+    this.#getAccessToken = options.getAccessToken
+    this.#maxRecords = Math.max(1, Math.floor(options.batchMaxRecords ?? 500))
+    this.#maxBytes = Math.max(1024, Math.floor(options.batchMaxBytes ?? 512 * 1024))
+    this.#lingerMs = Math.max(0, options.lingerMs ?? 1000)
+    this.#timeoutMs = Math.max(1, options.requestTimeoutMs ?? 30_000)
+    this.#graceMs = Math.max(0, options.shutdownGraceMs ?? 5000)
+    this.#baseMs = Math.max(1, options.backoffBaseMs ?? 1000)
+    this.#capMs = Math.max(this.#baseMs, options.backoffCapMs ?? 300_000)
+    this.#random = options.random ?? Math.random
+    this.#sleep = options.sleep ?? defaultSleep
+    this.#now = options.now ?? Date.now
+    this.#onEvent = options.onEvent ?? (() => {})
+    this.#ownsDispatcher = options.dispatcher === undefined
+    this.#dispatcher =
+      options.dispatcher ??
+      (hasProxyEnv(process.env)
+        ? new EnvHttpProxyAgent({ headersTimeout: this.#timeoutMs, bodyTimeout: this.#timeoutMs })
+        : new Pool(this.#url.origin, {
+            connections: 1,
+            keepAliveTimeout: 60_000,
+            headersTimeout: this.#timeoutMs,
+            bodyTimeout: this.#timeoutMs,
+          }))
+  }
+
+  /** The wire `batch_id` (and `Idempotency-Key`) of a spool batch. */
+  #batchId(batch: SpoolBatch): string {
+    return `${this.#deviceId}.${batch.key}`
+  }
+
+  async #token$(forceRefresh: boolean): Promise<string> {
+    if (!forceRefresh && this.#token) return this.#token
+    this.#token = await this.#getAccessToken({ forceRefresh })
+    return this.#token
+  }
+
+  /**
+   * Sends one batch and classifies the answer; a 401 is answered here (one forced refresh).
+   *
+   * @param batch - the batch.
+   * @param signal - aborts the request (already includes the shutdown grace).
+   */
+  async #send(batch: SpoolBatch, signal: AbortSignal | undefined): Promise<Outcome> {
+    const batchId = this.#batchId(batch)
+    const body = `{"device_id":${JSON.stringify(this.#deviceId)},"batch_id":${JSON.stringify(batchId)},"seq":${batch.seq},"records":[${batch.records.join(',')}]}`
+    for (let attempt = 0; ; attempt++) {
+      let token: string
+      try {
+        token = await this.#token$(attempt > 0)
+      } catch (err) {
+        if (
+          err instanceof EdgeTokenError &&
+          err.code !== 'ERR_SIGNIN_REQUIRED' &&
+          err.code !== 'ERR_CANCELLED'
+        ) {
+          if (err.category === 'unavailable') return { kind: 'retry', error: err }
+        }
+        throw err
+      }
+      const res = await this.#post(body, batchId, token, signal)
+      if (res.kind !== 'answer') return res.outcome
+      const { status, headers, text } = res
+      if (status === 401) {
+        if (attempt === 0) continue
+        throw new EdgeTokenError(
+          'ERR_SIGNIN_REQUIRED',
+          'the telemetry API refused a freshly refreshed access token (401): sign in again',
+        )
+      }
+      const contentType = String(headers['content-type'] ?? '').toLowerCase()
+      if (status >= 200 && status < 300) {
+        if (contentType.includes('text/html')) {
+          return {
+            kind: 'retry',
+            status,
+            error: new InvalidResponseError(
+              `${this.#url.host} answered with an HTML page instead of the API (captive portal?); the batch is kept`,
+              { status },
+            ),
+          }
+        }
+        return { kind: 'delivered', status }
+      }
+      const reason = describe(status, text)
+      if (status >= 500 || RETRYABLE_4XX.has(status) || (status >= 300 && status < 400)) {
+        const retryAfter = parseRetryAfter(
+          headers['retry-after'] as string | string[] | undefined,
+          this.#now(),
+        )
+        const error =
+          status >= 300 && status < 400
+            ? new InvalidResponseError(
+                `${this.#url.host} redirected the upload (${status}); the batch is kept`,
+                {
+                  status,
+                },
+              )
+            : new UnavailableError(`telemetry API ${this.#url.host} answered ${reason}`, {
+                status,
+                retryAfterSeconds: retryAfter,
+              })
+        return {
+          kind: 'retry',
+          status,
+          error,
+          retryAfterMs: retryAfter === undefined ? undefined : retryAfter * 1000,
+        }
+      }
+      return { kind: 'dead-letter', status, reason }
+    }
+  }
+
+  async #post(
+    body: string,
+    batchId: string,
+    token: string,
+    signal: AbortSignal | undefined,
+  ): Promise<
+    | { kind: 'answer'; status: number; headers: Record<string, string | string[] | undefined>; text: string }
+    | { kind: 'outcome'; outcome: Outcome }
+  > {
+    // The pool's headers/body timeouts bound a request; the stop signal only when there is one.
+    try {
+      const res = await this.#dispatcher.request({
+        origin: this.#url.origin,
+        path: `${this.#url.pathname}${this.#url.search}`,
+        method: 'POST',
+        headers: {
+          'content-type': 'application/json',
+          accept: 'application/json',
+          'user-agent': `edgetoken/${VERSION}`,
+          authorization: `Bearer ${token}`,
+          'idempotency-key': batchId,
+        },
+        body,
+        ...(signal ? { signal } : {}),
+      })
+      // Only a small answer is read (for the error reason); a larger one is drained unread.
+      const length = Number(res.headers['content-length'])
+      let text = ''
+      if (Number.isFinite(length) && length <= MAX_ERROR_BODY_BYTES) text = await res.body.text()
+      else {
+        let bytes = 0
+        for await (const chunk of res.body) {
+          if (bytes < MAX_ERROR_BODY_BYTES) text += (chunk as Buffer).toString('utf8')
+          bytes += (chunk as Buffer).length
+        }
+      }
+      return { kind: 'answer', status: res.statusCode, headers: res.headers, text }
+    } catch (err) {
+      if (signal?.aborted) throw new EdgeTokenError('ERR_CANCELLED', 'upload stopped', { cause: err })
+      const code = (err as NodeJS.ErrnoException).code
+      const why = code?.includes('TIMEOUT') ? 'timed out' : (code ?? 'network error')
+      return {
+        kind: 'outcome',
+        outcome: {
+          kind: 'retry',
+          error: new UnavailableError(`telemetry API ${this.#url.host} unreachable: ${why}`, { cause: err }),
+        },
+      }
+    }
+  }
+
+  /** A signal that fires `shutdownGraceMs` after `signal`: the batch in flight may still finish. */
+  #graceSignal(signal: AbortSignal | undefined): { signal: AbortSignal | undefined; dispose: () => void } {
+    if (!signal) return { signal: undefined, dispose: () => {} }
+    const controller = new AbortController()
+    let timer: NodeJS.Timeout | undefined
+    const onAbort = () => {
+      timer = setTimeout(() => controller.abort(signal.reason), this.#graceMs)
+    }
+    if (signal.aborted) onAbort()
+    else signal.addEventListener('abort', onAbort, { once: true })
+    return {
+      signal: controller.signal,
+      dispose: () => {
+        signal.removeEventListener('abort', onAbort)
+        if (timer) clearTimeout(timer)
+      },
+    }
+  }
+
+  /**
+   * Uploads until the spool is empty (one-shot `upload`), retrying each batch a bounded number of
+   * times. Records the outcome for `status`.
+   *
+   * @param options - stop signal, retry and wait bounds.
+   * @returns what was delivered.
+   * @throws {@link UnavailableError} or {@link InvalidResponseError} (exit 5) after the retries,
+   *   `ERR_SIGNIN_REQUIRED` (exit 3), `ERR_CANCELLED` when stopped; the spool keeps every
+   *   undelivered record in all cases.
+   */
+  async drain(options: DrainOptions = {}): Promise<DrainResult> {
+    const maxRetries = options.maxRetries ?? 3
+    const maxWaitMs = options.maxWaitMs ?? 30_000
+    const result: DrainResult = { delivered: 0, batches: 0, deadLettered: 0 }
+    const grace = this.#graceSignal(options.signal)
+    let waited = 0
+    let lastStatus: number | undefined
+    try {
+      for (;;) {
+        if (options.signal?.aborted) throw new EdgeTokenError('ERR_CANCELLED', 'upload stopped')
+        const batch = await this.#spool.readBatch({ maxRecords: this.#maxRecords, maxBytes: this.#maxBytes })
+        if (!batch) break
+        for (let attempt = 0; ; attempt++) {
+          const outcome = await this.#send(batch, grace.signal)
+          if (outcome.kind !== 'retry') {
+            lastStatus = outcome.status
+            await this.#settle(batch, outcome, result)
+            break
+          }
+          lastStatus = outcome.status
+          const delayMs = Math.max(
+            outcome.retryAfterMs ?? 0,
+            backoffDelayMs(attempt, { baseMs: this.#baseMs, capMs: this.#capMs, random: this.#random }),
+          )
+          if (attempt >= maxRetries || waited + delayMs > maxWaitMs) throw outcome.error
+          this.#onEvent({
+            type: 'retry',
+            batchId: this.#batchId(batch),
+            attempt: attempt + 1,
+            delayMs,
+            reason: outcome.error.message,
+            ...(outcome.status === undefined ? {} : { status: outcome.status }),
+          })
+          await this.#sleep(delayMs, options.signal)
+          waited += delayMs
+          if (options.signal?.aborted) throw new EdgeTokenError('ERR_CANCELLED', 'upload stopped')
+        }
+      }
+      await this.#record({ result: 'ok', delivered: result.delivered, status: lastStatus })
+      return result
+    } catch (err) {
+      await this.#record({ ...failure(err), delivered: result.delivered, status: lastStatus }).catch(() => {})
+      throw err
+    } finally {
+      grace.dispose()
+    }
+  }
+
+  /**
+   * The daemon's loop: uploads whatever is pending, lets a partial batch linger, backs off without
+   * limit while the API is unavailable, and polls the spool when idle. Returns when `signal` fires.
+   *
+   * @param options - the stop signal and how often an idle spool is checked (ms, default 2000).
+   * @throws `ERR_SIGNIN_REQUIRED` when the API refuses a refreshed token (the caller announces
+   *   it, keeps spooling, and calls `run` again after a new sign-in).
+   */
+  async run(options: { signal: AbortSignal; idlePollMs?: number }): Promise<void> {
+    const { signal } = options
+    const idleMs = Math.max(10, options.idlePollMs ?? 2000)
+    const grace = this.#graceSignal(signal)
+    let attempt = 0
+    let lastResult: LastUpload['result'] | undefined
+    try {
+      while (!signal.aborted) {
+        const { pending } = await this.#spool.stats()
+        if (pending === 0) {
+          await this.#sleep(idleMs, signal)
+          continue
+        }
+        if (pending < this.#maxRecords && this.#lingerMs > 0 && attempt === 0) {
+          await this.#sleep(this.#lingerMs, signal)
+          if (signal.aborted) break
+        }
+        const batch = await this.#spool.readBatch({ maxRecords: this.#maxRecords, maxBytes: this.#maxBytes })
+        if (!batch) {
+          await this.#sleep(idleMs, signal)
+          continue
+        }
+        let outcome: Outcome
+        try {
+          outcome = await this.#send(batch, grace.signal)
+        } catch (err) {
+          if (isCancel(err, signal)) break
+          throw err
+        }
+        if (outcome.kind !== 'retry') {
+          await this.#settle(batch, outcome, { delivered: 0, batches: 0, deadLettered: 0 })
+          attempt = 0
+          if (lastResult !== 'ok') {
+            lastResult = 'ok'
+            await this.#record({ result: 'ok', status: outcome.status })
+          }
+          continue
+        }
+        const delayMs = Math.max(
+          outcome.retryAfterMs ?? 0,
+          backoffDelayMs(attempt, { baseMs: this.#baseMs, capMs: this.#capMs, random: this.#random }),
+        )
+        const f = failure(outcome.error)
+        if (lastResult !== f.result) {
+          lastResult = f.result
+          await this.#record({ ...f, status: outcome.status })
+        }
+        this.#onEvent({
+          type: 'retry',
+          batchId: this.#batchId(batch),
+          attempt: attempt + 1,
+          delayMs,
+          reason: outcome.error.message,
+          ...(outcome.status === undefined ? {} : { status: outcome.status }),
+        })
+        attempt++
+        await this.#sleep(delayMs, signal)
+      }
+    } catch (err) {
+      await this.#record({ ...failure(err) }).catch(() => {})
+      throw err
+    } finally {
+      grace.dispose()
+    }
+  }
+
+  async #settle(
+    batch: SpoolBatch,
+    outcome: Exclude<Outcome, { kind: 'retry' }>,
+    result: DrainResult,
+  ): Promise<void> {
+    const batchId = this.#batchId(batch)
+    if (outcome.kind === 'delivered') {
+      await this.#spool.ack(batch)
+      result.delivered += batch.count
+      result.batches++
+      this.#onEvent({ type: 'delivered', batchId, seq: batch.seq, records: batch.count })
+    } else {
+      await this.#spool.deadLetter(batch, { status: outcome.status, message: outcome.reason })
+      result.deadLettered += batch.count
+      this.#onEvent({
+        type: 'dead-letter',
+        batchId,
+        records: batch.count,
+        status: outcome.status,
+        reason: outcome.reason,
+      })
+    }
+  }
+
+  async #record(result: Omit<LastUpload, 'at'>): Promise<void> {
+    const clean: Omit<LastUpload, 'at'> = { result: result.result }
+    if (result.status !== undefined) clean.status = result.status
+    if (result.delivered !== undefined) clean.delivered = result.delivered
+    if (result.message !== undefined) clean.message = result.message
+    await this.#spool.setLastUpload({
+      ...clean,
+      at: new Date(this.#now()).toISOString().replace(/\.\d{3}Z$/, 'Z'),
+    })
+  }
+
+  /** Closes the connection pool (when the uploader created it). */
+  async close(): Promise<void> {
+    if (this.#ownsDispatcher) await this.#dispatcher.close()
+  }
+}
+
+function isCancel(err: unknown, signal: AbortSignal): boolean {
+  return signal.aborted && err instanceof EdgeTokenError && err.code === 'ERR_CANCELLED'
+}
+
+function failure(err: unknown): Omit<LastUpload, 'at'> {
+  const message = err instanceof Error ? clean(err.message) : 'error'
+  if (err instanceof EdgeTokenError) {
+    if (err.code === 'ERR_SIGNIN_REQUIRED') return { result: 'signin_required', message }
+    if (err instanceof InvalidResponseError) return { result: 'captive_portal', message }
+    if (err.category === 'unavailable') return { result: 'unavailable', message }
+  }
+  return { result: 'error', message }
+}
+
+/** `400 invalid_request: seq must be ...` from an OAuth-style JSON error body, else the status. */
+function describe(status: number, text: string): string {
+  const body = parseJson(text)
+  if (isObject(body) && typeof body.error === 'string') {
+    const desc = typeof body.error_description === 'string' ? `: ${body.error_description}` : ''
+    return clean(`${status} ${body.error}${desc}`)
+  }
+  return String(status)
+}

@@ -1,0 +1,237 @@
+import assert from 'node:assert/strict'
+import { type ChildProcess, spawn } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { after, before, describe, test } from 'node:test'
+import { resolveAuthority } from '../../src/oauth/authority.js'
+import { pollDeviceAuthorization, startDeviceAuthorization } from '../../src/oauth/device.js'
+import { accountFromTokenSet } from '../../src/oauth/tokens.js'
+import { saveSignIn } from '../../src/store/cache.js'
+import { openTokenStore } from '../../src/store/token-store.js'
+import { readSpoolStatus } from '../../src/telemetry/spool-status.js'
+import { startTestApi, type TestApi } from '../support/api.js'
+import { approveDevice } from '../support/headless-user.js'
+import { startTestIdp, type TestIdp } from '../support/idp.js'
+
+const ROOT = new URL('../..', import.meta.url).pathname
+const SCOPES = ['openid', 'offline_access', 'telemetry:write']
+
+interface Result {
+  code: number | null
+  signal: NodeJS.Signals | null
+  out: string
+  err: string
+}
+
+function cli(
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  input?: string,
+): { child: ChildProcess; done: Promise<Result> } {
+  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src/cli.ts'), ...args], {
+    cwd: ROOT,
+    env,
+    stdio: ['pipe', 'pipe', 'pipe'],
+  })
+  let out = ''
+  let err = ''
+  child.stdout?.on('data', (d) => {
+    out += d
+  })
+  child.stderr?.on('data', (d) => {
+    err += d
+  })
+  child.stdin?.on('error', () => {})
+  child.stdin?.end(input ?? '')
+  const done = new Promise<Result>((resolve) => {
+    child.on('close', (code, signal) => resolve({ code, signal, out, err }))
+  })
+  return { child, done }
+}
+
+const lines = (device: string, from: number, n: number) =>
+  Array.from({ length: n }, (_, i) => `${JSON.stringify({ d: device, n: from + i })}\n`).join('')
+
+describe('send and upload (CLI, real IdP and API)', () => {
+  let idp: TestIdp
+  let api: TestApi
+  let root: string
+  before(async () => {
+    idp = await startTestIdp({ accessTokenTtlSeconds: 600 })
+    api = await startTestApi({ issuer: idp.issuer, audience: idp.audience })
+    root = await mkdtemp(join(tmpdir(), 'edgetoken-cli-'))
+  })
+  after(async () => {
+    await api.close()
+    await idp.close()
+    await rm(root, { recursive: true, force: true })
+  })
+
+  let n = 0
+  /** A signed-in device: its own state dir, key and device id. */
+  async function device(): Promise<{ env: NodeJS.ProcessEnv; stateDir: string; deviceId: string }> {
+    const home = join(root, `d${n++}`)
+    const stateDir = join(home, 'state')
+    await mkdir(stateDir, { recursive: true })
+    const keyFile = join(home, 'key')
+    await writeFile(keyFile, randomBytes(32), { mode: 0o600 })
+    const deviceId = `dev-${n}`
+    const env: NodeJS.ProcessEnv = {
+      PATH: process.env.PATH,
+      HOME: home,
+      XDG_CONFIG_HOME: join(home, 'config'),
+      EDGETOKEN_STATE_DIR: stateDir,
+      EDGETOKEN_KEY_FILE: keyFile,
+      EDGETOKEN_AUTHORITY: idp.issuer,
+      EDGETOKEN_CLIENT_ID: idp.publicClientId,
+      EDGETOKEN_SCOPES: SCOPES.join(' '),
+      EDGETOKEN_DEVICE_ID: deviceId,
+      EDGETOKEN_TELEMETRY_ENDPOINT: api.url,
+    }
+    const server = await resolveAuthority(idp.issuer)
+    const client = { clientId: idp.publicClientId }
+    const flow = await startDeviceAuthorization(server, client, SCOPES)
+    const polling = pollDeviceAuthorization(server, client, flow, {
+      sleep: () => new Promise((r) => setTimeout(r, 20)),
+    })
+    await approveDevice(idp.issuer, flow.userCode)
+    const tokenSet = await polling
+    const store = await openTokenStore({ stateDir, env })
+    await saveSignIn(store, {
+      authority: idp.issuer,
+      clientId: idp.publicClientId,
+      account: accountFromTokenSet(server, idp.publicClientId, tokenSet),
+      tokenSet,
+      requestedScopes: SCOPES,
+    })
+    return { env, stateDir, deviceId }
+  }
+
+  const received = (deviceId: string) =>
+    api.receiver.batches
+      .filter((b) => b.deviceId === deviceId)
+      .flatMap((b) => b.records.map((r) => (r as { n: number }).n))
+
+  test('API down: send 1000, upload exits 5 with 1000 pending; API up: upload exits 0, 1000 delivered once, in order', async () => {
+    const { env, stateDir, deviceId } = await device()
+    await api.setMode('down')
+    try {
+      const sent = await cli(['send'], env, lines(deviceId, 0, 1000)).done
+      assert.equal(sent.code, 0, sent.err)
+      assert.equal((await readSpoolStatus(stateDir)).pending, 1000)
+      const failed = await cli(['upload'], env).done
+      assert.equal(failed.code, 5, failed.err)
+      assert.match(failed.err, /unreachable|unavailable/)
+      assert.equal((await readSpoolStatus(stateDir)).pending, 1000)
+      assert.equal((await readSpoolStatus(stateDir)).lastUpload?.result, 'unavailable')
+    } finally {
+      await api.setMode('up')
+    }
+    const ok = await cli(['upload', '--json'], env).done
+    assert.equal(ok.code, 0, ok.err)
+    const last = JSON.parse(ok.out.trim().split('\n').at(-1) as string) as Record<string, unknown>
+    assert.deepEqual(last, { event: 'uploaded', records: 1000, batches: 2, dead_lettered: 0, pending: 0 })
+    assert.deepEqual(
+      received(deviceId),
+      Array.from({ length: 1000 }, (_, i) => i),
+    )
+    assert.equal((await readSpoolStatus(stateDir)).pending, 0)
+  })
+
+  test('send rejects invalid input by default (nothing spooled, exit 2, each bad line named)', async () => {
+    const { env, stateDir } = await device()
+    const input = '{"a":1}\nnot json\n[1,2]\n\n{"b":2}\n'
+    const r = await cli(['send'], env, input).done
+    assert.equal(r.code, 2)
+    assert.match(r.err, /line 2: not valid JSON/)
+    assert.match(r.err, /line 3: not a JSON object/)
+    assert.equal((await readSpoolStatus(stateDir)).pending, 0)
+
+    const skip = await cli(['send', '--on-invalid', 'skip', '--json'], env, input).done
+    assert.equal(skip.code, 0, skip.err)
+    assert.match(skip.err, /warning: line 2: not valid JSON \(skipped\)/)
+    assert.deepEqual(JSON.parse(skip.out.trim().split('\n').at(-1) as string), {
+      event: 'spooled',
+      records: 2,
+      skipped: 2,
+    })
+    assert.equal((await readSpoolStatus(stateDir)).pending, 2)
+
+    const long = await cli(['send'], env, `{"x":"${'y'.repeat(70 * 1024)}"}\n`).done
+    assert.equal(long.code, 2)
+    assert.match(long.err, /line 1: longer than 65536 bytes/)
+  })
+
+  test('upload without a sign-in exits 3 and keeps the spool', async () => {
+    const home = join(root, `nosignin${n++}`)
+    const env: NodeJS.ProcessEnv = {
+      PATH: process.env.PATH,
+      HOME: home,
+      XDG_CONFIG_HOME: join(home, 'config'),
+      EDGETOKEN_STATE_DIR: join(home, 'state'),
+      EDGETOKEN_AUTHORITY: idp.issuer,
+      EDGETOKEN_CLIENT_ID: idp.publicClientId,
+      EDGETOKEN_TELEMETRY_ENDPOINT: api.url,
+    }
+    assert.equal((await cli(['send'], env, '{"a":1}\n').done).code, 0)
+    const r = await cli(['upload'], env).done
+    assert.equal(r.code, 3, r.err)
+    assert.equal((await readSpoolStatus(join(home, 'state'))).pending, 1)
+  })
+
+  test('SIGTERM during upload: it stops within the bound and the spool keeps everything', async () => {
+    const { env, stateDir, deviceId } = await device()
+    assert.equal((await cli(['send'], env, lines(deviceId, 0, 50)).done).code, 0)
+    await api.setMode('unavailable', { retryAfterSeconds: 8 })
+    try {
+      const up = cli(['upload'], env)
+      // Wait until it has met the 503 and is waiting out the Retry-After.
+      const started = Date.now()
+      while (
+        !api.requests.some((r) => r.at >= started && r.status === 503) &&
+        Date.now() - started < 20_000
+      ) {
+        await new Promise((r) => setTimeout(r, 20))
+      }
+      const sentAt = Date.now()
+      up.child.kill('SIGTERM')
+      const r = await up.done
+      assert.ok(Date.now() - sentAt < 5000, 'upload did not stop promptly')
+      assert.notEqual(r.code, 0)
+      assert.match(r.err, /stopped|cancel/)
+    } finally {
+      await api.setMode('up')
+    }
+    assert.equal((await readSpoolStatus(stateDir)).pending, 50)
+  })
+
+  test('kill -9 during send and upload loops: nothing acknowledged is lost, no record delivered twice', async () => {
+    const { env, stateDir, deviceId } = await device()
+    const batchEnv = { ...env, EDGETOKEN_TELEMETRY_BATCH_MAX_RECORDS: '37' }
+    const acknowledged = new Set<number>()
+    let next = 0
+    for (let round = 0; round < 8; round++) {
+      // Two writers at once (they share the spool lock), one of them killed at a random moment.
+      const a = cli(['send'], batchEnv, lines(deviceId, next, 2000))
+      const b = cli(['send'], batchEnv, lines(deviceId, next + 2000, 2000))
+      const up = cli(['upload'], batchEnv)
+      setTimeout(() => b.child.kill('SIGKILL'), 400 + Math.floor(Math.random() * 1000))
+      setTimeout(() => up.child.kill('SIGKILL'), 700 + Math.floor(Math.random() * 2000))
+      const [ra, rb, ru] = await Promise.all([a.done, b.done, up.done])
+      assert.equal(ra.code, 0, ra.err)
+      for (let i = 0; i < 2000; i++) acknowledged.add(next + i)
+      if (rb.code === 0) for (let i = 0; i < 2000; i++) acknowledged.add(next + 2000 + i)
+      // An upload that was not killed either drained or found the other writer's lock.
+      if (ru.signal === null) assert.ok(ru.code === 0 || ru.code === 5, ru.err)
+      next += 4000
+    }
+    const final = await cli(['upload'], batchEnv).done
+    assert.equal(final.code, 0, final.err)
+    assert.equal((await readSpoolStatus(stateDir)).pending, 0)
+    const got = received(deviceId)
+    assert.equal(new Set(got).size, got.length, 'a record reached the API in two different batches')
+    for (const i of acknowledged) assert.ok(got.includes(i), `acknowledged record ${i} was lost`)
+  })
+})
