@@ -1,11 +1,82 @@
-/** `edgetoken run`: not implemented yet. */
+/**
+ * `edgetoken run`: the agent daemon ({@link runDaemon}): silent renewal ahead of expiry, MQTT
+ * ingest, the upload loop, systemd notifications, until SIGTERM.
+ */
+import { loadConfig } from '../../config/load.js'
 import { EdgeTokenError } from '../../errors.js'
-import type { CommandModule } from '../context.js'
+import type { CommandContext, CommandModule } from '../context.js'
+import { ExitCode } from '../exit-codes.js'
 
-const command: CommandModule = {
-  help: 'Usage: edgetoken run [options]\n\nNot implemented yet.',
-  async run() {
-    throw new EdgeTokenError('ERR_INTERNAL', "'run' is not implemented yet")
-  },
+const HELP = `Usage: edgetoken run [--config FILE] [--state-dir DIR] [--json]
+
+The agent daemon. Runs until SIGTERM or SIGINT:
+  - renews the access token silently ahead of its expiry (with random jitter, so a fleet does
+    not renew in lock-step), backing off while the authorization server is unreachable;
+  - subscribes to <topicPrefix>/<deviceId>/readings (when mqtt.url is configured), validates
+    each reading and appends it durably to the spool; invalid ones are dropped and counted;
+  - uploads the spool to telemetry.endpoint (when configured) in order, backing off while the
+    API is down; nothing is lost while it is;
+  - publishes retained 'online' on <topicPrefix>/<deviceId>/status (last will 'offline');
+  - when the refresh token is dead, says so on stderr (and in the systemd status), keeps
+    spooling, and resumes once the device is signed in again: by 'edgetoken login', or by a pair
+    request on <topicPrefix>/<deviceId>/pair when mqtt.allowPair is true (the code is shown on
+    the console and the companion display);
+  - under systemd (Type=notify) sends READY=1, STATUS=..., WATCHDOG=1 and STOPPING=1.
+SIGTERM flushes and exits 0 within 10 seconds.
+
+Options:
+  --json     NDJSON events on stdout: {"event":"ready"}, {"event":"renewed","expires_at",...},
+             {"event":"uploaded","batch_id","seq","records"}, {"event":"signin_required"},
+             {"event":"signed_in"}, {"event":"stopped"}; log lines go to stderr
+  --config FILE, --state-dir DIR   see 'edgetoken --help'
+
+Exit codes: 0 stopped by a signal, 2 usage/config, 6 token store unreadable, 1 internal error.`
+
+/**
+ * A device flow through the `login` command itself (same displays, relay, store and events), so
+ * the daemon and `edgetoken login` cannot drift apart. Its output goes to stderr: stdout may be
+ * NDJSON.
+ */
+function loginHook(ctx: CommandContext, hasMqtt: boolean): (signal: AbortSignal) => Promise<void> {
+  return async (signal) => {
+    const { default: login } = await import('./login.js')
+    const display = hasMqtt ? 'console,mqtt' : 'console'
+    const code = await login.run({
+      ...ctx,
+      options: { ...ctx.options, display, json: false },
+      args: [],
+      json: false,
+      stdout: ctx.stderr,
+      signal,
+      emit: () => {},
+      say: (line) => ctx.stderr.write(`${line}\n`),
+    })
+    if (code !== ExitCode.ok) throw new EdgeTokenError('ERR_INTERNAL', `login ended with exit code ${code}`)
+  }
 }
+
+async function run(ctx: CommandContext): Promise<number> {
+  if (ctx.args.length > 0)
+    throw new EdgeTokenError('ERR_USAGE', `run takes no arguments (got '${ctx.args[0]}')`)
+  const config = await loadConfig({ options: ctx.options, env: ctx.env })
+  const [{ runDaemon }, { createNotifier }] = await Promise.all([
+    import('../../agent/daemon.js'),
+    import('../../agent/notify.js'),
+  ])
+  const notifier = createNotifier(ctx.env, { onError: (err) => ctx.warn(`systemd notify: ${err.message}`) })
+  const log = (line: string) => ctx.stderr.write(`${line}\n`)
+  await runDaemon({
+    config,
+    env: ctx.env,
+    signal: ctx.signal,
+    log,
+    warn: ctx.warn,
+    emit: ctx.emit,
+    signIn: loginHook(ctx, config.mqtt !== undefined),
+    notifier,
+  })
+  return ExitCode.ok
+}
+
+const command: CommandModule = { help: HELP, run }
 export default command

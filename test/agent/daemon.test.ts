@@ -1,0 +1,333 @@
+/**
+ * `edgetoken run` as a child process against the real test IdP, the reference API and mosquitto:
+ * readings from the sensor simulator reach the API, renewals happen with short-lived tokens, the
+ * API going down and up loses nothing, a dead sign-in is announced and a pair request recovers
+ * it, SIGTERM exits 0 promptly.
+ */
+import assert from 'node:assert/strict'
+import { type ChildProcess, spawn } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { once } from 'node:events'
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { after, before, describe, test } from 'node:test'
+import { fileURLToPath } from 'node:url'
+import mqtt from 'mqtt'
+import { startSensorSimulator } from '../../firmware-bridge/simulators/sensor.js'
+import { startTestApi, type TestApi } from '../support/api.js'
+import { approveDevice } from '../support/headless-user.js'
+import { startTestIdp, type TestIdp } from '../support/idp.js'
+import { clientOptions, startBroker, type TestBroker } from '../support/mosquitto.js'
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url))
+const CLI = fileURLToPath(new URL('../../src/cli.ts', import.meta.url))
+
+interface Cli {
+  child: ChildProcess
+  events: Record<string, unknown>[]
+  stderr: () => string
+  waitForEvent(pred: (e: Record<string, unknown>) => boolean, what: string, timeoutMs?: number): Promise<void>
+  exit: Promise<number | null>
+}
+
+function startCli(args: string[], env: NodeJS.ProcessEnv): Cli {
+  const child = spawn(process.execPath, ['--import', 'tsx', CLI, ...args], {
+    cwd: ROOT,
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  const events: Record<string, unknown>[] = []
+  let buffered = ''
+  let err = ''
+  child.stdout?.on('data', (d) => {
+    buffered += d
+    let nl = buffered.indexOf('\n')
+    while (nl >= 0) {
+      const line = buffered.slice(0, nl)
+      buffered = buffered.slice(nl + 1)
+      if (line.trim()) events.push(JSON.parse(line) as Record<string, unknown>)
+      nl = buffered.indexOf('\n')
+    }
+  })
+  child.stderr?.on('data', (d) => {
+    err += d
+  })
+  const exit = once(child, 'exit').then(([code]) => code as number | null)
+  return {
+    child,
+    events,
+    stderr: () => err,
+    exit,
+    async waitForEvent(pred, what, timeoutMs = 30_000) {
+      await waitUntil(
+        () => events.some(pred),
+        what,
+        timeoutMs,
+        () => `stderr:\n${err}`,
+      )
+    },
+  }
+}
+
+async function waitUntil(
+  predicate: () => boolean,
+  what: string,
+  timeoutMs = 30_000,
+  context: () => string = () => '',
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (!predicate()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}\n${context()}`)
+    await new Promise((r) => setTimeout(r, 50))
+  }
+}
+
+function recordsAt(api: TestApi): { sensor: string; seq: number }[] {
+  return api.receiver.batches.flatMap((b) => b.records as { sensor: string; seq: number }[])
+}
+
+describe('edgetoken run (daemon)', { timeout: 180_000 }, () => {
+  let idp: TestIdp
+  let api: TestApi
+  let broker: TestBroker
+  let dir: string
+  const children: ChildProcess[] = []
+
+  before(async () => {
+    // Short-lived access tokens so renewals happen within the test.
+    idp = await startTestIdp({ accessTokenTtlSeconds: 12, interval: 1 })
+    api = await startTestApi({ issuer: idp.issuer, audience: idp.audience })
+    broker = await startBroker()
+    dir = await mkdtemp(join(tmpdir(), 'edgetoken-daemon-'))
+    await writeFile(join(dir, 'key'), randomBytes(32), { mode: 0o600 })
+  })
+  after(async () => {
+    for (const c of children) if (c.exitCode === null) c.kill('SIGKILL')
+    await broker?.close()
+    await api?.close()
+    await idp?.close()
+    await rm(dir, { recursive: true, force: true })
+  })
+
+  async function setup(name: string, deviceId: string) {
+    const stateDir = join(dir, name)
+    const configFile = join(dir, `${name}.json`)
+    await writeFile(
+      configFile,
+      JSON.stringify({
+        authority: idp.issuer,
+        clientId: idp.publicClientId,
+        scopes: ['openid', 'offline_access', idp.apiScope],
+        deviceId,
+        stateDir,
+        keyFile: join(dir, 'key'),
+        mqtt: { url: broker.url, allowPair: true },
+        telemetry: { endpoint: api.url, lingerMs: 100 },
+      }),
+    )
+    return { EDGETOKEN_CONFIG: configFile, EDGETOKEN_STATE_DIR: '', NOTIFY_SOCKET: '' }
+  }
+
+  async function login(env: NodeJS.ProcessEnv): Promise<void> {
+    const cli = startCli(['login', '--json', '--display', 'none'], env)
+    children.push(cli.child)
+    await cli.waitForEvent((e) => e.event === 'device_code', 'device_code')
+    const code = cli.events.find((e) => e.event === 'device_code')?.user_code
+    await approveDevice(idp.issuer, String(code))
+    assert.equal(await cli.exit, 0, cli.stderr())
+  }
+
+  function assertNoSecrets(cli: Cli): void {
+    const out = JSON.stringify(cli.events) + cli.stderr()
+    for (const secret of [
+      ...idp.issued.accessTokens,
+      ...idp.issued.refreshTokens,
+      ...idp.issued.deviceCodes,
+    ]) {
+      assert.ok(!out.includes(secret), 'no token or device code in the daemon output')
+    }
+  }
+
+  test('readings reach the API, tokens are renewed, an API outage loses nothing, SIGTERM exits 0', async () => {
+    const env = await setup('main', 'gw-daemon')
+    await login(env)
+    const refreshesBefore = idp.refreshes
+
+    const daemon = startCli(['run', '--json'], env)
+    children.push(daemon.child)
+    await daemon.waitForEvent((e) => e.event === 'ready', 'ready')
+
+    const sensor = await startSensorSimulator({
+      url: broker.url,
+      deviceId: 'gw-daemon',
+      sensor: 'greenhouse-1',
+      intervalMs: 20,
+      count: 20,
+    })
+    await sensor.done
+    await sensor.close()
+    await waitUntil(() => recordsAt(api).length >= 20, '20 records at the API', 30_000, daemon.stderr)
+
+    // A 12 s token is renewed 3-6 s after it was obtained.
+    await daemon.waitForEvent((e) => e.event === 'renewed', 'a renewal', 30_000)
+    assert.ok(idp.refreshes > refreshesBefore, 'the IdP saw a refresh_token grant')
+
+    await api.setMode('down')
+    const second = await startSensorSimulator({
+      url: broker.url,
+      deviceId: 'gw-daemon',
+      sensor: 'greenhouse-1',
+      intervalMs: 20,
+      count: 10,
+      startSeq: 20,
+    })
+    await second.done
+    await second.close()
+    await new Promise((r) => setTimeout(r, 1500)) // the uploader meets the outage and backs off
+    await api.setMode('up')
+    await waitUntil(() => recordsAt(api).length >= 30, '30 records after the outage', 60_000, daemon.stderr)
+    const seqs = recordsAt(api).map((r) => r.seq)
+    assert.deepEqual(
+      seqs,
+      Array.from({ length: 30 }, (_, i) => i),
+      'every reading once, in order',
+    )
+    assert.ok(api.receiver.batches.every((b) => b.deviceId === 'gw-daemon'))
+
+    const startedStop = Date.now()
+    daemon.child.kill('SIGTERM')
+    assert.equal(await daemon.exit, 0, daemon.stderr())
+    assert.ok(Date.now() - startedStop < 12_000, 'stopped within the shutdown bound')
+    assert.ok(daemon.events.some((e) => e.event === 'stopped'))
+    assertNoSecrets(daemon)
+  })
+
+  test('not signed in: sign-in required is announced, readings are spooled, a pair request signs in', async () => {
+    const env = await setup('pair', 'gw-pair')
+    const daemon = startCli(['run', '--json'], env)
+    children.push(daemon.child)
+    await daemon.waitForEvent((e) => e.event === 'signin_required', 'signin_required')
+    assert.match(daemon.stderr(), /sign-in required/)
+    await daemon.waitForEvent((e) => e.event === 'ready', 'ready')
+
+    const sensor = await startSensorSimulator({
+      url: broker.url,
+      deviceId: 'gw-pair',
+      sensor: 'p',
+      intervalMs: 10,
+      count: 5,
+    })
+    await sensor.done
+    await sensor.close()
+
+    // The companion display asks for a sign-in; the agent starts a device flow.
+    const userCodesBefore = idp.issued.userCodes.length
+    const display = await mqtt.connectAsync(broker.url, clientOptions(broker))
+    await display.publishAsync(
+      'edgetoken/gw-pair/pair',
+      JSON.stringify({
+        request: 'signin',
+        nonce: randomBytes(12).toString('base64url'),
+        at: new Date().toISOString(),
+      }),
+      { qos: 1 },
+    )
+    await display.endAsync()
+    await waitUntil(
+      () => idp.issued.userCodes.length > userCodesBefore,
+      'a device flow',
+      30_000,
+      daemon.stderr,
+    )
+    const userCode = idp.issued.userCodes.at(-1)
+    await approveDevice(idp.issuer, String(userCode))
+    await daemon.waitForEvent((e) => e.event === 'signed_in', 'signed_in', 30_000)
+
+    await waitUntil(
+      () =>
+        api.receiver.batches.filter((b) => b.deviceId === 'gw-pair').flatMap((b) => b.records).length >= 5,
+      'the spooled readings at the API',
+      30_000,
+      daemon.stderr,
+    )
+    daemon.child.kill('SIGTERM')
+    assert.equal(await daemon.exit, 0, daemon.stderr())
+    assertNoSecrets(daemon)
+  })
+
+  test('systemd: READY=1, STATUS=, WATCHDOG=1 at half of WATCHDOG_USEC, STOPPING=1 on SIGTERM', async () => {
+    const env = await setup('notify', 'gw-notify')
+    // A stand-in for systemd-notify(1): appends its arguments to the "socket" path.
+    const bin = join(dir, 'bin')
+    await mkdir(bin, { recursive: true })
+    await writeFile(join(bin, 'systemd-notify'), '#!/bin/sh\necho "$*" >> "$NOTIFY_SOCKET"\n', {
+      mode: 0o755,
+    })
+    const notifyLog = join(dir, 'notify.log')
+    const daemon = startCli(['run', '--json'], {
+      ...env,
+      NOTIFY_SOCKET: notifyLog,
+      WATCHDOG_USEC: '1000000',
+      PATH: `${bin}:${process.env.PATH ?? ''}`,
+    })
+    children.push(daemon.child)
+    const logged = async () => readFile(notifyLog, 'utf8').catch(() => '')
+    let text = ''
+    const deadline = Date.now() + 30_000
+    while (!/READY=1/.test(text) || (text.match(/WATCHDOG=1/g) ?? []).length < 2) {
+      if (Date.now() > deadline) throw new Error(`no READY/WATCHDOG: ${text}\n${daemon.stderr()}`)
+      await new Promise((r) => setTimeout(r, 100))
+      text = await logged()
+    }
+    assert.match(text, /STATUS=sign-in required/)
+    daemon.child.kill('SIGTERM')
+    assert.equal(await daemon.exit, 0, daemon.stderr())
+    const stopDeadline = Date.now() + 10_000
+    while (!/STOPPING=1/.test(text)) {
+      if (Date.now() > stopDeadline) throw new Error(`no STOPPING=1: ${text}`)
+      await new Promise((r) => setTimeout(r, 100))
+      text = await logged()
+    }
+  })
+
+  test('a dead refresh token: announced, readings kept, and a separate login resumes uploads', async () => {
+    const env = await setup('dead', 'gw-dead')
+    await login(env)
+    const daemon = startCli(['run', '--json'], env)
+    children.push(daemon.child)
+    await daemon.waitForEvent((e) => e.event === 'ready', 'ready')
+
+    // Revoke every refresh token the IdP issued: the next silent renewal gets invalid_grant.
+    for (const token of idp.issued.refreshTokens) {
+      await fetch(new URL('/token/revocation', idp.issuer), {
+        method: 'POST',
+        body: new URLSearchParams({ client_id: idp.publicClientId, token, token_type_hint: 'refresh_token' }),
+      })
+    }
+    await daemon.waitForEvent((e) => e.event === 'signin_required', 'signin_required', 30_000)
+    assert.match(daemon.stderr(), /warning: sign-in required/)
+
+    const sensor = await startSensorSimulator({
+      url: broker.url,
+      deviceId: 'gw-dead',
+      sensor: 'd',
+      intervalMs: 10,
+      count: 5,
+    })
+    await sensor.done
+    await sensor.close()
+    await login(env)
+    await daemon.waitForEvent((e) => e.event === 'signed_in', 'signed_in after a separate login', 30_000)
+    await waitUntil(
+      () =>
+        api.receiver.batches.filter((b) => b.deviceId === 'gw-dead').flatMap((b) => b.records).length >= 5,
+      'the readings spooled while signed out',
+      30_000,
+      daemon.stderr,
+    )
+    daemon.child.kill('SIGTERM')
+    assert.equal(await daemon.exit, 0, daemon.stderr())
+    assertNoSecrets(daemon)
+  })
+})

@@ -1,0 +1,330 @@
+import assert from 'node:assert/strict'
+import { readFileSync } from 'node:fs'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { after, before, describe, test } from 'node:test'
+import mqtt, { type MqttClient } from 'mqtt'
+import { startSensorSimulator } from '../../firmware-bridge/simulators/sensor.js'
+import {
+  checkReading,
+  type IngestCounters,
+  MAX_READING_BYTES,
+  startReadingIngest,
+} from '../../src/agent/ingest.js'
+import {
+  checkPairRequest,
+  createPairGate,
+  type PairRequest,
+  startPairListener,
+} from '../../src/agent/pair.js'
+import type { MqttConfig } from '../../src/config/types.js'
+import { connectMqtt, mqttTopics } from '../../src/display/mqtt-options.js'
+import { openSpool, type Spool } from '../../src/telemetry/spool.js'
+import { clientOptions, startBroker, type TestBroker } from '../support/mosquitto.js'
+
+// The schema's own example, read from the contract file so a schema change is noticed here.
+const READING_SCHEMA = JSON.parse(
+  readFileSync(new URL('../../firmware-bridge/schema/reading.schema.json', import.meta.url), 'utf8'),
+) as { examples: unknown[] }
+
+const GOOD = {
+  sensor: 'greenhouse-1',
+  at: '2026-11-25T10:00:00Z',
+  seq: 42,
+  values: { t: 21.5, door: 'closed', fan: true },
+}
+const bytes = (value: unknown) => Buffer.from(typeof value === 'string' ? value : JSON.stringify(value))
+
+/** Payloads that must be dropped, with the counter each belongs to. */
+const BAD_READINGS: [string, Buffer, keyof IngestCounters][] = [
+  ['oversized', bytes({ ...GOOD, values: { big: 'x'.repeat(MAX_READING_BYTES) } }), 'oversized'],
+  ['not JSON', bytes('temperature=21'), 'malformed'],
+  ['invalid UTF-8', Buffer.from([0x7b, 0x22, 0xff, 0xfe, 0x22, 0x7d]), 'malformed'],
+  ['an array', bytes([GOOD]), 'malformed'],
+  ['a number', bytes('42'), 'malformed'],
+  ['empty', Buffer.alloc(0), 'malformed'],
+  ['unknown property', bytes({ ...GOOD, token: 'x' }), 'invalid'],
+  ['sensor missing', bytes({ at: GOOD.at, values: GOOD.values }), 'invalid'],
+  ['sensor a number', bytes({ ...GOOD, sensor: 7 }), 'invalid'],
+  ['sensor too long', bytes({ ...GOOD, sensor: 's'.repeat(65) }), 'invalid'],
+  ['sensor with a newline', bytes({ ...GOOD, sensor: 'a\nb' }), 'invalid'],
+  ['at not UTC', bytes({ ...GOOD, at: '2026-11-25T10:00:00+01:00' }), 'invalid'],
+  ['at impossible', bytes({ ...GOOD, at: '2026-13-45T10:00:00Z' }), 'invalid'],
+  ['at on 30 February', bytes({ ...GOOD, at: '2026-02-30T10:00:00Z' }), 'invalid'],
+  ['at hour 24', bytes({ ...GOOD, at: '2026-11-25T24:00:00Z' }), 'invalid'],
+  ['seq negative', bytes({ ...GOOD, seq: -1 }), 'invalid'],
+  ['seq fractional', bytes({ ...GOOD, seq: 1.5 }), 'invalid'],
+  ['seq a string', bytes({ ...GOOD, seq: '1' }), 'invalid'],
+  ['values a string', bytes({ ...GOOD, values: 'hot' }), 'invalid'],
+  ['values empty', bytes({ ...GOOD, values: {} }), 'invalid'],
+  ['a value an object', bytes({ ...GOOD, values: { t: { c: 1 } } }), 'invalid'],
+  ['a value null', bytes({ ...GOOD, values: { t: null } }), 'invalid'],
+  ['a value string too long', bytes({ ...GOOD, values: { note: 'n'.repeat(1025) } }), 'invalid'],
+  [
+    'too many values',
+    bytes({ ...GOOD, values: Object.fromEntries(Array.from({ length: 257 }, (_, i) => [`v${i}`, i])) }),
+    'invalid',
+  ],
+]
+
+describe('checkReading', () => {
+  test('accepts the schema example and the smallest valid reading', () => {
+    assert.equal(checkReading(bytes(READING_SCHEMA.examples[0])).ok, true)
+    assert.equal(
+      checkReading(bytes({ sensor: 's', at: '2026-11-25T10:00:00.123456789Z', values: { a: 0 } })).ok,
+      true,
+    )
+    assert.equal(checkReading(bytes({ ...GOOD, at: '2028-02-29T23:59:59Z' })).ok, true, 'a leap day')
+    const unicode = checkReading(bytes({ ...GOOD, sensor: 'é'.repeat(64), values: { ü: 'ß'.repeat(1024) } }))
+    assert.equal(unicode.ok, true, 'lengths are counted in characters, not bytes')
+  })
+
+  for (const [name, payload, reason] of BAD_READINGS) {
+    test(`drops ${name} as ${reason}`, () => {
+      const checked = checkReading(payload)
+      assert.equal(checked.ok, false)
+      if (!checked.ok) assert.equal(checked.reason, reason)
+    })
+  }
+})
+
+describe('pair requests', () => {
+  const now = Date.parse('2026-11-25T10:00:00Z')
+  const request = (nonce: string, at = '2026-11-25T10:00:00Z') => bytes({ request: 'signin', nonce, at })
+
+  test('checkPairRequest follows the schema', () => {
+    assert.deepEqual(checkPairRequest(request('b3J0ZWxsby1wYWly')), {
+      ok: true,
+      request: { request: 'signin', nonce: 'b3J0ZWxsby1wYWly', at: now },
+    })
+    const bad: [Buffer, string][] = [
+      [
+        bytes({ request: 'signin', nonce: 'abcdefgh', at: '2026-11-25T10:00:00Z', pad: 'x'.repeat(1100) }),
+        'oversized',
+      ],
+      [bytes('signin'), 'malformed'],
+      [bytes({ request: 'signout', nonce: 'abcdefgh', at: '2026-11-25T10:00:00Z' }), 'invalid'],
+      [bytes({ request: 'signin', nonce: 'short', at: '2026-11-25T10:00:00Z' }), 'invalid'],
+      [bytes({ request: 'signin', nonce: 'has space!', at: '2026-11-25T10:00:00Z' }), 'invalid'],
+      [bytes({ request: 'signin', nonce: 'abcdefgh', at: 1764064800 }), 'invalid'],
+      [
+        bytes({ request: 'signin', nonce: 'abcdefgh', at: '2026-11-25T10:00:00Z', user_code: 'X' }),
+        'invalid',
+      ],
+      [bytes({ request: 'signin', nonce: 'abcdefgh' }), 'invalid'],
+      [bytes({ request: 'signin', nonce: 'abcdefgh', at: '2026-11-25T10:00:60Z' }), 'invalid'],
+    ]
+    for (const [payload, reason] of bad) {
+      const d = checkPairRequest(payload)
+      assert.equal(d.ok ? 'ok' : d.reason, reason, payload.toString().slice(0, 80))
+    }
+  })
+
+  test('the gate refuses when pairing is off, replays, stale requests, floods and a running sign-in', () => {
+    let t = now
+    const off = createPairGate({ allow: false, now: () => t })
+    assert.equal(off.check(request('nonce-0001')).ok, false)
+    assert.equal(off.counters.disallowed, 1)
+
+    const gate = createPairGate({ allow: true, minIntervalMs: 30_000, maxSkewMs: 600_000, now: () => t })
+    assert.equal(gate.check(request('nonce-0001')).ok, true)
+    const replay = gate.check(request('nonce-0001'))
+    assert.equal(replay.ok ? 'ok' : replay.reason, 'replayed')
+    t += 1000
+    const flood = gate.check(request('nonce-0002'))
+    assert.equal(flood.ok ? 'ok' : flood.reason, 'rate-limited')
+    t += 30_000
+    const old = gate.check(request('nonce-0003', '2026-11-25T09:00:00Z'))
+    assert.equal(old.ok ? 'ok' : old.reason, 'stale')
+    const busy = gate.check(request('nonce-0004'), { busy: true })
+    assert.equal(busy.ok ? 'ok' : busy.reason, 'busy')
+    const retained = gate.check(request('nonce-0005'), { retained: true })
+    assert.equal(retained.ok ? 'ok' : retained.reason, 'retained')
+    assert.equal(gate.check(request('nonce-0006')).ok, true)
+    assert.deepEqual(
+      { ...gate.counters },
+      {
+        received: 7,
+        accepted: 2,
+        oversized: 0,
+        malformed: 0,
+        invalid: 0,
+        retained: 1,
+        disallowed: 0,
+        replayed: 1,
+        stale: 1,
+        'rate-limited': 1,
+        busy: 1,
+      },
+    )
+  })
+
+  test('the nonce memory is bounded', () => {
+    const gate = createPairGate({ allow: true, minIntervalMs: 0, maxNonces: 2, now: () => now })
+    for (const n of ['nonce-aaaa', 'nonce-bbbb', 'nonce-cccc']) assert.equal(gate.check(request(n)).ok, true)
+    // The oldest was forgotten; the freshness window still bounds how long a replay could work.
+    assert.equal(gate.check(request('nonce-aaaa')).ok, true)
+    assert.equal(gate.check(request('nonce-cccc')).ok, false)
+  })
+})
+
+describe('MQTT ingest against a real broker', () => {
+  let broker: TestBroker
+  let stateDir: string
+  let spool: Spool
+  let agent: MqttClient
+  let publisher: MqttClient
+  const deviceId = 'gw-ingest'
+  let config: MqttConfig
+  const topics = mqttTopics('edgetoken', deviceId)
+
+  before(async () => {
+    broker = await startBroker()
+    stateDir = await mkdtemp(join(tmpdir(), 'edgetoken-ingest-'))
+    spool = await openSpool(stateDir)
+    config = { url: broker.url, topicPrefix: 'edgetoken', allowPair: true }
+    agent = await connectMqtt(config, { deviceId, role: 'agent' })
+    if (!agent.connected) await new Promise((resolve) => agent.once('connect', resolve))
+    publisher = await mqtt.connectAsync(broker.url, clientOptions(broker))
+  })
+  after(async () => {
+    await publisher?.endAsync()
+    await agent?.endAsync()
+    await spool?.close()
+    await broker?.close()
+    await rm(stateDir, { recursive: true, force: true })
+  })
+
+  async function waitFor(what: string, predicate: () => boolean, timeoutMs = 10_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs
+    while (!predicate()) {
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+      await new Promise((r) => setTimeout(r, 20))
+    }
+  }
+
+  async function drain(): Promise<unknown[]> {
+    const out: unknown[] = []
+    for (;;) {
+      const batch = await spool.readBatch({ maxRecords: 1000 })
+      if (!batch) return out
+      out.push(...batch.records.map((r) => JSON.parse(r)))
+      await spool.ack(batch)
+    }
+  }
+
+  test('valid readings are spooled; malformed, oversized, wrong-typed and retained ones are counted', async () => {
+    // A retained reading is delivered with the retain flag only to a subscriber that comes later.
+    await publisher.publishAsync(topics.readings, bytes({ ...GOOD, seq: 43 }), { qos: 1, retain: true })
+    const drops: string[] = []
+    const ingest = startReadingIngest({
+      client: agent,
+      topic: topics.readings,
+      append: (records) => spool.append(records),
+      onDrop: (reason) => drops.push(reason),
+    })
+    // Let the subscription reach the broker before publishing.
+    await waitFor('subscription', () => agent.connected)
+    await new Promise((r) => setTimeout(r, 200))
+
+    await publisher.publishAsync(topics.readings, bytes(GOOD), { qos: 1 })
+    for (const [, payload] of BAD_READINGS) await publisher.publishAsync(topics.readings, payload, { qos: 1 })
+    await publisher.publishAsync(topics.readings, bytes({ ...GOOD, seq: 44 }), { qos: 0 })
+    await publisher.publishAsync(topics.readings, bytes({ ...GOOD, seq: 45 }), { qos: 1 })
+    // Another device's readings are not ours.
+    await publisher.publishAsync('edgetoken/other/readings', bytes(GOOD), { qos: 1 })
+    const total = 1 + BAD_READINGS.length + 3
+    await waitFor('all messages', () => ingest.counters.received >= total)
+    await ingest.idle()
+
+    const expected = { oversized: 0, malformed: 0, invalid: 0 }
+    for (const [, , reason] of BAD_READINGS) expected[reason as keyof typeof expected] += 1
+    assert.deepEqual(
+      { ...ingest.counters },
+      { received: total, accepted: 3, retained: 1, failed: 0, ...expected },
+    )
+    assert.equal(drops.length, BAD_READINGS.length + 1)
+    assert.deepEqual(await drain(), [GOOD, { ...GOOD, seq: 44 }, { ...GOOD, seq: 45 }])
+    assert.ok(agent.connected, 'still connected after hostile payloads')
+    await ingest.close()
+    await publisher.publishAsync(topics.readings, '', { qos: 1, retain: true }) // clear the retained one
+  })
+
+  test('readings from the sensor simulator arrive in order', async () => {
+    const ingest = startReadingIngest({
+      client: agent,
+      topic: topics.readings,
+      append: (r) => spool.append(r),
+    })
+    await new Promise((r) => setTimeout(r, 200))
+    const sensor = await startSensorSimulator({
+      url: broker.url,
+      deviceId,
+      sensor: 'sim-1',
+      intervalMs: 5,
+      count: 20,
+    })
+    await sensor.done
+    await sensor.close()
+    await waitFor('20 readings', () => ingest.counters.accepted >= 20)
+    await ingest.close()
+    const records = (await drain()) as { sensor: string; seq: number }[]
+    assert.deepEqual(
+      records.map((r) => r.seq),
+      Array.from({ length: 20 }, (_, i) => i),
+    )
+    assert.ok(records.every((r) => r.sensor === 'sim-1'))
+  })
+
+  test('a spool that refuses a write is counted as failed, not a crash', async () => {
+    const errors: unknown[] = []
+    const ingest = startReadingIngest({
+      client: agent,
+      topic: topics.readings,
+      append: async () => {
+        throw Object.assign(new Error('no space left on device'), { code: 'ENOSPC' })
+      },
+      onError: (e) => errors.push(e),
+    })
+    await new Promise((r) => setTimeout(r, 200))
+    await publisher.publishAsync(topics.readings, bytes(GOOD), { qos: 1 })
+    await publisher.publishAsync(topics.readings, bytes({ ...GOOD, seq: 50 }), { qos: 1 })
+    await waitFor('two failures', () => ingest.counters.failed >= 2)
+    assert.equal(ingest.counters.accepted, 0)
+    assert.equal(errors.length, 2)
+    assert.ok(agent.connected)
+    await ingest.close()
+  })
+
+  test('pair requests: a valid one starts a sign-in once; replays, junk and retained ones do not', async () => {
+    const at = new Date().toISOString()
+    await publisher.publishAsync(topics.pair, bytes({ request: 'signin', nonce: 'pair-nonce-2', at }), {
+      qos: 1,
+      retain: true,
+    })
+    const paired: PairRequest[] = []
+    const refused: string[] = []
+    const gate = createPairGate({ allow: true, minIntervalMs: 0 })
+    const listener = startPairListener({
+      client: agent,
+      topic: topics.pair,
+      gate,
+      busy: () => false,
+      onPair: (r) => paired.push(r),
+      onRefused: (reason) => refused.push(reason),
+    })
+    await new Promise((r) => setTimeout(r, 200))
+    const good = bytes({ request: 'signin', nonce: 'pair-nonce-1', at })
+    await publisher.publishAsync(topics.pair, good, { qos: 1 })
+    await publisher.publishAsync(topics.pair, good, { qos: 1 })
+    await publisher.publishAsync(topics.pair, bytes('x'.repeat(2000)), { qos: 1 })
+    await publisher.publishAsync(topics.pair, bytes({ request: 'signin', nonce: 1234, at }), { qos: 1 })
+    await waitFor('five pair messages', () => gate.counters.received >= 5)
+    assert.equal(paired.length, 1)
+    assert.equal(paired[0]?.nonce, 'pair-nonce-1')
+    assert.deepEqual(refused, ['retained', 'replayed', 'oversized', 'invalid'])
+    await listener.close()
+    await publisher.publishAsync(topics.pair, '', { qos: 1, retain: true })
+  })
+})

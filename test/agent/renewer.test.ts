@@ -1,0 +1,238 @@
+import assert from 'node:assert/strict'
+import { afterEach, beforeEach, describe, mock, test } from 'node:test'
+import { createRenewer, type RenewalResult, type RenewerTimers, renewalAt } from '../../src/agent/renewer.js'
+import { EdgeTokenError, UnavailableError } from '../../src/errors.js'
+
+// MockTimers prints an ExperimentalWarning on Node 20; keep it out of the test output.
+const emitWarning = process.emitWarning
+process.emitWarning = ((warning: string | Error, ...rest: unknown[]) => {
+  if (String(warning).includes('MockTimers')) return
+  ;(emitWarning as (...a: unknown[]) => void).call(process, warning, ...rest)
+}) as typeof process.emitWarning
+
+const HOUR = 3600_000
+const T0 = 1_800_000_000_000
+
+/** Lets promise callbacks run (setImmediate is not mocked). */
+const settle = () => new Promise<void>((resolve) => setImmediate(resolve))
+
+/** The global (mocked) timers, counting how many are created. */
+function countingTimers(): RenewerTimers & { created: number } {
+  const timers = {
+    created: 0,
+    setTimeout(callback: () => void, ms: number) {
+      timers.created += 1
+      return setTimeout(callback, ms)
+    },
+    clearTimeout(handle: unknown) {
+      clearTimeout(handle as ReturnType<typeof setTimeout>)
+    },
+  }
+  return timers
+}
+
+describe('renewalAt', () => {
+  const timing = { marginMs: 300_000, jitterMs: 120_000, minDelayMs: 1000 }
+
+  test('a one-hour token renews 5 to 7 minutes before expiry', () => {
+    const exp = T0 + HOUR
+    assert.equal(renewalAt(exp, T0, { ...timing, random: 0 }), exp - 300_000)
+    assert.equal(
+      renewalAt(exp, T0, { ...timing, random: 0.999999 }),
+      Math.round(exp - 300_000 - 0.999999 * 120_000),
+    )
+  })
+
+  test('short-lived tokens renew after a quarter to half their lifetime, not at once', () => {
+    const exp = T0 + 30_000
+    const early = renewalAt(exp, T0, { ...timing, random: 0.999 })
+    const late = renewalAt(exp, T0, { ...timing, random: 0 })
+    assert.equal(late, T0 + 15_000) // margin = lifetime / 2, as the token cache's
+    assert.ok(early >= T0 + 7_500 && early < late, String(early - T0)) // jitter <= lifetime / 4
+  })
+
+  test('never sooner than minDelayMs, even for a token already expired', () => {
+    assert.equal(renewalAt(T0 - 5000, T0, { ...timing, random: 0.5 }), T0 + 1000)
+    assert.equal(renewalAt(T0 + 100, T0, { ...timing, random: 0.5 }), T0 + 1000)
+  })
+
+  test('different random draws spread a fleet over the jitter window', () => {
+    const exp = T0 + HOUR
+    const times = new Set([0, 0.25, 0.5, 0.75].map((r) => renewalAt(exp, T0, { ...timing, random: r })))
+    assert.equal(times.size, 4)
+  })
+})
+
+describe('createRenewer', () => {
+  beforeEach(() => mock.timers.enable({ apis: ['setTimeout', 'Date'], now: T0 }))
+  afterEach(() => mock.timers.reset())
+
+  test('reads the cached token first, then renews (forced) ahead of expiry and again after that', async () => {
+    const calls: { force: boolean; at: number }[] = []
+    const renewed: number[] = []
+    const renewer = createRenewer({
+      renew: async (force) => {
+        calls.push({ force, at: Date.now() })
+        return { expiresAt: Date.now() + HOUR, fromCache: !force }
+      },
+      random: () => 0,
+      onRenewed: (_r, nextAt) => renewed.push(nextAt),
+    })
+    renewer.start()
+    await settle()
+    assert.deepEqual(calls, [{ force: false, at: T0 }])
+    assert.equal(renewer.state, 'scheduled')
+    assert.equal(renewer.nextAt, T0 + HOUR - 300_000)
+
+    mock.timers.tick(HOUR - 300_001)
+    await settle()
+    assert.equal(calls.length, 1, 'no renewal before the scheduled time')
+
+    mock.timers.tick(1)
+    await settle()
+    assert.deepEqual(calls[1], { force: true, at: T0 + HOUR - 300_000 })
+    mock.timers.tick(HOUR - 300_000)
+    await settle()
+    assert.equal(calls.length, 3)
+    assert.equal(renewer.renewals, 3)
+    assert.equal(renewed.length, 3)
+    renewer.stop()
+  })
+
+  test('one timer between renewals: no wake-ups while idle', async () => {
+    const timers = countingTimers()
+    let renews = 0
+    const renewer = createRenewer({
+      renew: async () => {
+        renews += 1
+        return { expiresAt: Date.now() + HOUR }
+      },
+      timers,
+      random: () => 0.5,
+    })
+    renewer.start()
+    await settle()
+    for (let i = 0; i < 50; i++) {
+      mock.timers.tick(60_000) // 50 minutes in 1-minute steps
+      await settle()
+    }
+    assert.equal(renews, 1)
+    assert.equal(timers.created, 1)
+    renewer.stop()
+  })
+
+  test('failures back off exponentially and honour Retry-After; success resets', async () => {
+    const outcomes: (Error | RenewalResult)[] = [
+      new UnavailableError('idp down'),
+      new UnavailableError('idp down'),
+      new UnavailableError('idp busy', { status: 503, retryAfterSeconds: 120 }),
+      { expiresAt: T0 + 10 * HOUR },
+    ]
+    const retries: number[] = []
+    const renewer = createRenewer({
+      renew: async () => {
+        const next = outcomes.shift()
+        if (!next) throw new Error('unexpected renewal')
+        if (next instanceof Error) throw next
+        return next
+      },
+      random: () => 0, // back-off delays at the bottom of their range: base/2 * 2^n
+      backoff: { baseMs: 2000, capMs: 60_000 },
+      onRetry: (_e, ms) => retries.push(ms),
+    })
+    renewer.start()
+    await settle()
+    assert.deepEqual(retries, [1000])
+    mock.timers.tick(1000)
+    await settle()
+    assert.deepEqual(retries, [1000, 2000])
+    mock.timers.tick(2000)
+    await settle()
+    assert.deepEqual(retries, [1000, 2000, 120_000], 'Retry-After wins over a shorter back-off')
+    mock.timers.tick(119_999)
+    await settle()
+    assert.equal(outcomes.length, 1)
+    mock.timers.tick(1)
+    await settle()
+    assert.equal(outcomes.length, 0)
+    assert.equal(renewer.state, 'scheduled')
+    assert.equal(renewer.renewals, 1)
+    renewer.stop()
+  })
+
+  test('sign-in required stops renewal until start() is called again', async () => {
+    let dead = true
+    let calls = 0
+    let reported = 0
+    const renewer = createRenewer({
+      renew: async () => {
+        calls += 1
+        if (dead) throw new EdgeTokenError('ERR_SIGNIN_REQUIRED', 'sign-in required')
+        return { expiresAt: Date.now() + HOUR }
+      },
+      onSigninRequired: () => {
+        reported += 1
+      },
+    })
+    renewer.start()
+    await settle()
+    assert.equal(renewer.state, 'signin-required')
+    assert.equal(reported, 1)
+    mock.timers.tick(24 * HOUR)
+    await settle()
+    assert.equal(calls, 1, 'no retries after sign-in required')
+
+    dead = false
+    renewer.start()
+    await settle()
+    assert.equal(calls, 2)
+    assert.equal(renewer.state, 'scheduled')
+    renewer.stop()
+  })
+
+  test('stop() cancels the timer and ignores a renewal that finishes afterwards', async () => {
+    let release: ((r: RenewalResult) => void) | undefined
+    let aborted = false
+    let calls = 0
+    const renewer = createRenewer({
+      renew: (_force, signal) => {
+        calls += 1
+        signal.addEventListener('abort', () => {
+          aborted = true
+        })
+        return new Promise((resolve) => {
+          release = resolve
+        })
+      },
+    })
+    renewer.start()
+    await settle()
+    assert.equal(renewer.state, 'renewing')
+    renewer.stop()
+    assert.ok(aborted)
+    release?.({ expiresAt: Date.now() + HOUR })
+    await settle()
+    assert.equal(renewer.state, 'stopped')
+    assert.equal(renewer.nextAt, undefined)
+    mock.timers.tick(48 * HOUR)
+    await settle()
+    assert.equal(calls, 1)
+  })
+
+  test('renewNow() forces a renewal before the schedule', async () => {
+    const forces: boolean[] = []
+    const renewer = createRenewer({
+      renew: async (force) => {
+        forces.push(force)
+        return { expiresAt: Date.now() + HOUR }
+      },
+    })
+    renewer.start()
+    await settle()
+    renewer.renewNow()
+    await settle()
+    assert.deepEqual(forces, [false, true])
+    assert.equal(renewer.state, 'scheduled')
+    renewer.stop()
+  })
+})
