@@ -22,10 +22,14 @@ const files = args.length > 0 ? args : walk(join(root, 'test')).sort()
 
 const firmwareTests = join(root, 'firmware-bridge', 'firmware', 'tests')
 if (args.length === 0 && existsSync(firmwareTests)) {
-  const py = spawnSync('python3', ['-m', 'unittest', 'discover', '-s', firmwareTests, '-t', join(root, 'firmware-bridge', 'firmware')], {
-    stdio: 'inherit',
-    cwd: root,
-  })
+  const py = spawnSync(
+    'python3',
+    ['-m', 'unittest', 'discover', '-s', firmwareTests, '-t', join(root, 'firmware-bridge', 'firmware')],
+    {
+      stdio: 'inherit',
+      cwd: root,
+    },
+  )
   if (py.status !== 0) process.exit(py.status ?? 1)
 }
 
