@@ -1,0 +1,85 @@
+/**
+ * edgetoken as a library: the device authorization grant and the other token flows, the encrypted
+ * token store with silent renewal, the telemetry spool and uploader, and the reference receiver.
+ *
+ * Re-exports only. The CLI does not import this module, so nothing here costs the CLI start-up.
+ *
+ * @example
+ * ```ts
+ * import { PublicClient } from 'edgetoken'
+ * const client = new PublicClient({ authority: 'https://login.microsoftonline.com/organizations', clientId })
+ * const flow = await client.startDeviceFlow({ scopes: ['api://telemetry/.default'] })
+ * console.error(flow.message ?? `Open ${flow.verificationUri} and enter ${flow.userCode}`)
+ * const { tokens, account } = await flow.poll()
+ * ```
+ *
+ * @packageDocumentation
+ */
+
+// Library faces
+export {
+  type DeviceFlow,
+  PublicClient,
+  type PublicClientOptions,
+  type SignInResult,
+  type StartDeviceFlowOptions,
+} from './client/public-client.js'
+export * from './errors.js'
+// Protocol core
+export {
+  type AuthorizationServer,
+  parseAuthority,
+  type ResolveAuthorityOptions,
+  resolveAuthority,
+} from './oauth/authority.js'
+export {
+  type DeviceAuthorization,
+  type PollDeviceAuthorizationOptions,
+  type PollEvent,
+  pollDeviceAuthorization,
+  processDeviceAuthorizationResponse,
+  type StartDeviceAuthorizationOptions,
+  startDeviceAuthorization,
+} from './oauth/device.js'
+export { NetworkError, setHttpDispatcher } from './oauth/http.js'
+export { type RefreshOptions, refreshTokenGrant, revokeToken } from './oauth/refresh.js'
+export { signInScopes, withOfflineAccess } from './oauth/scopes.js'
+export { accountFromTokenSet, type VerifyIdTokenOptions, verifyIdToken } from './oauth/tokens.js'
+export type { Account, ClientAuth, MetadataCache, OAuthClient, TokenSet } from './oauth/types.js'
+// Encrypted store and silent acquisition
+export {
+  type AccountStatus,
+  type AcquireTokenSilentOptions,
+  acquireTokenSilent,
+  type RefreshFunction,
+  readAccountStatus,
+  removeAccount,
+  type SaveSignInOptions,
+  type SilentTokenResult,
+  saveSignIn,
+} from './store/cache.js'
+export { fileMetadataCache } from './store/metadata-cache.js'
+export { type OpenTokenStoreOptions, openTokenStore, type TokenStore } from './store/token-store.js'
+// Telemetry
+export {
+  createReceiver,
+  type ReceivedBatch,
+  type Receiver,
+  type ReceiverOptions,
+} from './telemetry/receiver.js'
+export {
+  type OpenSpoolOptions,
+  openSpool,
+  type Spool,
+  type SpoolBatch,
+  type SpoolStats,
+} from './telemetry/spool.js'
+export { readSpoolStatus, type SpoolStatus } from './telemetry/spool-status.js'
+export {
+  type DrainOptions,
+  type DrainResult,
+  type UploadEvent,
+  Uploader,
+  type UploaderOptions,
+} from './telemetry/uploader.js'
+export { VERSION } from './version.js'
