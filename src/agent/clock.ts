@@ -9,6 +9,7 @@
  * a clock before {@link BUILD_TIME} is known to be wrong and the agent waits for it to be set.
  */
 import { EdgeTokenError } from '../errors.js'
+import { isoSeconds } from '../lib/time.js'
 
 /**
  * A moment this build certainly came after (when this module was written), ISO 8601 UTC. A clock
@@ -111,5 +112,5 @@ function cancelled(signal: AbortSignal | undefined): EdgeTokenError {
 /** ISO 8601 UTC without milliseconds, as everywhere in edgetoken; tolerant of invalid readings. */
 function formatTime(ms: number): string {
   if (!Number.isFinite(ms) || Math.abs(ms) > 8.64e15) return 'an invalid time'
-  return new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z')
+  return isoSeconds(ms)
 }

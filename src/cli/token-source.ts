@@ -5,6 +5,35 @@
  */
 import type { EdgeTokenConfig } from '../config/types.js'
 import { EdgeTokenError } from '../errors.js'
+import type { RefreshFunction } from '../store/cache.js'
+
+/**
+ * The refresh callback of silent acquisition for one authority and client: discovery (cached in the
+ * state directory) and the refresh grant. undici and jose are imported only when it runs, so the
+ * cached `token` path never loads them.
+ *
+ * @param authority - the configured authority.
+ * @param clientId - the public client's id.
+ * @param stateDir - where the discovery cache lives.
+ * @param signal - cancels discovery and the grant.
+ * @returns the callback for `acquireTokenSilent`.
+ */
+export function refreshFor(
+  authority: string,
+  clientId: string,
+  stateDir: string,
+  signal: AbortSignal | undefined,
+): RefreshFunction {
+  return async (refreshToken, scopes) => {
+    const [{ resolveAuthority }, { refreshTokenGrant }, { fileMetadataCache }] = await Promise.all([
+      import('../oauth/authority.js'),
+      import('../oauth/refresh.js'),
+      import('../store/metadata-cache.js'),
+    ])
+    const server = await resolveAuthority(authority, { cache: fileMetadataCache(stateDir), signal })
+    return refreshTokenGrant(server, { clientId }, refreshToken, scopes, { signal })
+  }
+}
 
 /** Options of {@link createTokenSource}. */
 export interface TokenSourceOptions {
@@ -57,20 +86,7 @@ export async function createTokenSource(
       minTtlSeconds: options.minTtlSeconds,
       forceRefresh,
       signal: options.signal,
-      refresh: async (refreshToken, refreshScopes) => {
-        const [{ resolveAuthority }, { refreshTokenGrant }, { fileMetadataCache }] = await Promise.all([
-          import('../oauth/authority.js'),
-          import('../oauth/refresh.js'),
-          import('../store/metadata-cache.js'),
-        ])
-        const server = await resolveAuthority(authority, {
-          cache: fileMetadataCache(config.stateDir),
-          signal: options.signal,
-        })
-        return refreshTokenGrant(server, { clientId }, refreshToken, refreshScopes, {
-          signal: options.signal,
-        })
-      },
+      refresh: refreshFor(authority, clientId, config.stateDir, options.signal),
     })
     if (result.warning) options.onWarning?.(result.warning)
     return result.accessToken

@@ -69,15 +69,7 @@ export function toDisplayFlow(flow: DisplayFlow): DisplayFlow {
   return Object.freeze(out)
 }
 
-/**
- * An epoch-ms time as the contract's ISO 8601 UTC string without milliseconds.
- *
- * @param ms - epoch milliseconds.
- * @returns e.g. `2026-11-25T10:00:00Z`.
- */
-export function isoSeconds(ms: number): string {
-  return new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z')
-}
+export { isoSeconds } from '../lib/time.js'
 
 /**
  * Shows a flow on several displays at once. One failing display does not stop the others or the

@@ -24,6 +24,7 @@ import { randomBytes } from 'node:crypto'
 import { mkdir, open, rename, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { EdgeTokenError } from '../errors.js'
+import { isoSeconds } from '../lib/time.js'
 import { type ReadRun, SegmentLog, type SpoolIo, type Tail } from './segment-log.js'
 import { acquireLock, type HeldLock, ioError, markHeld, readJsonFile, writeFileAtomic } from './spool-fs.js'
 import {
@@ -620,5 +621,5 @@ function inflightOf(batch: SpoolBatch): InflightBatch {
 }
 
 function isoNow(): string {
-  return new Date().toISOString().replace(/\.\d{3}Z$/, 'Z')
+  return isoSeconds(Date.now())
 }

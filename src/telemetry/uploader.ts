@@ -19,6 +19,7 @@ import { type Dispatcher, EnvHttpProxyAgent, Pool } from 'undici'
 import { EdgeTokenError, InvalidResponseError, UnavailableError } from '../errors.js'
 import { backoffDelayMs } from '../lib/backoff.js'
 import { parseRetryAfter } from '../lib/retry-after.js'
+import { isoSeconds } from '../lib/time.js'
 import { assertSecureUrl } from '../lib/url.js'
 import { isObject, parseJson } from '../lib/validate.js'
 import { VERSION } from '../version.js'
@@ -517,7 +518,7 @@ export class Uploader {
     if (result.message !== undefined) clean.message = result.message
     await this.#spool.setLastUpload({
       ...clean,
-      at: new Date(this.#now()).toISOString().replace(/\.\d{3}Z$/, 'Z'),
+      at: isoSeconds(this.#now()),
     })
   }
 

@@ -3,6 +3,7 @@
  * no network, no lock, and no key is generated on a machine that has no store yet.
  */
 import { loadConfig } from '../../config/load.js'
+import { isoSeconds } from '../../lib/time.js'
 import type { AccountStatus } from '../../store/cache.js'
 import { readAccountStatus } from '../../store/cache.js'
 import { openTokenStore, tokenStoreExists } from '../../store/token-store.js'
@@ -21,10 +22,6 @@ With --json, prints one object:
    "spool":{"pending":N,"dropped":N,"dead_lettered":N,"last_upload"?:{...}}}
 
 Exit codes: 0 ok, 2 config, 6 token store unreadable.`
-
-function isoSeconds(ms: number): string {
-  return new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z')
-}
 
 async function run(ctx: CommandContext): Promise<number> {
   const config = await loadConfig({ options: ctx.options, env: ctx.env })

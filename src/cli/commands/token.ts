@@ -2,15 +2,17 @@
  * `edgetoken token`: prints a valid access token, refreshing silently when needed.
  *
  * The cached path must stay cheap (see ARCHITECTURE "token"): config, store and envelope only.
- * Discovery and the refresh grant (undici, jose) are imported inside the refresh callback, which
- * runs only when the cached token is not good enough.
+ * Discovery and the refresh grant (undici, jose) are imported inside the refresh callback
+ * ({@link refreshFor}), which runs only when the cached token is not good enough.
  */
 import { loadConfig, requireIdentity } from '../../config/load.js'
 import { ConfigError, EdgeTokenError } from '../../errors.js'
+import { isoSeconds } from '../../lib/time.js'
 import { acquireTokenSilent } from '../../store/cache.js'
 import { openTokenStore, tokenStoreExists } from '../../store/token-store.js'
 import type { CommandContext, CommandModule } from '../context.js'
 import { ExitCode } from '../exit-codes.js'
+import { refreshFor } from '../token-source.js'
 
 const HELP = `Usage: edgetoken token [--scope S]... [--min-ttl-seconds N] [--force-refresh] [--json]
 
@@ -29,11 +31,6 @@ Options:
 
 Exit codes: 0 ok, 2 usage/config, 3 sign-in required, 5 authorization server unavailable,
             6 token store unreadable.`
-
-/** ISO 8601 UTC without milliseconds, as everywhere in the contract. */
-function isoSeconds(ms: number): string {
-  return new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z')
-}
 
 function parseMinTtl(value: unknown): number {
   if (value === undefined) return 0
@@ -76,18 +73,7 @@ async function run(ctx: CommandContext): Promise<number> {
     minTtlSeconds,
     forceRefresh: ctx.options['force-refresh'] === true,
     signal: ctx.signal,
-    refresh: async (refreshToken, refreshScopes) => {
-      const [{ resolveAuthority }, { refreshTokenGrant }, { fileMetadataCache }] = await Promise.all([
-        import('../../oauth/authority.js'),
-        import('../../oauth/refresh.js'),
-        import('../../store/metadata-cache.js'),
-      ])
-      const server = await resolveAuthority(authority, {
-        cache: fileMetadataCache(config.stateDir),
-        signal: ctx.signal,
-      })
-      return refreshTokenGrant(server, { clientId }, refreshToken, refreshScopes, { signal: ctx.signal })
-    },
+    refresh: refreshFor(authority, clientId, config.stateDir, ctx.signal),
   })
   if (result.warning) ctx.warn(result.warning)
   const line = ctx.json
