@@ -114,12 +114,13 @@ describe('edgetoken token', () => {
     await shortIdp?.close()
   })
 
-  test('prints the cached token without a refresh, then refreshes after expiry', async () => {
+  test('prints the cached token without a refresh, refreshes when it is due, and after expiry', async () => {
     const device = await signIn(shortIdp)
     const before = shortIdp.refreshes
     const first = await cli(device, ['token'])
     assert.equal(first.code, 0, first.stderr)
     assert.equal(first.stderr, '')
+    assert.equal(shortIdp.refreshes, before, 'a valid cached token is printed without a refresh')
     const token = first.stdout.trimEnd()
     assert.equal(first.stdout, `${token}\n`)
     assert.ok(shortIdp.issued.accessTokens.includes(token))
@@ -134,6 +135,14 @@ describe('edgetoken token', () => {
     assert.match(body.expires_at, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/)
     assert.equal(body.scope, 'telemetry:write')
     assert.ok(shortIdp.refreshes > before)
+    // Past the token's real expiry: the expired token is never printed.
+    await sleep(Math.max(0, Date.parse(body.expires_at) - Date.now()) + 1100)
+    const refreshes = shortIdp.refreshes
+    const third = await cli(device, ['token'])
+    assert.equal(third.code, 0, third.stderr)
+    assert.notEqual(third.stdout.trimEnd(), body.access_token)
+    assert.equal(third.stdout.trimEnd(), shortIdp.issued.accessTokens.at(-1))
+    assert.equal(shortIdp.refreshes, refreshes + 1)
   })
 
   test('--min-ttl-seconds forces a refresh, and warns when the IdP cannot issue that long', async () => {
@@ -287,6 +296,7 @@ describe('edgetoken token', () => {
     for (const c of cases) {
       const d = copy()
       const env = c.setup(d)
+      const before = readFileSync(join(d.stateDir, STORE_FILE))
       // Every case through `token`; `status` (which also decrypts) once, to keep the file fast.
       for (const args of c === cases[0] ? [['token'], ['status']] : [['token']]) {
         const r = await cli(d, args, env)
@@ -295,10 +305,8 @@ describe('edgetoken token', () => {
         assert.match(r.stderr, /^edgetoken: [^\n]+\n$/, c.name)
         assert.match(r.stderr, c.message, c.name)
       }
-      // Never reset: the damaged file is still there, untouched.
-      if (!('EDGETOKEN_KEY_FILE' in env || 'EDGETOKEN_MACHINE_ID_FILE' in env)) {
-        assert.notEqual(readFileSync(join(d.stateDir, STORE_FILE), 'utf8'), original)
-      }
+      // Never reset, never rewritten: the file is byte for byte what the case left there.
+      assert.deepEqual(readFileSync(join(d.stateDir, STORE_FILE)), before, `${c.name}: store was rewritten`)
     }
     const json = await cli(copy(), ['token', '--json'], { EDGETOKEN_KEY_FILE: join(root, 'nope') })
     assert.equal(json.code, 2, 'a missing key file is a configuration error')
