@@ -7,7 +7,7 @@ import { EdgeTokenError } from '../errors.js'
 import { VERSION } from '../version.js'
 import type { CommandContext, OptionSpec, OptionValues } from './context.js'
 import { ExitCode, exitCodeFor } from './exit-codes.js'
-import { COMMANDS, GLOBAL_OPTIONS } from './registry.js'
+import { COMMANDS, GLOBAL_OPTIONS, OPTION_ENV } from './registry.js'
 
 /** The process-like environment main() runs in (injectable for tests). */
 export interface MainIo {
@@ -53,9 +53,44 @@ function oneLine(text: string): string {
  * @param io - argv (without node and script), environment, streams, and the stop signal.
  * @returns the exit code.
  */
+/**
+ * Reads a boolean option's environment variable: `1`/`true`/`yes` or `0`/`false`/`no`.
+ *
+ * @returns the value, or undefined when unset or empty.
+ * @throws ConfigError-like usage error naming the variable for any other text.
+ */
+function envBoolean(env: NodeJS.ProcessEnv, name: string): boolean | undefined {
+  const text = env[name]?.trim().toLowerCase()
+  if (text === undefined || text === '') return undefined
+  if (['1', 'true', 'yes'].includes(text)) return true
+  if (['0', 'false', 'no'].includes(text)) return false
+  throw new EdgeTokenError('ERR_USAGE', `${name} must be 1/true/yes or 0/false/no`)
+}
+
+/** Fills options not given as flags from their environment variables (flags win). */
+function applyOptionEnv(values: Record<string, unknown>, spec: OptionSpec, env: NodeJS.ProcessEnv): void {
+  for (const [option, name] of Object.entries(OPTION_ENV)) {
+    const type = spec[option]?.type
+    if (type === undefined || values[option] !== undefined) continue
+    if (type === 'boolean') {
+      const value = envBoolean(env, name)
+      if (value !== undefined) values[option] = value
+    } else if (env[name] !== undefined && env[name] !== '') {
+      values[option] = env[name]
+    }
+  }
+}
+
 export async function main(io: MainIo): Promise<number> {
-  const wantsJson = io.argv.includes('--json')
-  const debug = io.argv.includes('--debug')
+  let wantsJson = io.argv.includes('--json')
+  let debug = io.argv.includes('--debug')
+  try {
+    wantsJson ||= envBoolean(io.env, 'EDGETOKEN_JSON') === true
+    debug ||= envBoolean(io.env, 'EDGETOKEN_DEBUG') === true
+  } catch (err) {
+    io.stderr.write(`edgetoken: ${(err as Error).message}\n`)
+    return ExitCode.usage
+  }
   const say = (line: string) => (wantsJson ? io.stderr : io.stdout).write(`${line}\n`)
   const fail = (code: number, category: string, message: string): number => {
     if (wantsJson) io.stdout.write(`${JSON.stringify({ event: 'error', code: category, message })}\n`)
@@ -95,6 +130,13 @@ export async function main(io: MainIo): Promise<number> {
     if (!(key in GLOBAL_OPTIONS) && !(key in entry.options)) {
       return fail(ExitCode.usage, 'config', `option '--${key}' is not valid for '${name}'`)
     }
+  }
+  try {
+    const filled: Record<string, unknown> = { ...values }
+    applyOptionEnv(filled, { ...GLOBAL_OPTIONS, ...entry.options }, io.env)
+    values = filled as OptionValues
+  } catch (err) {
+    return fail(ExitCode.usage, 'config', (err as Error).message)
   }
 
   try {

@@ -25,6 +25,20 @@ export const GLOBAL_OPTIONS: OptionSpec = {
   version: { type: 'boolean' },
 }
 
+/**
+ * The environment variable of each option that is not read by configuration loading or by its
+ * command (those are: `--config`, `--state-dir`, `--display`, `--timeout-seconds` and `serve-api`'s
+ * options; `--scope` overrides the configured scopes, so its variable is `EDGETOKEN_SCOPES`).
+ * A flag wins over its variable.
+ */
+export const OPTION_ENV: Readonly<Record<string, string>> = {
+  json: 'EDGETOKEN_JSON',
+  debug: 'EDGETOKEN_DEBUG',
+  'min-ttl-seconds': 'EDGETOKEN_MIN_TTL_SECONDS',
+  'force-refresh': 'EDGETOKEN_FORCE_REFRESH',
+  'on-invalid': 'EDGETOKEN_ON_INVALID',
+}
+
 /** Every command of the contract, plus `serve-api`. */
 export const COMMANDS: Readonly<Record<string, CommandEntry>> = {
   login: {

@@ -7,7 +7,7 @@ import { main } from '../../src/cli/main.js'
 import { COMMANDS } from '../../src/cli/registry.js'
 import { VERSION } from '../../src/version.js'
 
-async function run(argv: string[]) {
+async function run(argv: string[], env: NodeJS.ProcessEnv = {}) {
   const stdout = new PassThrough()
   const stderr = new PassThrough()
   let out = ''
@@ -20,7 +20,7 @@ async function run(argv: string[]) {
   })
   const code = await main({
     argv,
-    env: {},
+    env,
     stdin: new PassThrough(),
     stdout,
     stderr,
@@ -77,6 +77,40 @@ describe('cli dispatch', () => {
   test('options may stand before the command', async () => {
     const r = await run(['--json', 'status', '--help'])
     assert.equal(r.code, 0)
+  })
+
+  test('options have environment variables; a flag wins over its variable', async () => {
+    const json = await run(['frobnicate'], { EDGETOKEN_JSON: '1' })
+    assert.equal(JSON.parse(json.out.trim()).event, 'error')
+    const bad = await run(['status'], { EDGETOKEN_JSON: 'maybe' })
+    assert.equal(bad.code, 2)
+    assert.match(bad.err, /EDGETOKEN_JSON must be 1\/true\/yes or 0\/false\/no/)
+    const ttl = await run(['token'], {
+      EDGETOKEN_MIN_TTL_SECONDS: 'soon',
+      EDGETOKEN_AUTHORITY: 'http://127.0.0.1:9',
+      EDGETOKEN_CLIENT_ID: 'c',
+    })
+    assert.equal(ttl.code, 2)
+    assert.match(ttl.err, /--min-ttl-seconds must be a whole number/)
+    const flagWins = await run(['token', '--min-ttl-seconds', 'later'], { EDGETOKEN_MIN_TTL_SECONDS: '5' })
+    assert.match(flagWins.err, /got 'later'/)
+  })
+
+  test('--debug prints the stack of an unexpected error; without it, one line', async () => {
+    const plain = await run(['token'], {
+      EDGETOKEN_AUTHORITY: 'http://127.0.0.1:9',
+      EDGETOKEN_CLIENT_ID: 'c',
+      EDGETOKEN_STATE_DIR: '/proc/version/x',
+    })
+    assert.equal(plain.err.trim().split('\n').length, 1, plain.err)
+    const debug = await run(['token', '--debug'], {
+      EDGETOKEN_AUTHORITY: 'http://127.0.0.1:9',
+      EDGETOKEN_CLIENT_ID: 'c',
+      EDGETOKEN_STATE_DIR: '/proc/version/x',
+    })
+    assert.notEqual(plain.code, 0)
+    assert.equal(debug.code, plain.code)
+    assert.match(debug.err, /\n\s+at /)
   })
 
   test('exit codes follow the contract', () => {
