@@ -8,7 +8,7 @@
  * time; what it can know is that the time is not earlier than the moment this code was written, so
  * a clock before {@link BUILD_TIME} is known to be wrong and the agent waits for it to be set.
  */
-import { EdgeTokenError } from '../errors.js'
+import { EdgeTokenError, UnavailableError } from '../errors.js'
 import { isoSeconds } from '../lib/time.js'
 
 /**
@@ -37,6 +37,21 @@ export type ClockCheck = 'ok' | 'before-build'
 export function checkClock(now: number | Date = Date.now(), buildTimeMs: number = BUILD_TIME_MS): ClockCheck {
   const ms = typeof now === 'number' ? now : now.getTime()
   return Number.isFinite(ms) && ms >= buildTimeMs ? 'ok' : 'before-build'
+}
+
+/**
+ * Refuses to go on with a clock before the build time, for one-shot commands that cannot wait:
+ * with such a clock a cached token would look valid and a new one would be stored with a wrong
+ * expiry. The daemon waits instead ({@link waitForSaneClock}).
+ *
+ * @param now - the reading, ms since the epoch. Default `Date.now()`.
+ * @throws UnavailableError (`ERR_UNAVAILABLE`, exit 5: try again once time is synchronised).
+ */
+export function assertSaneClock(now: number = Date.now()): void {
+  if (checkClock(now) === 'ok') return
+  throw new UnavailableError(
+    `the system clock reads ${formatTime(now)}, before this build (${BUILD_TIME}): wait for time synchronisation`,
+  )
 }
 
 /** Options of {@link waitForSaneClock}. */

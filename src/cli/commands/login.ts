@@ -8,6 +8,8 @@
  *
  * The device_code never leaves the protocol core: displays and events get a {@link DisplayFlow}.
  */
+
+import { assertSaneClock } from '../../agent/clock.js'
 import { loadConfig, requireIdentity } from '../../config/load.js'
 import type { EdgeTokenConfig } from '../../config/types.js'
 import { createConsoleDisplay } from '../../display/console.js'
@@ -104,6 +106,7 @@ async function run(ctx: CommandContext): Promise<number> {
     throw new EdgeTokenError('ERR_USAGE', `login takes no arguments (got '${ctx.args[0]}')`)
   }
   const config = await loadConfig({ options: ctx.options, env: ctx.env })
+  assertSaneClock()
   const identity = requireIdentity(config)
   // Validated by loadConfig: a whole number of seconds from 1 to 86400.
   const timeoutSeconds = config.timeoutSeconds

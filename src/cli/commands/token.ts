@@ -5,6 +5,8 @@
  * Discovery and the refresh grant (undici, jose) are imported inside the refresh callback
  * ({@link refreshFor}), which runs only when the cached token is not good enough.
  */
+
+import { assertSaneClock } from '../../agent/clock.js'
 import { loadConfig, requireIdentity } from '../../config/load.js'
 import { ConfigError, EdgeTokenError } from '../../errors.js'
 import { isoSeconds } from '../../lib/time.js'
@@ -54,6 +56,7 @@ function requestedScopes(value: unknown, configured: readonly string[]): readonl
 
 async function run(ctx: CommandContext): Promise<number> {
   const minTtlSeconds = parseMinTtl(ctx.options['min-ttl-seconds'])
+  assertSaneClock()
   const config = await loadConfig({ options: ctx.options, env: ctx.env })
   const { authority, clientId, scopes: configured } = requireIdentity(config)
   const scopes = requestedScopes(ctx.options.scope, configured)

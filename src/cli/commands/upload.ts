@@ -2,6 +2,8 @@
  * `edgetoken upload`: uploads everything pending in the spool, then exits. 0 = drained; any other
  * exit leaves every undelivered record in the spool.
  */
+
+import { assertSaneClock } from '../../agent/clock.js'
 import { loadConfig } from '../../config/load.js'
 import { ConfigError } from '../../errors.js'
 import type { CommandContext, CommandModule } from '../context.js'
@@ -23,6 +25,7 @@ Exit codes: 0 spool drained, 2 config, 3 sign-in required, 5 API unavailable (or
 
 async function run(ctx: CommandContext): Promise<number> {
   const config = await loadConfig({ options: ctx.options, env: ctx.env })
+  assertSaneClock()
   const telemetry = config.telemetry
   const endpoint = telemetry?.endpoint
   if (!endpoint) {
