@@ -5,7 +5,7 @@
  *
  * @packageDocumentation
  */
-import type { EndedLogin, EndState, LoginState, PendingLogin } from './login.js'
+import type { EndedLogin, EndState, LoginState, PendingLogin, SigninRequiredLogin } from './login.js'
 
 /** One piece of text: top-left pixel, the text, and an integer scale (2 = double size). */
 export interface TextOp {
@@ -148,6 +148,37 @@ export function pendingScreen(p: PendingLogin, now: number): TextOp[] {
   return ops
 }
 
+const SIGNIN_TITLE = 'Sign-in required'
+const SIGNIN_PAIR = ['Press PAIR', 'to get a code'] as const
+const SIGNIN_NO_PAIR = ['Run on gateway:', 'edgetoken login'] as const
+
+/**
+ * Sliced from the validated ISO string, as the firmware does (no date arithmetic on the board).
+ *
+ * @param s - the sign-in required notice.
+ * @param now - Unix seconds.
+ * @returns `Since HH:MM UTC` for the first day, then `Since YYYY-MM-DD` (at most 16 characters).
+ */
+export function sinceText(s: SigninRequiredLogin, now: number): string {
+  if (now - s.sinceEpoch < 86400) return `Since ${s.since.slice(11, 16)} UTC`
+  return `Since ${s.since.slice(0, 10)}`
+}
+
+/**
+ * @param s - the sign-in required notice.
+ * @param now - Unix seconds.
+ * @returns the text ops of the sign-in required screen (`Press PAIR` when the agent accepts one).
+ */
+export function signinScreen(s: SigninRequiredLogin, now: number): TextOp[] {
+  const ops = [op(centreX(SIGNIN_TITLE), CHAR, SIGNIN_TITLE)]
+  for (const [i, line] of (s.pair ? SIGNIN_PAIR : SIGNIN_NO_PAIR).entries()) {
+    ops.push(op(centreX(line), (3 + i) * CHAR, line))
+  }
+  const since = sinceText(s, now)
+  ops.push(op(centreX(since), 7 * CHAR, since))
+  return ops
+}
+
 /**
  * @param e - the end state.
  * @returns the text ops of the end screen.
@@ -167,15 +198,21 @@ export function endScreen(e: EndedLogin): TextOp[] {
 export function screenFor(state: LoginState | null, now: number): TextOp[] {
   if (state === null || state.kind === 'cleared') return []
   if (state.kind === 'ended') return endScreen(state)
+  if (state.kind === 'signin_required') return signinScreen(state, now)
   return pendingScreen(state, now)
 }
 
+/** A state the screen can show (the clear is not one: it blanks the screen). */
+export type ShownState = PendingLogin | EndedLogin | SigninRequiredLogin
+
 /**
- * What to show now: holds an end screen `holdSeconds` after the agent's clear, as the firmware does.
+ * What to show now: holds an end screen `holdSeconds` after the agent's clear, as the firmware does;
+ * what arrives during the hold (the clear, or a sign-in required notice) is shown after it.
  */
 export class Screen {
-  #state: PendingLogin | EndedLogin | null = null
+  #state: ShownState | null = null
   #endedAt: number | null = null
+  #after: SigninRequiredLogin | null = null
   readonly #holdSeconds: number
 
   /** @param holdSeconds - how long an end screen stays; default {@link END_HOLD_SECONDS}. */
@@ -184,7 +221,7 @@ export class Screen {
   }
 
   /** The state shown, or null when blank. */
-  get state(): PendingLogin | EndedLogin | null {
+  get state(): ShownState | null {
     return this.#state
   }
 
@@ -198,16 +235,26 @@ export class Screen {
     if (parsed.kind === 'ended') {
       this.#state = parsed
       this.#endedAt = now
+      this.#after = null
       return true
     }
+    const held = this.#state?.kind === 'ended'
     if (parsed.kind === 'cleared') {
-      if (this.#state?.kind === 'ended') return false
+      if (held) {
+        this.#after = null
+        return false // tick() clears it after the hold
+      }
       const changed = this.#state !== null
       this.#state = null
       return changed
     }
+    if (parsed.kind === 'signin_required' && held) {
+      this.#after = parsed // tick() shows it after the hold
+      return false
+    }
     this.#state = parsed
     this.#endedAt = null
+    this.#after = null
     return true
   }
 
@@ -217,8 +264,9 @@ export class Screen {
    */
   tick(now: number): boolean {
     if (this.#endedAt !== null && now - this.#endedAt >= this.#holdSeconds) {
-      this.#state = null
+      this.#state = this.#after
       this.#endedAt = null
+      this.#after = null
       return true
     }
     return false

@@ -33,13 +33,24 @@ export interface EndedLogin {
   state: EndState
 }
 
+/** The agent cannot renew its tokens and waits for a new sign-in (retained until it has one). */
+export interface SigninRequiredLogin {
+  kind: 'signin_required'
+  /** The ISO string as sent. */
+  since: string
+  /** Unix seconds. */
+  sinceEpoch: number
+  /** Whether the agent starts a sign-in on a pair request. */
+  pair: boolean
+}
+
 /** The zero-length retained publish: nothing to show. */
 export interface ClearedLogin {
   kind: 'cleared'
 }
 
 /** Any valid login-topic message. */
-export type LoginState = PendingLogin | EndedLogin | ClearedLogin
+export type LoginState = PendingLogin | EndedLogin | SigninRequiredLogin | ClearedLogin
 
 /** Largest accepted login payload, in bytes. */
 export const MAX_LOGIN_PAYLOAD_BYTES = 2048
@@ -52,6 +63,7 @@ const PENDING_KEYS = new Set([
   'expires_at',
   'message',
 ])
+const SIGNIN_KEYS = new Set(['state', 'since', 'pair'])
 
 function isPrintableAscii(s: string): boolean {
   return /^[\x21-\x7e]*$/.test(s)
@@ -128,6 +140,7 @@ export function parseLogin(payload: Buffer | string): LoginState | null {
   if (typeof state === 'string' && END_STATES.includes(state)) {
     return Object.keys(o).length === 1 ? { kind: 'ended', state: state as EndState } : null
   }
+  if (state === 'signin_required') return parseSignin(o)
   if (state !== 'pending') return null
   for (const key of Object.keys(o)) if (!PENDING_KEYS.has(key)) return null
   const code = o.user_code
@@ -152,4 +165,13 @@ export function parseLogin(payload: Buffer | string): LoginState | null {
     result.verificationUriComplete = o.verification_uri_complete
   if (typeof message === 'string') result.message = message
   return result
+}
+
+function parseSignin(o: Record<string, unknown>): SigninRequiredLogin | null {
+  const keys = Object.keys(o)
+  if (keys.length !== SIGNIN_KEYS.size || !keys.every((k) => SIGNIN_KEYS.has(k))) return null
+  if (typeof o.pair !== 'boolean') return null
+  const sinceEpoch = parseUtc(o.since)
+  if (sinceEpoch === null) return null
+  return { kind: 'signin_required', since: o.since as string, sinceEpoch, pair: o.pair }
 }

@@ -9,9 +9,10 @@
  * ```
  *
  * A dead refresh token does not stop anything but renewal and upload: the daemon says so (a
- * warning line, the systemd status), keeps spooling, and resumes once someone signs in again:
- * through a pair request, or `edgetoken login` run next to it (the daemon notices the new
- * tokens in the store).
+ * warning line, the systemd status, and with MQTT a retained `signin_required` notice on the
+ * login topic for the companion display), keeps spooling, and resumes once someone signs in
+ * again: through a pair request, or `edgetoken login` run next to it (the daemon notices the new
+ * tokens in the store). The notice is cleared then, and when the daemon stops.
  *
  * On stop (SIGTERM): readings in flight reach the disk, the batch in flight gets a short grace,
  * the MQTT status goes `offline`, all within `shutdownTimeoutMs`. Nothing acknowledged (to a
@@ -22,6 +23,7 @@
 import type { MqttClient } from 'mqtt'
 import { requireIdentity } from '../config/load.js'
 import type { EdgeTokenConfig } from '../config/types.js'
+import type { MqttRelay } from '../display/mqtt-relay.js'
 import { isEdgeTokenError } from '../errors.js'
 import { backoffDelayMs } from '../lib/backoff.js'
 import type { AuthorizationServer } from '../oauth/authority.js'
@@ -199,7 +201,14 @@ export async function runDaemon(options: DaemonOptions): Promise<DaemonSummary> 
   let wakeUploads: (() => void) | undefined
   let signingIn: Promise<void> | undefined
   let signinWatch: NodeJS.Timeout | undefined
+  let signinSince = 0
   const pairEnabled = Boolean(config.mqtt?.allowPair && options.signIn)
+  // The companion display's view of the sign-in state (on the daemon's own MQTT client).
+  let relay: MqttRelay | undefined
+  const announceSignin = () => {
+    if (signinRequired && !signal.aborted)
+      void relay?.announceSigninRequired({ since: signinSince, pair: pairEnabled })
+  }
 
   const setStatus = (text: string) => {
     void options.notifier?.status(text)
@@ -211,6 +220,7 @@ export async function runDaemon(options: DaemonOptions): Promise<DaemonSummary> 
     summary.signinRequired = false
     if (signinWatch) clearInterval(signinWatch)
     signinWatch = undefined
+    void relay?.clearSigninRequired()
     log(`edgetoken: signed in again (${how}); renewal and upload resume`)
     emit({ event: 'signed_in' })
     setStatus('running')
@@ -222,6 +232,7 @@ export async function runDaemon(options: DaemonOptions): Promise<DaemonSummary> 
     if (signinRequired || signal.aborted) return
     signinRequired = true
     summary.signinRequired = true
+    signinSince = Date.now()
     renewer.stop()
     const how = pairEnabled
       ? "run 'edgetoken login' or send a pair request from the companion display"
@@ -229,6 +240,7 @@ export async function runDaemon(options: DaemonOptions): Promise<DaemonSummary> 
     warn(`sign-in required (${reason}): ${how}; readings are still spooled`)
     emit({ event: 'signin_required', message: reason })
     setStatus('sign-in required; spooling readings')
+    announceSignin()
     // Notice a sign-in made by another process (`edgetoken login`): new tokens in the store.
     void cache
       .readAccountStatus(store, identity)
@@ -277,6 +289,9 @@ export async function runDaemon(options: DaemonOptions): Promise<DaemonSummary> 
     if (!options.signIn || signingIn || signal.aborted) return
     log(`edgetoken: starting a device sign-in (${why})`)
     setStatus('waiting for sign-in approval')
+    // The flow's own relay replaces the notice with its pending code; ours must not put it back
+    // on a reconnect meanwhile.
+    relay?.suspendSigninRequired()
     signingIn = options
       .signIn(signal)
       .then(
@@ -293,6 +308,8 @@ export async function runDaemon(options: DaemonOptions): Promise<DaemonSummary> 
         (err: unknown) => {
           if (!signal.aborted) warn(`sign-in did not complete: ${message(err)}`)
           setStatus(signinRequired ? 'sign-in required; spooling readings' : 'running')
+          // The flow's relay has published its end state and cleared the topic: still signed out.
+          announceSignin()
         },
       )
       .finally(() => {
@@ -307,11 +324,13 @@ export async function runDaemon(options: DaemonOptions): Promise<DaemonSummary> 
   let pairCounters: PairCounters | undefined
   if (config.mqtt) {
     const mqttConfig = config.mqtt
-    const [{ connectMqtt, mqttTopics }, { startReadingIngest }, pair] = await Promise.all([
-      import('../display/mqtt-options.js'),
-      import('./ingest.js'),
-      import('./pair.js'),
-    ])
+    const [{ connectMqtt, mqttTopics }, { createMqttRelay }, { startReadingIngest }, pair] =
+      await Promise.all([
+        import('../display/mqtt-options.js'),
+        import('../display/mqtt-relay.js'),
+        import('./ingest.js'),
+        import('./pair.js'),
+      ])
     const topics = mqttTopics(mqttConfig.topicPrefix, config.deviceId)
     const client = await connectMqtt(mqttConfig, { deviceId: config.deviceId, role: 'agent', presence: true })
     mqttClient = client
@@ -323,6 +342,8 @@ export async function runDaemon(options: DaemonOptions): Promise<DaemonSummary> 
       brokerWarned = false
       client.publish(topics.status, 'online', { qos: 1, retain: true })
     })
+    relay = createMqttRelay({ config: mqttConfig, deviceId: config.deviceId, client, onWarning: warn })
+    announceSignin()
     client.on('error', (err) => {
       if (!brokerWarned) warn(`MQTT broker: ${message(err)} (retrying in the background)`)
       brokerWarned = true
@@ -472,6 +493,8 @@ export async function runDaemon(options: DaemonOptions): Promise<DaemonSummary> 
       await ingest?.close()
       await uploadLoop
       await signingIn
+      // Nobody acts on a pair request once we are gone: the notice goes with us.
+      await relay?.close()
       if (uploader && !signinRequired && left() > FINAL_FLUSH_MS) {
         // One quick, bounded attempt to send what is left; the spool keeps it otherwise.
         await uploader

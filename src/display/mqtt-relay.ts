@@ -8,6 +8,9 @@
  * - At the end: a non-retained `{"state":"approved|denied|expired|cancelled"}`, then the retained
  *   message cleared with a zero-length retained publish (brokers do not reliably drop expired
  *   retained messages themselves).
+ * - The daemon's notice, retained, QoS 1: `{"state":"signin_required","since","pair"}` while the
+ *   refresh token is dead ({@link MqttRelay.announceSigninRequired}). A pending code replaces it;
+ *   it comes back when that flow fails, and is cleared once signed in again (or on close).
  * - `<prefix>/<deviceId>/status`: retained `online`; last will (and clean close) `offline`.
  *
  * Never the device_code, never a token: {@link DisplayFlow} does not carry them.
@@ -19,6 +22,54 @@ import type { IClientPublishOptions, MqttClient } from 'mqtt'
 import type { MqttConfig } from '../config/types.js'
 import { connectMqtt, isRetriedWithOlderProtocol, mqttTopics } from './mqtt-options.js'
 import { type DisplayEndState, type DisplayFlow, isoSeconds, type LoginDisplay } from './types.js'
+
+/** What the relay says while the agent waits for a new sign-in. */
+export interface SigninRequiredNotice {
+  /** When sign-in became required, epoch milliseconds. */
+  readonly since: number
+  /** Whether the agent starts a sign-in on a pair request (mqtt.allowPair). */
+  readonly pair: boolean
+}
+
+/** The MQTT relay: a {@link LoginDisplay} that can also announce that sign-in is required. */
+export interface MqttRelay extends LoginDisplay {
+  /**
+   * Publishes the retained `signin_required` notice (QoS 1) and keeps it: re-published after a
+   * reconnect, and after a flow shown on this relay ends without approval. While a flow is shown,
+   * the pending code stays on the topic instead.
+   *
+   * @param notice - since when, and whether a pair request is accepted.
+   * @returns once the broker acknowledged it (at once when not connected: it goes out on connect).
+   */
+  announceSigninRequired(notice: SigninRequiredNotice): Promise<void>
+  /**
+   * Stops re-publishing the notice without touching the topic: a device flow run elsewhere (another
+   * relay, another process) is about to replace it with its pending code. A later
+   * {@link MqttRelay.clearSigninRequired} still clears it.
+   */
+  suspendSigninRequired(): void
+  /**
+   * Signed in again: forgets the notice and clears the retained message (zero-length retained
+   * publish), when this relay announced one and no flow of its own is shown.
+   *
+   * @returns once the broker acknowledged the clear (bounded by `publishTimeoutMs`).
+   */
+  clearSigninRequired(): Promise<void>
+}
+
+/**
+ * The retained `signin_required` payload. Built field by field: no other property can slip in.
+ *
+ * @param notice - the notice.
+ * @returns the JSON text.
+ */
+export function signinRequiredPayload(notice: SigninRequiredNotice): string {
+  return JSON.stringify({
+    state: 'signin_required',
+    since: isoSeconds(notice.since),
+    pair: notice.pair === true,
+  })
+}
 
 /** Options of {@link createMqttRelay}. */
 export interface MqttRelayOptions {
@@ -84,7 +135,7 @@ function brokerName(url: string): string {
  * Creates the MQTT relay display.
  *
  * @param options - broker, device id and warning sink.
- * @returns a {@link LoginDisplay} whose `show` returns at once (the connection is made in the background).
+ * @returns a {@link MqttRelay} whose `show` returns at once (the connection is made in the background).
  * @example
  * ```ts
  * const relay = createMqttRelay({ config: config.mqtt, deviceId: config.deviceId, onWarning: ctx.warn })
@@ -94,7 +145,7 @@ function brokerName(url: string): string {
  * await relay.close()
  * ```
  */
-export function createMqttRelay(options: MqttRelayOptions): LoginDisplay {
+export function createMqttRelay(options: MqttRelayOptions): MqttRelay {
   const topics = mqttTopics(options.config.topicPrefix, options.deviceId)
   const own = options.client === undefined
   const presence = own && (options.presence ?? true)
@@ -104,6 +155,10 @@ export function createMqttRelay(options: MqttRelayOptions): LoginDisplay {
   let client: MqttClient | undefined = options.client
   let starting: Promise<MqttClient | undefined> | undefined
   let pending: DisplayFlow | undefined
+  // The sign-in required notice to keep on the topic (when no flow is shown), and whether the
+  // broker may hold one of ours that a clear has to remove.
+  let signin: SigninRequiredNotice | undefined
+  let signinOnBroker = false
   let warned = false
   let everConnected = false
   let warnTimer: NodeJS.Timeout | undefined
@@ -133,10 +188,25 @@ export function createMqttRelay(options: MqttRelayOptions): LoginDisplay {
     void publish(topics.login, pendingPayload(flow), opts)
   }
 
+  const publishSignin = (): Promise<unknown> => {
+    const notice = signin
+    if (!notice || pending || !client?.connected) return Promise.resolve()
+    signinOnBroker = true
+    return publish(topics.login, signinRequiredPayload(notice), { qos: 1, retain: true })
+  }
+
+  const clearSignin = async () => {
+    signin = undefined
+    if (!signinOnBroker || pending || !client?.connected) return
+    signinOnBroker = false
+    await withTimeout(publish(topics.login, '', { qos: 1, retain: true }), publishTimeoutMs)
+  }
+
   const onConnect = () => {
     everConnected = true
     if (presence) void publish(topics.status, 'online', { qos: 1, retain: true })
     publishPending()
+    void publishSignin()
   }
 
   const onError = (err: Error) => {
@@ -182,6 +252,7 @@ export function createMqttRelay(options: MqttRelayOptions): LoginDisplay {
   return {
     name: 'mqtt',
     async show(flow) {
+      // The retained pending code replaces a sign-in required notice on the broker.
       pending = flow
       const c = await start()
       if (!c) return
@@ -201,19 +272,37 @@ export function createMqttRelay(options: MqttRelayOptions): LoginDisplay {
     async end(state: DisplayEndState) {
       const had = pending
       pending = undefined
+      if (state === 'approved') signin = undefined
       if (!had || !client?.connected) return
       await withTimeout(
         (async () => {
           await publish(topics.login, JSON.stringify({ state }), { qos: 1, retain: false })
           await publish(topics.login, '', { qos: 1, retain: true })
+          // A failed flow leaves sign-in required: the notice goes back up.
+          if (signin) await publishSignin()
+          else signinOnBroker = false
         })(),
         publishTimeoutMs,
       )
     },
+    async announceSigninRequired(notice) {
+      if (closed) return
+      signin = { since: notice.since, pair: notice.pair }
+      const c = await start()
+      if (!c?.connected) return
+      await withTimeout(publishSignin(), publishTimeoutMs)
+    },
+    suspendSigninRequired() {
+      signin = undefined
+    },
+    clearSigninRequired: clearSignin,
     async close() {
       if (closed) return
+      // A notice outlives no agent: nobody would act on a pair request any more.
+      if (signin && !pending) await clearSignin()
       closed = true
       pending = undefined
+      signin = undefined
       if (warnTimer) clearTimeout(warnTimer)
       const c = client
       if (!c) return

@@ -19,6 +19,7 @@ import { startTestApi, type TestApi } from '../support/api.js'
 import { approveDevice } from '../support/headless-user.js'
 import { startTestIdp, type TestIdp } from '../support/idp.js'
 import { clientOptions, startBroker, type TestBroker } from '../support/mosquitto.js'
+import { startRecorder } from '../support/mqtt-recorder.js'
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url))
 const CLI = fileURLToPath(new URL('../../src/cli.ts', import.meta.url))
@@ -136,6 +137,28 @@ describe('edgetoken run (daemon)', { timeout: 180_000 }, () => {
     const code = cli.events.find((e) => e.event === 'device_code')?.user_code
     await approveDevice(idp.issuer, String(code))
     assert.equal(await cli.exit, 0, cli.stderr())
+  }
+
+  /** The payloads a display that subscribes now finds retained on a topic. */
+  async function retainedOn(topic: string): Promise<string[]> {
+    const rec = await startRecorder(broker, topic)
+    try {
+      await rec.settle()
+      return rec.messages.filter((m) => m.retain).map((m) => m.payload.toString())
+    } finally {
+      await rec.close()
+    }
+  }
+
+  async function waitForRetained(topic: string, pred: (payloads: string[]) => boolean, what: string) {
+    const deadline = Date.now() + 15_000
+    for (;;) {
+      const retained = await retainedOn(topic)
+      if (pred(retained)) return retained
+      if (Date.now() > deadline)
+        throw new Error(`timed out waiting for ${what}; retained: ${JSON.stringify(retained)}`)
+      await new Promise((r) => setTimeout(r, 100))
+    }
   }
 
   function assertNoSecrets(cli: Cli): void {
@@ -305,8 +328,30 @@ describe('edgetoken run (daemon)', { timeout: 180_000 }, () => {
         body: new URLSearchParams({ client_id: idp.publicClientId, token, token_type_hint: 'refresh_token' }),
       })
     }
+    const revokedAt = Date.now()
     await daemon.waitForEvent((e) => e.event === 'signin_required', 'signin_required', 30_000)
     assert.match(daemon.stderr(), /warning: sign-in required/)
+
+    // The companion display learns it too: a retained notice on the login topic (issue 6).
+    const [notice] = await waitForRetained(
+      'edgetoken/gw-dead/login',
+      (p) => p.length === 1,
+      'the retained signin_required notice',
+    )
+    const body = JSON.parse(notice ?? '{}') as Record<string, unknown>
+    assert.deepEqual(Object.keys(body).sort(), ['pair', 'since', 'state'])
+    assert.equal(body.state, 'signin_required')
+    assert.equal(body.pair, true, 'mqtt.allowPair is true and the daemon can sign in')
+    assert.match(String(body.since), /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/)
+    const since = Date.parse(String(body.since))
+    assert.ok(since >= revokedAt - 1000 && since <= Date.now(), `since ${body.since} is when it was noticed`)
+    for (const secret of [
+      ...idp.issued.refreshTokens,
+      ...idp.issued.accessTokens,
+      ...idp.issued.deviceCodes,
+    ]) {
+      assert.ok(!notice?.includes(secret), 'no token or device code on the login topic')
+    }
 
     const sensor = await startSensorSimulator({
       url: broker.url,
@@ -319,6 +364,11 @@ describe('edgetoken run (daemon)', { timeout: 180_000 }, () => {
     await sensor.close()
     await login(env)
     await daemon.waitForEvent((e) => e.event === 'signed_in', 'signed_in after a separate login', 30_000)
+    await waitForRetained(
+      'edgetoken/gw-dead/login',
+      (p) => p.length === 0,
+      'the notice cleared after the login',
+    )
     await waitUntil(
       () =>
         api.receiver.batches.filter((b) => b.deviceId === 'gw-dead').flatMap((b) => b.records).length >= 5,

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { describe, test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { MqttConfig } from '../../src/config/types.js'
-import { createMqttRelay, pendingPayload } from '../../src/display/mqtt-relay.js'
+import { createMqttRelay, pendingPayload, signinRequiredPayload } from '../../src/display/mqtt-relay.js'
 import type { DisplayFlow } from '../../src/display/types.js'
 import { freePort, startBroker, type TestBroker } from '../support/mosquitto.js'
 import { type RecordedMessage, startRecorder } from '../support/mqtt-recorder.js'
@@ -35,6 +35,29 @@ function configFor(broker: TestBroker, extra: Partial<MqttConfig> = {}): MqttCon
 
 const isPending = (m: RecordedMessage) =>
   m.topic === LOGIN && m.payload.length > 0 && /pending/.test(m.payload.toString())
+
+const isSignin = (m: RecordedMessage) =>
+  m.topic === LOGIN && m.payload.length > 0 && /signin_required/.test(m.payload.toString())
+
+/**
+ * What a late subscriber finds retained on the login topic (a display that starts now). A message
+ * that arrives live (published while subscribing, e.g. on a relay's first connect) does not count:
+ * subscribe again.
+ */
+async function retainedLogin(broker: TestBroker, pred: (m: RecordedMessage) => boolean) {
+  for (let attempt = 0; ; attempt++) {
+    const late = await startRecorder(broker, LOGIN)
+    try {
+      const m = await late.waitFor(pred)
+      if (!m.retain && attempt < 5) continue
+      assert.equal(m.retain, true)
+      assert.equal(m.qos, 1)
+      return m
+    } finally {
+      await late.close()
+    }
+  }
+}
 
 /** Waits a moment and asserts nothing arrived on the login topic (a late subscriber's view). */
 async function assertLoginTopicEmpty(broker: TestBroker) {
@@ -121,6 +144,104 @@ describe('MQTT relay', () => {
     ])
     const minimal = JSON.parse(pendingPayload({ userCode: 'A', verificationUri: 'https://x', expiresAt: 0 }))
     assert.deepEqual(Object.keys(minimal), ['state', 'user_code', 'verification_uri', 'expires_at'])
+  })
+
+  test('the signin_required payload: state, since (UTC, seconds) and pair only', () => {
+    const since = Date.parse('2026-11-25T09:30:05.678Z')
+    assert.equal(
+      signinRequiredPayload({ since, pair: true }),
+      '{"state":"signin_required","since":"2026-11-25T09:30:05Z","pair":true}',
+    )
+    const extra = { since, pair: false, refreshToken: 'rt' } as { since: number; pair: boolean }
+    assert.deepEqual(Object.keys(JSON.parse(signinRequiredPayload(extra))), ['state', 'since', 'pair'])
+  })
+
+  test('sign-in required: retained notice, replaced by a pending code, back after a failed flow, cleared after approval', async (t) => {
+    const broker = await startBroker()
+    t.after(() => broker.close())
+    const warnings: string[] = []
+    const relay = createMqttRelay({
+      config: configFor(broker),
+      deviceId: DEVICE,
+      onWarning: (w) => warnings.push(w),
+    })
+    t.after(() => relay.close())
+    const rec = await startRecorder(broker, LOGIN)
+    t.after(() => rec.close())
+    const since = Date.now() - 5000
+    await relay.announceSigninRequired({ since, pair: true })
+    const notice = await retainedLogin(broker, isSignin)
+    assert.deepEqual(JSON.parse(notice.payload.toString()), {
+      state: 'signin_required',
+      since: new Date(since).toISOString().replace(/\.\d{3}Z$/, 'Z'),
+      pair: true,
+    })
+
+    // A device flow starts: its pending code replaces the notice.
+    await relay.show(flow())
+    await rec.waitFor(isPending)
+    await retainedLogin(broker, isPending)
+
+    // Denied: end state, clear, then the notice again (still signed out).
+    const before = rec.messages.length
+    await relay.end('denied')
+    await rec.waitFor((m) => rec.messages.indexOf(m) >= before && isSignin(m))
+    assert.deepEqual(
+      rec.messages.slice(before).map((m) => m.payload.toString().replace(/"since":"[^"]+"/, '')),
+      ['{"state":"denied"}', '', '{"state":"signin_required",,"pair":true}'],
+    )
+    await retainedLogin(broker, isSignin)
+
+    // A second flow is approved: end state, clear, and nothing retained afterwards.
+    await relay.show(flow())
+    await retainedLogin(broker, isPending)
+    await relay.end('approved')
+    await rec.waitFor((m) => m.payload.toString() === '{"state":"approved"}')
+    await assertLoginTopicEmpty(broker)
+    assert.deepEqual(warnings, [])
+  })
+
+  test('sign-in required: clearSigninRequired and close() remove the notice; suspend leaves the topic alone', async (t) => {
+    const broker = await startBroker()
+    t.after(() => broker.close())
+    const relay = createMqttRelay({ config: configFor(broker), deviceId: DEVICE, onWarning: () => {} })
+    t.after(() => relay.close())
+    await relay.announceSigninRequired({ since: Date.now(), pair: false })
+    const notice = await retainedLogin(broker, isSignin)
+    assert.equal(JSON.parse(notice.payload.toString()).pair, false)
+    await relay.clearSigninRequired()
+    await assertLoginTopicEmpty(broker)
+
+    // Suspended (a flow elsewhere takes over): nothing published, a later clear still clears.
+    await relay.announceSigninRequired({ since: Date.now(), pair: true })
+    await retainedLogin(broker, isSignin)
+    relay.suspendSigninRequired()
+    await retainedLogin(broker, isSignin)
+    await relay.clearSigninRequired()
+    await assertLoginTopicEmpty(broker)
+
+    await relay.announceSigninRequired({ since: Date.now(), pair: true })
+    await retainedLogin(broker, isSignin)
+    await relay.close()
+    await assertLoginTopicEmpty(broker)
+  })
+
+  test('sign-in required: re-published after a broker restart', async (t) => {
+    const broker = await startBroker()
+    t.after(() => broker.close())
+    const relay = createMqttRelay({
+      config: configFor(broker),
+      deviceId: DEVICE,
+      onWarning: () => {},
+      reconnectBaseMs: 200,
+    })
+    t.after(() => relay.close())
+    await relay.announceSigninRequired({ since: Date.now(), pair: true })
+    await retainedLogin(broker, isSignin)
+    await broker.restart()
+    const again = await startRecorder(broker, LOGIN)
+    t.after(() => again.close())
+    await again.waitFor(isSignin, 20_000)
   })
 
   for (const state of ['denied', 'expired', 'cancelled'] as const) {

@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs'
 import { describe, test } from 'node:test'
 import { Ajv2020 } from 'ajv/dist/2020.js'
 import addFormats from 'ajv-formats'
-import { frameRows, screenFor } from '../../firmware-bridge/simulators/layout.js'
+import { frameRows, Screen, screenFor, sinceText } from '../../firmware-bridge/simulators/layout.js'
 import { parseLogin } from '../../firmware-bridge/simulators/login.js'
 
 const root = new URL('../../firmware-bridge/', import.meta.url)
@@ -58,6 +58,24 @@ describe('firmware-bridge schemas', () => {
     assert.equal(validate({ state: 'approved', device_code: 'x' }), false)
   })
 
+  test('login: signin_required carries exactly since and pair, never a token', () => {
+    const { validate } = compile('login')
+    const ok = { state: 'signin_required', since: '2026-11-25T09:30:05Z', pair: false }
+    assert.equal(validate(ok), true, JSON.stringify(validate.errors))
+    assert.deepEqual(parseLogin(JSON.stringify(ok)), {
+      kind: 'signin_required',
+      since: '2026-11-25T09:30:05Z',
+      sinceEpoch: 1795599005,
+      pair: false,
+    })
+    assert.equal(validate({ ...ok, refresh_token: 'x' }), false)
+    assert.equal(validate({ ...ok, device_code: 'x' }), false)
+    assert.equal(validate({ ...ok, pair: null }), false)
+    const { pair: _pair, ...noPair } = ok
+    assert.equal(validate(noPair), false)
+    assert.equal(parseLogin(JSON.stringify(noPair)), null)
+  })
+
   test('status: only online/offline', () => {
     const { validate } = compile('status')
     assert.equal(validate('online'), true)
@@ -107,5 +125,36 @@ describe('display layout parity with the firmware', () => {
     for (const c of cases) {
       assert.deepEqual(frameRows(screenFor(parseLogin(c.payload), c.now)), c.frame, c.name)
     }
+    assert.ok(cases.some((c) => c.payload.includes('signin_required')))
+  })
+
+  test('sinceText switches from the time to the date after a day, like layout.py', () => {
+    const s = parseLogin('{"state":"signin_required","since":"2026-11-25T09:30:05Z","pair":true}')
+    assert.equal(s?.kind, 'signin_required')
+    if (s?.kind !== 'signin_required') return
+    assert.equal(sinceText(s, s.sinceEpoch + 86_399), 'Since 09:30 UTC')
+    assert.equal(sinceText(s, s.sinceEpoch + 86_400), 'Since 2026-11-25')
+  })
+
+  test('Screen: a failed flow shows the end screen, then sign-in required; a clear blanks it', () => {
+    const T = 1_795_600_000
+    const signin = parseLogin('{"state":"signin_required","since":"2026-11-25T09:30:05Z","pair":true}')
+    const pending = parseLogin(
+      '{"state":"pending","user_code":"WDJB-MJHT","verification_uri":"https://example.com/device","expires_at":"2026-11-25T10:15:00Z"}',
+    )
+    const screen = new Screen(10)
+    const kind = () => screen.state?.kind // a function: each call is checked afresh
+    assert.equal(screen.apply(signin, T), true)
+    assert.equal(kind(), 'signin_required')
+    assert.equal(screen.apply(pending, T + 1), true)
+    assert.equal(kind(), 'pending')
+    assert.equal(screen.apply(parseLogin('{"state":"denied"}'), T + 2), true)
+    assert.equal(screen.apply(parseLogin(''), T + 2), false)
+    assert.equal(screen.apply(signin, T + 2), false)
+    assert.equal(kind(), 'ended')
+    assert.equal(screen.tick(T + 12), true)
+    assert.equal(kind(), 'signin_required')
+    assert.equal(screen.apply(parseLogin(''), T + 20), true)
+    assert.equal(screen.state, null)
   })
 })

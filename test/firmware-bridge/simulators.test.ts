@@ -109,6 +109,46 @@ describe('display simulator', () => {
     assert.equal(sim.frames.length >= 1, true)
   })
 
+  test('renders a retained signin_required notice; a pending code replaces it, a clear blanks it', async (t) => {
+    const broker = await startBroker()
+    t.after(() => broker.close())
+    const pub = await publisher(t, broker)
+    const since = new Date(Date.now() - 60_000).toISOString().replace(/\.\d+Z$/, 'Z')
+    await pub.publishAsync(
+      'edgetoken/pi-04/login',
+      JSON.stringify({ state: 'signin_required', since, pair: true }),
+      { qos: 1, retain: true },
+    )
+    const sim = await startDisplaySimulator({ ...simAuth(broker), deviceId: 'pi-04', tickMs: 50 })
+    t.after(() => sim.close())
+    const notice = await sim.waitForFrame((f) => f.includes('Sign-in required'))
+    assert.match(notice, /Press PAIR/)
+    assert.match(notice, new RegExp(`Since ${since.slice(11, 16)} UTC`))
+    assert.equal(sim.state?.kind, 'signin_required')
+
+    await pub.publishAsync(
+      'edgetoken/pi-04/login',
+      JSON.stringify({
+        state: 'pending',
+        user_code: 'BCDFGHJK',
+        verification_uri: 'https://example.com/device',
+        expires_at: new Date(Date.now() + 600_000).toISOString(),
+      }),
+      { qos: 1, retain: true },
+    )
+    await sim.waitForFrame((f) => f.includes('B C D F G H J K'))
+    await pub.publishAsync(
+      'edgetoken/pi-04/login',
+      JSON.stringify({ state: 'signin_required', since, pair: false }),
+      { qos: 1, retain: true },
+    )
+    const noPair = await sim.waitForFrame((f) => f.includes('edgetoken login'))
+    assert.doesNotMatch(noPair, /PAIR/)
+    await pub.publishAsync('edgetoken/pi-04/login', '', { qos: 1, retain: true })
+    await sim.waitForFrame((f) => sim.frames.indexOf(f) > sim.frames.indexOf(noPair) && !/[^\s|+-]/.test(f))
+    assert.equal(sim.state, null)
+  })
+
   test('a wrong password is refused at start', async (t) => {
     const broker = await startBroker({ tls: true })
     t.after(() => broker.close())

@@ -13,6 +13,12 @@ Pending screen, code of at most 8 characters (fits at scale 2):
     row 7   Expires in MM:SS
 Longer codes (9-16 characters, e.g. WDJB-MJHT) take rows 2-5 as two scale-2 lines, split after a
 dash when there is one; the labels go. Codes longer than 16 characters are shown at scale 1.
+
+Sign-in required screen (the agent's refresh token is dead):
+    row 1   Sign-in required
+    row 3-4 Press PAIR / to get a code     (pair true: the agent accepts a pair request)
+            Run on gateway: / edgetoken login   (pair false)
+    row 7   Since HH:MM UTC (Since YYYY-MM-DD after a day)
 """
 
 WIDTH = 128
@@ -141,6 +147,31 @@ def pending_qr_screen(p, now, qr_box=64):
     return ops
 
 
+SIGNIN_TITLE = "Sign-in required"
+SIGNIN_PAIR = ("Press PAIR", "to get a code")
+SIGNIN_NO_PAIR = ("Run on gateway:", "edgetoken login")
+
+
+def since_text(s, now):
+    """'Since HH:MM UTC' for the first day, then 'Since YYYY-MM-DD'; at most 16 characters.
+
+    Sliced from the validated ISO string: no date arithmetic on the board.
+    """
+    if now - s.since_epoch < 86400:
+        return "Since " + s.since[11:16] + " UTC"
+    return "Since " + s.since[0:10]
+
+
+def signin_screen(s, now):
+    """Text ops for a SigninRequired state at Unix time now."""
+    ops = [text(centre_x(SIGNIN_TITLE), CHAR, SIGNIN_TITLE)]
+    for i, line in enumerate(SIGNIN_PAIR if s.pair else SIGNIN_NO_PAIR):
+        ops.append(text(centre_x(line), (3 + i) * CHAR, line))
+    since = since_text(s, now)
+    ops.append(text(centre_x(since), 7 * CHAR, since))
+    return ops
+
+
 def end_screen(e):
     """Text ops for an Ended state."""
     title, sub = END_TEXT.get(e.state, ("Sign-in ended", ""))
@@ -156,11 +187,13 @@ def cleared_screen():
 
 
 def screen_for(state, now):
-    """Text ops for any parsed state (Pending, Ended, Cleared or None = blank)."""
+    """Text ops for any parsed state (Pending, Ended, SigninRequired, Cleared or None = blank)."""
     if state is None or state.kind == "cleared":
         return cleared_screen()
     if state.kind == "ended":
         return end_screen(state)
+    if state.kind == "signin_required":
+        return signin_screen(state, now)
     return pending_screen(state, now)
 
 
@@ -168,13 +201,15 @@ class Screen:
     """What to show now, given the messages so far.
 
     The agent publishes the end state and clears the retained message right after it; the end
-    screen stays END_HOLD_SECONDS so a person can read it, unless a new flow starts.
+    screen stays END_HOLD_SECONDS so a person can read it, unless a new flow starts. What arrives
+    during the hold (the clear, or a sign-in required notice when the flow failed) is shown after it.
     """
 
     def __init__(self, hold_seconds=END_HOLD_SECONDS):
         self.hold_seconds = hold_seconds
         self.state = None
         self.ended_at = None
+        self.after = None  # what the screen shows once a held end screen expires
 
     def apply(self, parsed, now):
         """Take a parse_login() result; invalid payloads (None) change nothing. Returns True if changed."""
@@ -183,22 +218,30 @@ class Screen:
         if parsed.kind == "ended":
             self.state = parsed
             self.ended_at = now
+            self.after = None
             return True
+        held = self.state is not None and self.state.kind == "ended"
         if parsed.kind == "cleared":
-            if self.state is not None and self.state.kind == "ended":
+            if held:
+                self.after = None
                 return False  # tick() clears it after the hold
             changed = self.state is not None
             self.state = None
             return changed
+        if parsed.kind == "signin_required" and held:
+            self.after = parsed  # tick() shows it after the hold
+            return False
         self.state = parsed
         self.ended_at = None
+        self.after = None
         return True
 
     def tick(self, now):
         """Expire a held end screen. Returns True if the screen changed."""
         if self.ended_at is not None and now - self.ended_at >= self.hold_seconds:
-            self.state = None
+            self.state = self.after
             self.ended_at = None
+            self.after = None
             return True
         return False
 

@@ -17,6 +17,7 @@ MIN_URL = 10
 MAX_MESSAGE = 512
 END_STATES = ("approved", "denied", "expired", "cancelled")
 PENDING_KEYS = ("state", "user_code", "verification_uri", "verification_uri_complete", "expires_at", "message")
+SIGNIN_KEYS = ("state", "since", "pair")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 HOST_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-"
 
@@ -42,6 +43,17 @@ class Ended:
 
     def __init__(self, state):
         self.state = state
+
+
+class SigninRequired:
+    """The agent cannot renew its tokens and waits for a new sign-in (retained until it has one)."""
+
+    kind = "signin_required"
+
+    def __init__(self, since, since_epoch, pair):
+        self.since = since  # the ISO string as sent
+        self.since_epoch = since_epoch  # Unix seconds (UTC)
+        self.pair = pair  # True: the agent starts a sign-in on a pair request
 
 
 class Cleared:
@@ -155,7 +167,7 @@ def parse_utc(s):
 def parse_login(payload):
     """Validate one login-topic payload (bytes or str).
 
-    Returns Pending, Ended or CLEARED; None when the payload is not a contract message.
+    Returns Pending, Ended, SigninRequired or CLEARED; None when the payload is not a contract message.
     """
     if payload is None:
         return None
@@ -173,6 +185,8 @@ def parse_login(payload):
     state = obj.get("state")
     if state in END_STATES:
         return Ended(state) if len(obj) == 1 else None
+    if state == "signin_required":
+        return _parse_signin(obj)
     if state != "pending":
         return None
     for key in obj:
@@ -198,3 +212,18 @@ def parse_login(payload):
         if not isinstance(message, str) or not (1 <= len(message) <= MAX_MESSAGE) or has_control(message):
             return None
     return Pending(code, uri, complete, expires_at, expires_epoch, message)
+
+
+def _parse_signin(obj):
+    if len(obj) != len(SIGNIN_KEYS):
+        return None
+    for key in obj:
+        if key not in SIGNIN_KEYS:
+            return None
+    pair = obj.get("pair")
+    if pair is not True and pair is not False:
+        return None  # a boolean, not 0/1
+    since_epoch = parse_utc(obj.get("since"))
+    if since_epoch is None:
+        return None
+    return SigninRequired(obj["since"], since_epoch, pair)

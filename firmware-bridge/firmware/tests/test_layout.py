@@ -104,6 +104,38 @@ class EndAndClear(unittest.TestCase):
         self.assertEqual(layout.frame([]), [" " * 16] * 8)
 
 
+def signin(pair=True, since="2026-11-25T09:30:05Z"):
+    return parse.SigninRequired(since, parse.parse_utc(since), pair)
+
+
+class SigninRequiredScreen(unittest.TestCase):
+    def test_pair_true_asks_for_the_button(self):
+        frame = layout.frame(layout.screen_for(signin(pair=True), T))
+        self.assertEqual(frame[1], "Sign-in required")
+        self.assertIn("Press PAIR", frame[3])
+        self.assertNotIn("edgetoken login", "".join(frame))
+        self.assertEqual(frame[7].strip(), "Since 09:30 UTC")
+
+    def test_pair_false_points_at_the_gateway(self):
+        frame = layout.frame(layout.screen_for(signin(pair=False), T))
+        self.assertEqual(frame[1], "Sign-in required")
+        self.assertNotIn("PAIR", "".join(frame))
+        self.assertIn("edgetoken login", frame[4])
+
+    def test_since_switches_to_the_date_after_a_day(self):
+        s = signin()
+        self.assertEqual(layout.since_text(s, s.since_epoch + 86399), "Since 09:30 UTC")
+        self.assertEqual(layout.since_text(s, s.since_epoch + 86400), "Since 2026-11-25")
+        self.assertEqual(layout.since_text(s, s.since_epoch - 3600), "Since 09:30 UTC")  # clock behind
+
+    def test_fits_the_screen(self):
+        for pair in (True, False):
+            for now in (T, T + 10 * 86400):
+                ops = layout.signin_screen(signin(pair=pair), now)
+                self.assertTrue(fits(ops))
+                self.assertTrue(all(len(op[2]) <= layout.COLS for op in ops))
+
+
 class ScreenStateMachine(unittest.TestCase):
     def test_end_screen_is_held_then_cleared(self):
         s = layout.Screen(hold_seconds=10)
@@ -128,6 +160,37 @@ class ScreenStateMachine(unittest.TestCase):
         s = layout.Screen()
         s.apply(pending(), T)
         self.assertTrue(s.apply(parse.CLEARED, T))
+        self.assertIsNone(s.state)
+
+    def test_pending_replaces_signin_required_and_clear_blanks(self):
+        s = layout.Screen()
+        self.assertTrue(s.apply(signin(), T))
+        self.assertEqual(s.state.kind, "signin_required")
+        self.assertTrue(s.apply(pending(), T + 1))
+        self.assertEqual(s.state.kind, "pending")
+        s = layout.Screen()
+        s.apply(signin(), T)
+        self.assertTrue(s.apply(parse.CLEARED, T + 1))  # signed in again
+        self.assertIsNone(s.state)
+
+    def test_failed_flow_shows_signin_required_after_the_end_screen(self):
+        # A pair flow was denied: end state, the clear, then the agent's notice again.
+        s = layout.Screen(hold_seconds=10)
+        s.apply(pending(), T)
+        s.apply(parse.Ended("denied"), T + 1)
+        self.assertFalse(s.apply(parse.CLEARED, T + 1))
+        self.assertFalse(s.apply(signin(), T + 1))
+        self.assertEqual(s.state.kind, "ended")
+        self.assertTrue(s.tick(T + 11))
+        self.assertEqual(s.state.kind, "signin_required")
+        self.assertFalse(s.tick(T + 100))
+
+    def test_clear_during_the_hold_drops_a_queued_notice(self):
+        s = layout.Screen(hold_seconds=10)
+        s.apply(parse.Ended("approved"), T)
+        s.apply(signin(), T)
+        s.apply(parse.CLEARED, T + 1)  # signed in after all
+        self.assertTrue(s.tick(T + 10))
         self.assertIsNone(s.state)
 
     def test_invalid_payload_changes_nothing(self):

@@ -61,6 +61,15 @@ class ParseLogin(unittest.TestCase):
             e = parse.parse_login(('{"state":"%s"}' % state).encode())
             self.assertEqual((e.kind, e.state), ("ended", state))
 
+    def test_signin_required(self):
+        s = parse.parse_login(b'{"state":"signin_required","since":"2026-11-25T09:30:05Z","pair":true}')
+        self.assertEqual(s.kind, "signin_required")
+        self.assertEqual(s.since, "2026-11-25T09:30:05Z")
+        self.assertEqual(s.since_epoch, 1795600000 - 995)
+        self.assertIs(s.pair, True)
+        s = parse.parse_login('{"pair":false,"since":"2026-11-25T09:30:05Z","state":"signin_required"}')
+        self.assertIs(s.pair, False)
+
     def test_zero_length_is_cleared(self):
         self.assertIs(parse.parse_login(b""), parse.CLEARED)
         self.assertEqual(parse.parse_login(b"").kind, "cleared")
