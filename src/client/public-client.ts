@@ -12,6 +12,15 @@ import {
   pollDeviceAuthorization,
   startDeviceAuthorization,
 } from '../oauth/device.js'
+import { authorizationCodeGrant } from '../oauth/grants.js'
+import {
+  buildAuthorizationUrl,
+  codeChallengeS256,
+  generateCodeVerifier,
+  generateNonce,
+  generateState,
+  validateAuthorizationResponse,
+} from '../oauth/pkce.js'
 import { type RefreshOptions, refreshTokenGrant, revokeToken } from '../oauth/refresh.js'
 import { signInScopes } from '../oauth/scopes.js'
 import { accountFromTokenSet } from '../oauth/tokens.js'
@@ -61,8 +70,52 @@ export interface DeviceFlow extends DeviceAuthorization {
   poll(options?: PollDeviceAuthorizationOptions): Promise<SignInResult>
 }
 
+/** Options of {@link PublicClient.getAuthorizationUrl}. */
+export interface GetAuthorizationUrlOptions {
+  /** The scopes; `openid` and `offline_access` are added when absent. */
+  scopes: readonly string[]
+  /** The registered redirect URI (e.g. `http://127.0.0.1:8400/cb`, RFC 8252 §7.3). */
+  redirectUri: string
+  /**
+   * OpenID Connect `prompt`. Providers that follow OpenID Connect Core §11 strictly (e.g.
+   * oidc-provider) issue a refresh token for `offline_access` only with `consent`; Entra ID does not
+   * need it.
+   */
+  prompt?: string | undefined
+  /** OpenID Connect `login_hint`. */
+  loginHint?: string | undefined
+  /** Cancels discovery. */
+  signal?: AbortSignal | undefined
+}
+
+/** Options of {@link PublicClient.acquireTokenByCode}. */
+export interface AcquireTokenByCodeOptions {
+  /** Cancels discovery, the token request and a JWKS fetch. */
+  signal?: AbortSignal | undefined
+}
+
 /**
- * A public OAuth client that signs in with the device authorization grant.
+ * A pending authorization code request: open `url` in a browser, keep the rest until the redirect
+ * comes back. `codeVerifier` is a secret: keep it in memory (or encrypted), never log it.
+ */
+export interface AuthorizationRequest {
+  /** The authorization URL to open. */
+  readonly url: string
+  /** The redirect URI it names. */
+  readonly redirectUri: string
+  /** The scopes it asks for. */
+  readonly scopes: readonly string[]
+  /** The `state` it carries (RFC 6749 §10.12). */
+  readonly state: string
+  /** The OpenID Connect `nonce` it carries. */
+  readonly nonce: string
+  /** The PKCE code_verifier (RFC 7636 §4.1). Secret. */
+  readonly codeVerifier: string
+}
+
+/**
+ * A public OAuth client that signs in with the device authorization grant, or with the
+ * authorization code grant and PKCE when a browser is available somewhere.
  *
  * @example
  * ```ts
@@ -137,6 +190,89 @@ export class PublicClient {
     }
     // The device code stays inside `flow` (private); this object only adds poll().
     return Object.freeze({ ...flow, poll })
+  }
+
+  /**
+   * Starts an authorization code sign-in with PKCE (RFC 7636, S256), `state` and `nonce`.
+   *
+   * @param options - scopes, redirect URI, prompt, login hint, signal.
+   * @returns the request: open `url`, keep the rest for {@link PublicClient.acquireTokenByCode}.
+   * @throws EdgeTokenError `ERR_CONFIG` when the server has no authorization endpoint;
+   *   `ERR_INSECURE_URL` for a remote http redirect URI.
+   * @example
+   * ```ts
+   * const request = await client.getAuthorizationUrl({ scopes: ['api://x/.default'], redirectUri: 'http://127.0.0.1:8400/cb' })
+   * openBrowser(request.url)
+   * const { tokens } = await client.acquireTokenByCode(request, await waitForCallback())
+   * ```
+   * @see https://www.rfc-editor.org/rfc/rfc6749#section-4.1.1
+   * @see https://www.rfc-editor.org/rfc/rfc8252#section-7.3
+   */
+  async getAuthorizationUrl(options: GetAuthorizationUrlOptions): Promise<AuthorizationRequest> {
+    const server = await this.resolve(options.signal)
+    const scopes = signInScopes(options.scopes)
+    const codeVerifier = generateCodeVerifier()
+    const state = generateState()
+    const nonce = generateNonce()
+    const url = buildAuthorizationUrl(server, {
+      clientId: this.#options.clientId,
+      redirectUri: options.redirectUri,
+      scopes,
+      state,
+      nonce,
+      codeChallenge: codeChallengeS256(codeVerifier),
+      prompt: options.prompt,
+      loginHint: options.loginHint,
+    })
+    return Object.freeze({
+      url: url.href,
+      redirectUri: options.redirectUri,
+      scopes,
+      state,
+      nonce,
+      codeVerifier,
+    })
+  }
+
+  /**
+   * Completes an authorization code sign-in: checks the redirect (`iss`, then `state`, RFC 9207 /
+   * RFC 6749 §4.1.2), redeems the code with the PKCE verifier and checks the id_token's nonce.
+   *
+   * @param request - what {@link PublicClient.getAuthorizationUrl} returned.
+   * @param callbackUrl - the URL the browser was redirected to.
+   * @param options - signal.
+   * @returns the tokens and account.
+   * @throws InvalidResponseError `ERR_INVALID_RESPONSE` for a state or issuer mismatch;
+   *   OAuthServerError (`ERR_ACCESS_DENIED` when the user declined, `invalid_grant` for a used code
+   *   or wrong verifier); `ERR_JWT_INVALID` for a nonce mismatch.
+   * @example
+   * ```ts
+   * const { tokens, account } = await client.acquireTokenByCode(request, 'http://127.0.0.1:8400/cb?code=...&state=...')
+   * ```
+   * @see https://www.rfc-editor.org/rfc/rfc6749#section-4.1.3
+   * @see https://www.rfc-editor.org/rfc/rfc7636#section-4.5
+   */
+  async acquireTokenByCode(
+    request: AuthorizationRequest,
+    callbackUrl: string | URL,
+    options: AcquireTokenByCodeOptions = {},
+  ): Promise<SignInResult> {
+    const server = await this.resolve(options.signal)
+    const { code } = validateAuthorizationResponse(callbackUrl, {
+      expectedState: request.state,
+      issuer: server.issuer,
+      redirectUri: request.redirectUri,
+    })
+    const tokens = await authorizationCodeGrant(server, this.#client, {
+      code,
+      redirectUri: request.redirectUri,
+      codeVerifier: request.codeVerifier,
+      scopes: request.scopes,
+      expectedNonce: request.nonce,
+      signal: options.signal,
+      timeoutMs: this.#options.timeoutMs,
+    })
+    return { tokens, account: accountFromTokenSet(server, this.#client.clientId, tokens) }
   }
 
   /**

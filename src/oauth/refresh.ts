@@ -7,18 +7,12 @@ import { OAuthServerError } from '../errors.js'
 import type { AuthorizationServer } from './authority.js'
 import { applyClientAuth } from './client-auth.js'
 import { httpRequest } from './http.js'
-import { errorFromResponse, processTokenResponse } from './tokens.js'
+import { requestTokens, type TokenRequestOptions } from './token-request.js'
+import { errorFromResponse } from './tokens.js'
 import type { OAuthClient, TokenSet } from './types.js'
 
 /** Options of {@link refreshTokenGrant} and {@link revokeToken}. */
-export interface RefreshOptions {
-  /** Cancels the request. */
-  signal?: AbortSignal | undefined
-  /** The clock, epoch ms. Default `Date.now`. */
-  now?: (() => number) | undefined
-  /** Per-request timeout, ms. Default 10000. */
-  timeoutMs?: number | undefined
-}
+export interface RefreshOptions extends TokenRequestOptions {}
 
 /**
  * Exchanges a refresh token for a new token set (RFC 6749 §6). When the server does not rotate
@@ -45,20 +39,12 @@ export async function refreshTokenGrant(
   const body = new URLSearchParams({ grant_type: 'refresh_token', refresh_token: refreshToken })
   if (scopes.length > 0) body.set('scope', scopes.join(' '))
   if (server.dialect === 'entra') body.set('client_info', '1')
-  const headers: Record<string, string> = {}
-  await applyClientAuth(client, server.tokenEndpoint, body, headers, { now: options.now })
-  const response = await httpRequest(server.tokenEndpoint, {
-    body,
-    headers,
-    signal: options.signal,
-    timeoutMs: options.timeoutMs,
-  })
-  const tokens = await processTokenResponse(server, response, {
+  const tokens = await requestTokens(server, client, body, {
     grant: 'refresh_token',
     requestedScopes: scopes,
-    clientId: client.clientId,
     now: options.now,
     signal: options.signal,
+    timeoutMs: options.timeoutMs,
   })
   return tokens.refreshToken === undefined ? Object.freeze({ ...tokens, refreshToken }) : tokens
 }

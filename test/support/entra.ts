@@ -10,7 +10,12 @@
  * - `/<tenant>/oauth2/v2.0/token`: `authorization_pending`, `authorization_declined`,
  *   `expired_token`, `bad_verification_code` errors with AADSTS descriptions and `error_codes`; a
  *   success with `token_type: "Bearer"`, `client_info` (when `client_info=1` is sent) and an RS256
- *   id_token whose `iss` is `https://login.microsoftonline.com/<tid>/v2.0`.
+ *   id_token whose `iss` is `https://login.microsoftonline.com/<tid>/v2.0`;
+ * - the same token endpoint for confidential clients: `client_credentials` and the on-behalf-of
+ *   grant (`urn:ietf:params:oauth:grant-type:jwt-bearer` + `requested_token_use=on_behalf_of` +
+ *   `assertion`), which require client authentication (secret or `client_assertion`), answer
+ *   `invalid_request` (AADSTS) for a malformed request, take `invalid_grant` from the outcomes,
+ *   and return an id_token only when `openid` is asked for.
  *
  * @see https://learn.microsoft.com/entra/identity-platform/v2-oauth2-device-code
  */
@@ -25,6 +30,7 @@ export type EntraOutcome =
   | 'authorization_declined'
   | 'expired_token'
   | 'bad_verification_code'
+  | 'invalid_grant'
   | 'success'
 
 /** One request the server received. */
@@ -32,6 +38,8 @@ export interface EntraRequest {
   method: string
   path: string
   params: URLSearchParams
+  /** The `authorization` header, when sent (client_secret_basic). */
+  authorization?: string | undefined
   at: number
 }
 
@@ -61,6 +69,30 @@ const ERRORS: Record<Exclude<EntraOutcome, 'success'>, [number, string]> = {
   authorization_declined: [70000, 'The end user denied the authorization request.'],
   expired_token: [70020, 'The provided value for the input parameter device_code is expired.'],
   bad_verification_code: [70019, 'Verification code expired or was not recognised.'],
+  invalid_grant: [50013, 'Assertion failed signature validation.'],
+}
+
+const JWT_BEARER = 'urn:ietf:params:oauth:grant-type:jwt-bearer'
+
+/** Whether a confidential-client request authenticated (secret in the body or Basic, or an assertion). */
+function clientAuthenticated(params: URLSearchParams, authorization: string | undefined): boolean {
+  return (
+    params.has('client_secret') ||
+    authorization?.startsWith('Basic ') === true ||
+    (params.get('client_assertion_type') === 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer' &&
+      params.has('client_assertion'))
+  )
+}
+
+/** The client_id of a request: the body's, else the Basic header's. */
+function requestClientId(params: URLSearchParams, authorization: string | undefined): string {
+  const fromBody = params.get('client_id')
+  if (fromBody) return fromBody
+  if (authorization?.startsWith('Basic ')) {
+    const decoded = Buffer.from(authorization.slice(6), 'base64').toString('utf8')
+    return decodeURIComponent((decoded.split(':')[0] ?? '').replace(/\+/g, ' '))
+  }
+  return ''
 }
 
 function readBody(req: IncomingMessage): Promise<string> {
@@ -101,7 +133,8 @@ export async function startEntraDialect(): Promise<EntraDialectServer> {
   const handle = async (req: IncomingMessage, res: ServerResponse) => {
     const url = new URL(req.url ?? '/', baseUrl)
     const params = new URLSearchParams(req.method === 'POST' ? await readBody(req) : url.search)
-    requests.push({ method: req.method ?? 'GET', path: url.pathname, params, at: Date.now() })
+    const authorization = req.headers.authorization
+    requests.push({ method: req.method ?? 'GET', path: url.pathname, params, authorization, at: Date.now() })
     const [, tenant = '', ...rest] = url.pathname.split('/')
     const route = rest.join('/')
     const issuerTenant = MULTI_TENANT.has(tenant) ? '{tenantid}' : tenantId
@@ -132,6 +165,60 @@ export async function startEntraDialect(): Promise<EntraDialectServer> {
         interval: 5,
         message: `To sign in, use a web browser to open the page https://microsoft.com/devicelogin and enter the code ${userCode} to authenticate.`,
       })
+    }
+    const grantType = params.get('grant_type')
+    const confidential = grantType === 'client_credentials' || grantType === JWT_BEARER
+    if (req.method === 'POST' && route === 'oauth2/v2.0/token' && confidential) {
+      const aadError = (error: string, code: number, text: string) =>
+        json(res, error === 'invalid_client' ? 401 : 400, {
+          error,
+          error_description: `AADSTS${code}: ${text} Trace ID: ${randomUUID()}`,
+          error_codes: [code],
+        })
+      if (!clientAuthenticated(params, authorization)) {
+        return aadError(
+          'invalid_client',
+          7000218,
+          "The request body must contain 'client_assertion' or 'client_secret'.",
+        )
+      }
+      if (grantType === JWT_BEARER) {
+        if (params.get('requested_token_use') !== 'on_behalf_of' || !params.get('assertion')) {
+          return aadError('invalid_request', 50027, 'Invalid on-behalf-of request.')
+        }
+      }
+      if (!params.get('scope')) return aadError('invalid_request', 90014, "The 'scope' parameter is missing.")
+      const outcome = outcomes.length > 1 ? (outcomes.shift() as EntraOutcome) : (outcomes[0] ?? 'success')
+      if (outcome !== 'success') {
+        const [code, text] = ERRORS[outcome]
+        return aadError(outcome, code, text)
+      }
+      const scope = params.get('scope') ?? ''
+      const body: Record<string, unknown> = {
+        token_type: 'Bearer',
+        scope: scope
+          .split(' ')
+          .filter((s) => !['openid', 'profile', 'offline_access'].includes(s))
+          .join(' '),
+        expires_in: 3599,
+        ext_expires_in: 3599,
+        access_token: `eyJ0eXAiOiJKV1Qi.${randomBytes(32).toString('base64url')}.sig`,
+      }
+      if (grantType === JWT_BEARER && scope.split(' ').includes('offline_access')) {
+        body.refresh_token = `0.AAAA${randomBytes(48).toString('base64url')}`
+      }
+      if (grantType === JWT_BEARER && scope.split(' ').includes('openid')) {
+        const now = Math.floor(Date.now() / 1000)
+        body.id_token = await new SignJWT({ tid: tenantId, oid: objectId, ver: '2.0' })
+          .setProtectedHeader({ alg: 'RS256', kid, typ: 'JWT' })
+          .setIssuer(`${ENTRA_ISSUER_HOST}/${tenantId}/v2.0`)
+          .setSubject(objectId)
+          .setAudience(requestClientId(params, authorization))
+          .setIssuedAt(now)
+          .setExpirationTime(now + 3600)
+          .sign(privateKey)
+      }
+      return json(res, 200, body)
     }
     if (req.method === 'POST' && route === 'oauth2/v2.0/token') {
       const outcome = outcomes.length > 1 ? (outcomes.shift() as EntraOutcome) : (outcomes[0] ?? 'success')
