@@ -18,7 +18,18 @@
 
 // Library faces
 export {
+  type AcquireTokenByClientCredentialsOptions,
+  type AcquireTokenOnBehalfOfOptions,
+  type ClientSecretCredential,
+  ConfidentialClient,
+  type ConfidentialClientOptions,
+  type PrivateKeyCredential,
+} from './client/confidential-client.js'
+export {
+  type AcquireTokenByCodeOptions,
+  type AuthorizationRequest,
   type DeviceFlow,
+  type GetAuthorizationUrlOptions,
   PublicClient,
   type PublicClientOptions,
   type SignInResult,
@@ -41,7 +52,30 @@ export {
   type StartDeviceAuthorizationOptions,
   startDeviceAuthorization,
 } from './oauth/device.js'
+export {
+  ACCESS_TOKEN_TYPE,
+  type AuthorizationCodeGrantOptions,
+  authorizationCodeGrant,
+  type ClientCredentialsGrantOptions,
+  clientCredentialsGrant,
+  type OnBehalfOfGrantOptions,
+  onBehalfOfGrant,
+  type TokenExchangeGrantOptions,
+  type TokenExchangeResult,
+  tokenExchangeGrant,
+} from './oauth/grants.js'
 export { NetworkError, setHttpDispatcher } from './oauth/http.js'
+export {
+  type AuthorizationResponse,
+  type AuthorizationUrlParameters,
+  buildAuthorizationUrl,
+  codeChallengeS256,
+  generateCodeVerifier,
+  generateNonce,
+  generateState,
+  type ValidateAuthorizationResponseOptions,
+  validateAuthorizationResponse,
+} from './oauth/pkce.js'
 export { type RefreshOptions, refreshTokenGrant, revokeToken } from './oauth/refresh.js'
 export { signInScopes, withOfflineAccess } from './oauth/scopes.js'
 export { accountFromTokenSet, type VerifyIdTokenOptions, verifyIdToken } from './oauth/tokens.js'

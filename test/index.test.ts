@@ -6,6 +6,9 @@ import * as edgetoken from '../src/index.js'
 test('the package entry exports the public library API', () => {
   for (const name of [
     'PublicClient',
+    'ConfidentialClient',
+    'clientCredentialsGrant',
+    'buildAuthorizationUrl',
     'startDeviceAuthorization',
     'pollDeviceAuthorization',
     'resolveAuthority',
