@@ -1,27 +1,13 @@
 /**
- * File-system helpers of the store: the private state directory, the durable atomic replace, and
- * the sweep of temporary files a killed writer left behind.
- *
- * A durable replace is: write a temporary file, fsync it, rename it over the target, then fsync the
- * directory so the rename itself survives a power cut. A reader sees the old file or the new one,
- * never a mix, whenever the writer is killed.
+ * File-system helpers of the store: the private state directory and reading the store file. The
+ * durable replace and the directory fsync live in `src/lib/durable-file.ts`.
  */
 
-import { randomBytes } from 'node:crypto'
-import {
-  chmodSync,
-  closeSync,
-  promises as fs,
-  fsyncSync,
-  mkdirSync,
-  openSync,
-  readdirSync,
-  readFileSync,
-  statSync,
-  unlinkSync,
-} from 'node:fs'
-import { dirname, join } from 'node:path'
+import { chmodSync, mkdirSync, readFileSync, statSync } from 'node:fs'
 import { StoreError } from '../errors.js'
+
+/** Fsyncs a directory synchronously (the key file is created synchronously). */
+export { fsyncDirectorySync as fsyncDirectory } from '../lib/durable-file.js'
 
 function ioError(what: string, err: unknown): StoreError {
   const code = (err as NodeJS.ErrnoException).code ?? 'error'
@@ -50,75 +36,6 @@ export function ensureStateDir(dir: string): void {
   } catch (err) {
     throw ioError(`state directory ${dir} cannot be used`, err)
   }
-}
-
-/**
- * Fsyncs a directory, so a rename or a new file in it is durable.
- *
- * @param dir - the directory.
- */
-export function fsyncDirectory(dir: string): void {
-  const fd = openSync(dir, 'r')
-  try {
-    fsyncSync(fd)
-  } finally {
-    closeSync(fd)
-  }
-}
-
-/**
- * Durably replaces a file: temporary file (mode 0600, created exclusively), fsync, rename over the
- * target, fsync of the directory.
- *
- * @param path - the file to replace.
- * @param data - its new content.
- * @throws the file-system error; the temporary file is removed when the rename did not happen.
- */
-export async function writeFileDurable(path: string, data: string | Uint8Array): Promise<void> {
-  const temp = `${path}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`
-  let renamed = false
-  try {
-    const handle = await fs.open(temp, 'wx', 0o600)
-    try {
-      await handle.writeFile(data)
-      await handle.sync()
-    } finally {
-      await handle.close()
-    }
-    await fs.rename(temp, path)
-    renamed = true
-    fsyncDirectory(dirname(path))
-  } finally {
-    if (!renamed) await fs.unlink(temp).catch(() => {})
-  }
-}
-
-/**
- * Removes temporary files of interrupted writes (`<name>.tmp-…`). Call it only while holding the
- * store lock, when no other writer can be mid-write.
- *
- * @param dir - the state directory.
- * @param names - the base names whose temporaries to remove.
- * @returns how many files were removed.
- */
-export function sweepTempFiles(dir: string, names: readonly string[]): number {
-  let removed = 0
-  let entries: string[]
-  try {
-    entries = readdirSync(dir)
-  } catch {
-    return 0
-  }
-  for (const entry of entries) {
-    if (!names.some((name) => entry.startsWith(`${name}.tmp-`))) continue
-    try {
-      unlinkSync(join(dir, entry))
-      removed += 1
-    } catch {
-      // Already gone (another sweeper) or not ours to remove: neither blocks a write.
-    }
-  }
-  return removed
 }
 
 /**

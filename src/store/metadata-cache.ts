@@ -3,9 +3,9 @@
  * does not repeat OIDC discovery on every run. Holds only public authorization-server metadata, so
  * it is plain JSON; a damaged file is a cache miss, never an error.
  */
-import { randomBytes } from 'node:crypto'
-import { promises as fs } from 'node:fs'
+import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { writeFileAtomic } from '../lib/durable-file.js'
 import { isFiniteNumber, isObject, parseJson } from '../lib/validate.js'
 import type { MetadataCache } from '../oauth/types.js'
 
@@ -13,7 +13,7 @@ import type { MetadataCache } from '../oauth/types.js'
 export const METADATA_FILE = 'metadata.json'
 
 async function readAll(path: string): Promise<Record<string, { value: unknown; expiresAt: number }>> {
-  const parsed = parseJson(await fs.readFile(path, 'utf8').catch(() => ''))
+  const parsed = parseJson(await readFile(path, 'utf8').catch(() => ''))
   const out: Record<string, { value: unknown; expiresAt: number }> = {}
   if (!isObject(parsed)) return out
   for (const [key, item] of Object.entries(parsed)) {
@@ -43,13 +43,8 @@ export function fileMetadataCache(stateDir: string, now: () => number = Date.now
         const t = now()
         for (const [k, item] of Object.entries(all)) if (item.expiresAt <= t) delete all[k]
         all[key] = { value, expiresAt: t + Math.max(0, ttlSeconds) * 1000 }
-        // Rename so a reader never sees half a file; durability does not matter for a cache.
-        const temp = `${path}.tmp-${randomBytes(6).toString('hex')}`
-        await fs.writeFile(temp, JSON.stringify(all), { mode: 0o600 })
-        await fs.rename(temp, path).catch(async (err) => {
-          await fs.unlink(temp).catch(() => {})
-          throw err
-        })
+        // Atomic so a reader never sees half a file; durability does not matter for a cache.
+        await writeFileAtomic(path, JSON.stringify(all), { durable: false })
       } catch {
         // A cache that cannot be written only costs a discovery request next time.
       }

@@ -10,10 +10,11 @@
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { EdgeTokenError, StoreError } from '../errors.js'
+import { sweepTempFiles, writeFileAtomic } from '../lib/durable-file.js'
 import { isObject, parseJson } from '../lib/validate.js'
 import { emptyDocument, isStoreDocument, type StoreDocument, validateDocument } from './document.js'
 import { deriveStoreKeys, type EnvelopeContext, open, seal } from './envelope.js'
-import { ensureStateDir, readTextIfExists, sweepTempFiles, writeFileDurable } from './file.js'
+import { ensureStateDir, readTextIfExists } from './file.js'
 import { type KeySource, loadKeyMaterial } from './keys.js'
 import { DEFAULT_MACHINE_ID_PATH, readMachineId } from './machine-id.js'
 
@@ -87,26 +88,6 @@ export interface TokenStore {
   withLock<T>(fn: () => Promise<T>, options?: WithLockOptions): Promise<T>
 }
 
-// Callers in one process queue here before taking the file lock, which is per process.
-const processQueues = new Map<string, Promise<void>>()
-
-async function inProcessQueue<T>(key: string, fn: () => Promise<T>): Promise<T> {
-  const previous = processQueues.get(key) ?? Promise.resolve()
-  let done!: () => void
-  const mine = new Promise<void>((resolve) => {
-    done = resolve
-  })
-  const tail = previous.then(() => mine)
-  processQueues.set(key, tail)
-  await previous
-  try {
-    return await fn()
-  } finally {
-    done()
-    if (processQueues.get(key) === tail) processQueues.delete(key)
-  }
-}
-
 class FileTokenStore implements TokenStore {
   readonly stateDir: string
   readonly path: string
@@ -147,7 +128,7 @@ class FileTokenStore implements TokenStore {
     // Never replace a store that does not open: that would be the silent reset we promise not to do.
     await this.read()
     try {
-      await writeFileDurable(this.path, this.#serialize(doc))
+      await writeFileAtomic(this.path, this.#serialize(doc))
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code ?? 'error'
       throw new StoreError(`token store ${this.path} cannot be written (${code})`, {
@@ -158,24 +139,23 @@ class FileTokenStore implements TokenStore {
   }
 
   async withLock<T>(fn: () => Promise<T>, options: WithLockOptions = {}): Promise<T> {
-    return inProcessQueue(this.#lockPath, async () => {
-      // Loaded here: the cached `token` path reads without the lock and should not pay for it.
-      const { acquireFileLock } = await import('./lock.js')
-      const lock = await acquireFileLock(this.#lockPath, {
-        staleMs: this.#lockStaleMs,
-        timeoutMs: this.#lockTimeoutMs,
-        signal: options.signal,
-      })
-      try {
-        if (!this.#swept) {
-          // Leftovers of writers killed mid-write; safe to remove now that no one else can write.
-          sweepTempFiles(this.stateDir, [STORE_FILE, LOCK_FILE])
-          this.#swept = true
-        }
-        return await fn()
-      } finally {
-        await lock.release()
+    // Loaded here: the cached `token` path reads without the lock and should not pay for it.
+    const { withFileLock } = await import('../lib/file-lock.js')
+    const lockOptions = {
+      what: 'token store',
+      staleMs: this.#lockStaleMs,
+      timeoutMs: this.#lockTimeoutMs,
+      signal: options.signal,
+      ioError: (message: string, cause?: unknown) => new StoreError(message, { code: 'ERR_IO', cause }),
+    }
+    return withFileLock(this.#lockPath, lockOptions, async () => {
+      if (!this.#swept) {
+        // Leftovers of writers killed mid-write; safe to remove now that no one else can write.
+        // (The lock sweeps its own.)
+        sweepTempFiles(this.stateDir, [STORE_FILE])
+        this.#swept = true
       }
+      return await fn()
     })
   }
 }

@@ -8,9 +8,11 @@
 import { type FileHandle, open, readdir, stat, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { EdgeTokenError } from '../errors.js'
+import { fsyncDirectory, writeFileAtomic } from '../lib/durable-file.js'
+import { withFileLock } from '../lib/file-lock.js'
 import { isObject } from '../lib/validate.js'
 import { encodeFrame, MAX_RECORD_BYTES, parseSegmentName, scanFrames, segmentName } from './record-format.js'
-import { fsyncDir, ioError, readJsonFile, withLock, writeFileAtomic } from './spool-fs.js'
+import { ioError, readJsonFile, spoolLockOptions } from './spool-fs.js'
 import { DROPS_FILE, parseSpoolState, readDropped, STATE_FILE } from './spool-status.js'
 
 /** Writes frames to a segment; injectable so tests can make the disk fail (ENOSPC). */
@@ -30,6 +32,8 @@ export interface SpoolIo {
    */
   sync(handle: FileHandle): Promise<void>
 }
+
+const SPOOL_LOCK = spoolLockOptions('spool')
 
 const defaultIo: SpoolIo = {
   async write(handle, data, position) {
@@ -203,7 +207,7 @@ export class SegmentLog {
           this.#queue.shift()
         }
         try {
-          await withLock(this.#lockPath, 'the spool', () => this.#writeGroup(group, bytes))
+          await withFileLock(this.#lockPath, SPOOL_LOCK, () => this.#writeGroup(group, bytes))
           for (const p of group) p.resolve()
         } catch (err) {
           const error = ioError(err, 'appending to the spool')
@@ -254,7 +258,7 @@ export class SegmentLog {
    */
   async locked<T>(what: string, fn: () => Promise<T>): Promise<T> {
     try {
-      return await withLock(this.#lockPath, 'the spool', fn)
+      return await withFileLock(this.#lockPath, SPOOL_LOCK, fn)
     } catch (err) {
       throw ioError(err, what)
     }
@@ -336,7 +340,7 @@ export class SegmentLog {
 
   async #createSegment(start: number): Promise<Tail> {
     const handle = await open(join(this.dir, segmentName(start)), 'wx+', 0o600)
-    await fsyncDir(this.dir)
+    await fsyncDirectory(this.dir)
     const tail = { start, handle, size: 0, count: 0 }
     this.#tail = tail
     this.#segments.set(start, 0)

@@ -24,9 +24,11 @@ import { randomBytes } from 'node:crypto'
 import { mkdir, open, rename, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { EdgeTokenError } from '../errors.js'
+import { writeFileAtomic } from '../lib/durable-file.js'
+import { acquireFileLock, type FileLock } from '../lib/file-lock.js'
 import { isoSeconds } from '../lib/time.js'
 import { type ReadRun, SegmentLog, type SpoolIo, type Tail } from './segment-log.js'
-import { acquireLock, type HeldLock, ioError, markHeld, readJsonFile, writeFileAtomic } from './spool-fs.js'
+import { ioError, readJsonFile, spoolLockOptions } from './spool-fs.js'
 import {
   DEAD_LETTER_FILE,
   type InflightBatch,
@@ -151,7 +153,7 @@ export class Spool {
   readonly dir: string
   readonly #log: SegmentLog
   readonly #readerLockPath: string
-  #readerLock: HeldLock | undefined
+  #readerLock: FileLock | undefined
   #state: SpoolState | undefined
   #prepared: SpoolBatch | undefined
   /** The background state writer (acknowledgements are persisted behind the next request). */
@@ -239,8 +241,8 @@ export class Spool {
   async #reader(): Promise<SpoolState> {
     if (this.#state) return this.#state
     if (!this.#readerLock) {
-      this.#readerLock = await acquireLock(this.#readerLockPath, {
-        what: 'the spool uploader',
+      this.#readerLock = await acquireFileLock(this.#readerLockPath, {
+        ...spoolLockOptions('spool uploader'),
         noWait: true,
       }).catch((err: unknown) => {
         if (err instanceof EdgeTokenError && err.code === 'ERR_IO' && /locked/.test(err.message)) {
@@ -250,7 +252,6 @@ export class Spool {
         }
         throw err
       })
-      markHeld(this.#readerLockPath, true)
     }
     const loaded = parseSpoolState(await readJsonFile(join(this.dir, STATE_FILE)))
     const state = loaded ?? {
@@ -274,7 +275,7 @@ export class Spool {
   async #saveState(durable = true): Promise<void> {
     const state = this.#state as SpoolState
     state.limits = this.#cutLimits()
-    await writeFileAtomic(join(this.dir, STATE_FILE), `${JSON.stringify(state)}\n`, durable)
+    await writeFileAtomic(join(this.dir, STATE_FILE), `${JSON.stringify(state)}\n`, { durable })
   }
 
   /** Persists the reader state in the background; writes that pile up collapse into one. */
@@ -602,7 +603,6 @@ export class Spool {
     while (this.#writer) await this.#writer
     await this.#log.close()
     if (this.#readerLock) {
-      markHeld(this.#readerLockPath, false)
       await this.#readerLock.release()
       this.#readerLock = undefined
     }

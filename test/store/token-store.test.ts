@@ -12,9 +12,9 @@ import {
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, describe, test } from 'node:test'
-import { StoreError } from '../../src/errors.js'
+import { EdgeTokenError, StoreError } from '../../src/errors.js'
 import { emptyDocument, type StoreDocument } from '../../src/store/document.js'
-import { openTokenStore, STORE_FILE, tokenStoreExists } from '../../src/store/token-store.js'
+import { LOCK_FILE, openTokenStore, STORE_FILE, tokenStoreExists } from '../../src/store/token-store.js'
 
 const root = mkdtempSync(join(tmpdir(), 'edgetoken-store-'))
 after(() => rmSync(root, { recursive: true, force: true }))
@@ -121,6 +121,29 @@ describe('token store file', () => {
     bad.accounts.k.needsSignIn = 'yes'
     await assert.rejects(store.withLock(() => store.write(bad as unknown as StoreDocument)))
     assert.equal(tokenStoreExists(dir), false)
+  })
+
+  test('waiting for the store lock gives up with a store error naming the holder, or stops on the signal', async () => {
+    const dir = stateDir()
+    const store = await openTokenStore({ stateDir: dir, env: {}, lockTimeoutMs: 200 })
+    const { acquireFileLock } = await import('../../src/lib/file-lock.js')
+    const held = await acquireFileLock(join(dir, LOCK_FILE), { what: 'token store' })
+    await assert.rejects(
+      store.withLock(async () => {}),
+      (err: unknown) =>
+        err instanceof StoreError &&
+        err.code === 'ERR_IO' &&
+        err.message === `token store is locked by process ${process.pid}; gave up waiting`,
+    )
+    const controller = new AbortController()
+    setTimeout(() => controller.abort(), 100)
+    const patient = await openTokenStore({ stateDir: dir, env: {} })
+    await assert.rejects(
+      patient.withLock(async () => {}, { signal: controller.signal }),
+      (err: unknown) => err instanceof EdgeTokenError && err.code === 'ERR_CANCELLED',
+    )
+    await held.release()
+    assert.equal(await store.withLock(async () => 'ran'), 'ran')
   })
 
   test('the machine id is taken from EDGETOKEN_MACHINE_ID_FILE', async () => {

@@ -1,0 +1,91 @@
+import assert from 'node:assert/strict'
+import {
+  chmodSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { after, describe, test } from 'node:test'
+import {
+  fsyncDirectory,
+  fsyncDirectorySync,
+  sweepTempFiles,
+  writeFileAtomic,
+} from '../../src/lib/durable-file.js'
+
+const root = mkdtempSync(join(tmpdir(), 'edgetoken-durable-'))
+after(() => rmSync(root, { recursive: true, force: true }))
+let n = 0
+const newDir = () => {
+  const dir = join(root, `d${n++}`)
+  mkdirSync(dir)
+  return dir
+}
+
+describe('durable atomic replace', () => {
+  test('creates and replaces a file with mode 0600, leaving no temporary file', async () => {
+    const dir = newDir()
+    const path = join(dir, 'state.json')
+    await writeFileAtomic(path, 'one')
+    assert.equal(readFileSync(path, 'utf8'), 'one')
+    assert.equal(statSync(path).mode & 0o777, 0o600)
+    await writeFileAtomic(path, new TextEncoder().encode('two'))
+    assert.equal(readFileSync(path, 'utf8'), 'two')
+    await writeFileAtomic(path, 'three', { durable: false })
+    assert.equal(readFileSync(path, 'utf8'), 'three')
+    assert.deepEqual(readdirSync(dir), ['state.json'])
+  })
+
+  test('concurrent replaces each land whole', async () => {
+    const dir = newDir()
+    const path = join(dir, 'f')
+    const values = Array.from({ length: 20 }, (_, i) => `value-${i}-${'x'.repeat(i * 100)}`)
+    await Promise.all(values.map((v) => writeFileAtomic(path, v)))
+    assert.ok(values.includes(readFileSync(path, 'utf8')))
+    assert.deepEqual(readdirSync(dir), ['f'])
+  })
+
+  test('a failed replace throws the file-system error and removes its temporary file', async () => {
+    const dir = newDir()
+    const target = join(dir, 'target')
+    mkdirSync(target)
+    writeFileSync(join(target, 'inside'), '')
+    await assert.rejects(
+      writeFileAtomic(target, 'data'),
+      (err: NodeJS.ErrnoException) => typeof err.code === 'string',
+    )
+    assert.deepEqual(readdirSync(dir), ['target'])
+    await assert.rejects(writeFileAtomic(join(dir, 'missing', 'f'), 'data'), { code: 'ENOENT' })
+  })
+
+  test('a read-only directory fails before anything is written', async (t) => {
+    if (process.getuid?.() === 0) return t.skip('root ignores directory permissions')
+    const dir = newDir()
+    chmodSync(dir, 0o500)
+    t.after(() => chmodSync(dir, 0o700))
+    await assert.rejects(writeFileAtomic(join(dir, 'f'), 'data'), { code: 'EACCES' })
+  })
+
+  test('fsyncs a directory, asynchronously or not', async () => {
+    const dir = newDir()
+    await fsyncDirectory(dir)
+    fsyncDirectorySync(dir)
+    await assert.rejects(fsyncDirectory(join(dir, 'missing')), { code: 'ENOENT' })
+  })
+
+  test('sweeps only the temporaries of the named files', () => {
+    const dir = newDir()
+    for (const name of ['tokens.store.tmp-1-ab', 'tokens.lock.tmp-cd', 'other.tmp-ef', 'tokens.store']) {
+      writeFileSync(join(dir, name), '')
+    }
+    assert.equal(sweepTempFiles(dir, ['tokens.store', 'tokens.lock']), 2)
+    assert.deepEqual(readdirSync(dir).sort(), ['other.tmp-ef', 'tokens.store'])
+    assert.equal(sweepTempFiles(join(dir, 'missing'), ['x']), 0)
+  })
+})

@@ -1,0 +1,255 @@
+import assert from 'node:assert/strict'
+import { spawn, spawnSync } from 'node:child_process'
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { after, describe, test } from 'node:test'
+import { EdgeTokenError, StoreError } from '../../src/errors.js'
+import { type AcquireFileLockOptions, acquireFileLock, withFileLock } from '../../src/lib/file-lock.js'
+
+const root = mkdtempSync(join(tmpdir(), 'edgetoken-lock-'))
+after(() => rmSync(root, { recursive: true, force: true }))
+let n = 0
+const lockPath = () => join(root, `l${n++}.lock`)
+
+// As the token store takes it: its errors are StoreErrors.
+const store: AcquireFileLockOptions = {
+  what: 'token store',
+  ioError: (message, cause) => new StoreError(message, { code: 'ERR_IO', cause }),
+}
+
+function deadPid(): number {
+  // A process that has exited: its pid is free (reuse within the test is vanishingly unlikely).
+  const r = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'])
+  return Number(r.stdout.toString())
+}
+
+describe('lock file', () => {
+  test('excludes a second holder until released', async () => {
+    const path = lockPath()
+    const first = await acquireFileLock(path, store)
+    let secondHeld = false
+    const second = acquireFileLock(path, store).then((l) => {
+      secondHeld = true
+      return l
+    })
+    await new Promise((r) => setTimeout(r, 150))
+    assert.equal(secondHeld, false)
+    await first.release()
+    const lock = await second
+    assert.equal(secondHeld, true)
+    await lock.release()
+    assert.equal(existsSync(path), false)
+  })
+
+  test('a lock whose owner died is recovered at once', async () => {
+    const path = lockPath()
+    writeFileSync(path, JSON.stringify({ pid: deadPid(), at: Date.now(), nonce: 'dead' }))
+    const started = Date.now()
+    const lock = await acquireFileLock(path, { ...store, timeoutMs: 5000 })
+    assert.ok(Date.now() - started < 2000)
+    await lock.release()
+  })
+
+  test('a lock older than the bound is recovered even if its pid is alive', async () => {
+    const path = lockPath()
+    // Our parent: alive, and not us (our own pid would be judged recycled, see below).
+    writeFileSync(path, JSON.stringify({ pid: process.ppid, at: 0, nonce: 'old' }))
+    const old = new Date(Date.now() - 120_000)
+    utimesSync(path, old, old)
+    const lock = await acquireFileLock(path, { ...store, staleMs: 60_000, timeoutMs: 5000 })
+    await lock.release()
+  })
+
+  test('an unreadable (foreign) lock is recovered only by age', async () => {
+    const path = lockPath()
+    writeFileSync(path, '')
+    await assert.rejects(
+      acquireFileLock(path, { ...store, timeoutMs: 200 }),
+      (err: unknown) => err instanceof StoreError,
+    )
+    const old = new Date(Date.now() - 120_000)
+    utimesSync(path, old, old)
+    const lock = await acquireFileLock(path, { ...store, timeoutMs: 2000 })
+    await lock.release()
+  })
+
+  test('waiting for a live lock gives up with a store error, or stops on the signal', async () => {
+    const path = lockPath()
+    const held = await acquireFileLock(path, store)
+    await assert.rejects(
+      acquireFileLock(path, { ...store, timeoutMs: 200 }),
+      (err: unknown) =>
+        err instanceof StoreError && err.code === 'ERR_IO' && /locked by process/.test(err.message),
+    )
+    const controller = new AbortController()
+    setTimeout(() => controller.abort(), 100)
+    await assert.rejects(
+      acquireFileLock(path, { ...store, signal: controller.signal }),
+      (err: unknown) => err instanceof EdgeTokenError && err.code === 'ERR_CANCELLED',
+    )
+    await held.release()
+  })
+
+  test('release does not remove a lock that is no longer ours', async () => {
+    const path = lockPath()
+    const lock = await acquireFileLock(path, store)
+    writeFileSync(path, JSON.stringify({ pid: process.pid, at: Date.now(), nonce: 'someone-else' }))
+    await lock.release()
+    assert.equal(existsSync(path), true)
+    rmSync(path)
+  })
+
+  test('leaves no temporary files behind', async () => {
+    const path = lockPath()
+    await Promise.all(
+      Array.from({ length: 5 }, async () => {
+        const l = await acquireFileLock(path, store)
+        await new Promise((r) => setTimeout(r, 5))
+        await l.release()
+      }),
+    )
+    assert.deepEqual(
+      readdirSync(root).filter((f) => f.includes('.tmp-')),
+      [],
+    )
+  })
+
+  test('a fresh lock with our own pid that this process does not hold (pid recycled after a reboot) is recovered at once', async () => {
+    const path = lockPath()
+    writeFileSync(path, JSON.stringify({ pid: process.pid, at: Date.now(), nonce: 'earlier-boot' }))
+    const started = Date.now()
+    const lock = await acquireFileLock(path, { what: 'spool', timeoutMs: 5000 })
+    assert.ok(Date.now() - started < 2000)
+    await lock.release()
+    assert.equal(existsSync(path), false)
+  })
+
+  test('a lock held for long by this process is not mistaken for a recycled pid, and is kept fresh', async (t) => {
+    t.mock.timers.enable({ apis: ['setInterval'] })
+    const path = lockPath()
+    const uploader = await acquireFileLock(path, { what: 'spool uploader' })
+    const old = new Date(Date.now() - 30_000)
+    utimesSync(path, old, old)
+    t.mock.timers.tick(10_000)
+    await new Promise((r) => setTimeout(r, 50))
+    assert.ok(Date.now() - statSync(path).mtimeMs < 5_000, 'the holder touches its lock')
+    await assert.rejects(
+      acquireFileLock(path, { what: 'spool uploader', staleMs: 20_000, noWait: true }),
+      (err: unknown) =>
+        err instanceof EdgeTokenError &&
+        !(err instanceof StoreError) &&
+        err.code === 'ERR_IO' &&
+        err.message === `spool uploader is locked by process ${process.pid}`,
+    )
+    await uploader.release()
+  })
+
+  test('noWait fails at once while a live process holds the lock', async () => {
+    const path = lockPath()
+    writeFileSync(path, JSON.stringify({ pid: process.ppid, at: Date.now(), nonce: 'parent' }))
+    const started = Date.now()
+    await assert.rejects(
+      acquireFileLock(path, { what: 'spool', noWait: true }),
+      (err: unknown) =>
+        err instanceof EdgeTokenError && err.code === 'ERR_IO' && /locked by process/.test(err.message),
+    )
+    assert.ok(Date.now() - started < 1000)
+    rmSync(path)
+  })
+
+  test('a file-system failure is an ERR_IO error naming what is locked', async () => {
+    const path = join(root, 'missing-dir', 'x.lock')
+    await assert.rejects(
+      acquireFileLock(path, store),
+      (err: unknown) =>
+        err instanceof StoreError &&
+        err.code === 'ERR_IO' &&
+        err.message === 'token store cannot be locked (ENOENT)',
+    )
+  })
+
+  test('sweeps what killed lock takers left, but not a fresh break-aside', async () => {
+    const dir = join(root, `sweep${n++}`)
+    mkdirSync(dir)
+    const path = join(dir, 'spool.lock')
+    writeFileSync(`${path}.tmp-0123456789abcdef01234567`, '{}')
+    writeFileSync(`${path}.tmp-break-aabbccddeeff`, '{}')
+    const lock = await acquireFileLock(path, { what: 'spool' })
+    await lock.release()
+    assert.deepEqual(readdirSync(dir), ['spool.lock.tmp-break-aabbccddeeff'])
+  })
+
+  test('withFileLock runs the callers of one process one at a time', async () => {
+    const path = lockPath()
+    let inside = 0
+    let most = 0
+    const order: number[] = []
+    await Promise.all(
+      Array.from({ length: 6 }, (_, i) =>
+        withFileLock(path, { what: 'spool' }, async () => {
+          inside += 1
+          most = Math.max(most, inside)
+          await new Promise((r) => setTimeout(r, 5))
+          order.push(i)
+          inside -= 1
+        }),
+      ),
+    )
+    assert.equal(most, 1)
+    assert.deepEqual(order, [0, 1, 2, 3, 4, 5])
+    assert.equal(existsSync(path), false)
+    await assert.rejects(
+      withFileLock(path, { what: 'spool' }, async () => {
+        throw new Error('boom')
+      }),
+      /boom/,
+    )
+    assert.equal(existsSync(path), false, 'released when the critical section throws')
+  })
+
+  test('excludes another process, and recovers at once from one killed while holding it', async () => {
+    const path = lockPath()
+    const moduleUrl = new URL('../../src/lib/file-lock.ts', import.meta.url).href
+    const child = spawn(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        '--input-type=module',
+        '-e',
+        `const { acquireFileLock } = await import(${JSON.stringify(moduleUrl)})
+await acquireFileLock(${JSON.stringify(path)}, { what: 'spool' })
+process.stdout.write('held\\n')
+setInterval(() => {}, 1000)`,
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    )
+    await new Promise<void>((resolve, reject) => {
+      child.stdout.on('data', (d: Buffer) => d.toString().includes('held') && resolve())
+      child.on('exit', () => reject(new Error('child exited')))
+    })
+    await assert.rejects(
+      acquireFileLock(path, { what: 'spool', timeoutMs: 200 }),
+      (err: unknown) =>
+        err instanceof EdgeTokenError &&
+        err.message === `spool is locked by process ${child.pid}; gave up waiting`,
+    )
+    const exited = new Promise((r) => child.once('exit', r))
+    child.kill('SIGKILL')
+    await exited
+    const started = Date.now()
+    const lock = await acquireFileLock(path, { what: 'spool', timeoutMs: 5000 })
+    assert.ok(Date.now() - started < 2000)
+    await lock.release()
+  })
+})
