@@ -107,7 +107,7 @@ describe('edgetoken token', () => {
   let shortIdp: TestIdp
   before(async () => {
     idp = await startTestIdp({ accessTokenTtlSeconds: 300 })
-    shortIdp = await startTestIdp({ accessTokenTtlSeconds: 2 })
+    shortIdp = await startTestIdp({ accessTokenTtlSeconds: 8 })
   })
   after(async () => {
     await idp?.close()
@@ -116,6 +116,7 @@ describe('edgetoken token', () => {
 
   test('prints the cached token without a refresh, refreshes when it is due, and after expiry', async () => {
     const device = await signIn(shortIdp)
+    const signedInAt = Date.now()
     const before = shortIdp.refreshes
     const first = await cli(device, ['token'])
     assert.equal(first.code, 0, first.stderr)
@@ -124,8 +125,9 @@ describe('edgetoken token', () => {
     const token = first.stdout.trimEnd()
     assert.equal(first.stdout, `${token}\n`)
     assert.ok(shortIdp.issued.accessTokens.includes(token))
-    // A 2-second token is due for refresh one second (half its lifetime) before it expires.
-    await sleep(1200)
+    // An 8-second token is due for refresh 4 s (half its lifetime) before it expires, so at the
+    // latest 4 s after the sign-in that issued it. (Headroom: a loaded CI machine spawns slowly.)
+    await sleep(Math.max(0, signedInAt + 4300 - Date.now()))
     const second = await cli(device, ['token', '--json'])
     assert.equal(second.code, 0, second.stderr)
     const body = JSON.parse(second.stdout)
