@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict'
 import {
   cpSync,
+  existsSync,
   mkdtempSync,
   readdirSync,
   readFileSync,
@@ -22,7 +23,7 @@ import { resolveAuthority } from '../../src/oauth/authority.js'
 import { refreshTokenGrant } from '../../src/oauth/refresh.js'
 import { acquireTokenSilent, readAccountStatus } from '../../src/store/cache.js'
 import { openTokenStore, STORE_FILE } from '../../src/store/token-store.js'
-import { type CliResult, collect, runCli, seedSignIn, spawnCli } from '../support/cli.js'
+import { type CliResult, collect, ROOT, runCli, seedSignIn, spawnCli } from '../support/cli.js'
 import { startTestIdp, type TestIdp } from '../support/idp.js'
 
 const root = mkdtempSync(join(tmpdir(), 'edgetoken-token-cli-'))
@@ -336,7 +337,7 @@ describe('edgetoken token', () => {
     }
   })
 
-  test('the cached path imports no HTTP client, MQTT, QR code, conf or jose', async () => {
+  test('the cached path imports no HTTP client, MQTT, QR code, conf or jose', async (t) => {
     const device = await signIn(idp)
     const hooks = join(root, 'import-log-hooks.mjs')
     const register = join(root, 'import-log-register.mjs')
@@ -354,13 +355,14 @@ export async function resolve(specifier, context, next) {
       register,
       `import { register } from 'node:module'\nregister(${JSON.stringify(`file://${hooks}`)})\n`,
     )
-    const loaded = async (args: string[]): Promise<string> => {
+    const loaded = async (args: string[], entry: 'src' | 'dist' = 'src'): Promise<string> => {
       const log = join(root, `imports-${n++}.log`)
       writeFileSync(log, '')
       const r = await runCli(args, {
         env: { ...device.env, EDGETOKEN_TEST_IMPORT_LOG: log },
         nodeArgs: ['--import', register],
         timeoutMs: 60_000,
+        entry,
       })
       assert.equal(r.code, 0, r.stderr)
       return readFileSync(log, 'utf8')
@@ -373,5 +375,24 @@ export async function resolve(specifier, context, next) {
     const refreshed = await loaded(['token', '--force-refresh'])
     assert.match(refreshed, /\/node_modules\/undici\//)
     assert.match(refreshed, /\/node_modules\/jose\//)
+
+    // The built CLI (what users run; `npm run build` bundles its hot path, scripts/bundle-cli.mjs):
+    // the cached path loads three of our modules and no package; a refresh reaches the lazily
+    // loaded protocol modules through the rewritten import paths.
+    if (!existsSync(join(ROOT, 'dist', 'cli.js'))) {
+      t.skip('dist/cli.js is not built (npm run build)')
+      return
+    }
+    const distCached = await loaded(['token'], 'dist')
+    const ours = distCached.split('\n').filter((url) => url.includes('/dist/'))
+    assert.deepEqual(ours.map((url) => url.slice(url.indexOf('/dist/'))).sort(), [
+      '/dist/cli.js',
+      '/dist/cli/commands/token.js',
+      '/dist/errors.js',
+    ])
+    assert.doesNotMatch(distCached, heavy)
+    const distRefreshed = await loaded(['token', '--force-refresh'], 'dist')
+    assert.match(distRefreshed, /\/dist\/oauth\/refresh\.js/)
+    assert.match(distRefreshed, /\/node_modules\/jose\//)
   })
 })
