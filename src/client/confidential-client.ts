@@ -64,8 +64,6 @@ export interface ConfidentialClientOptions {
   maxCachedTokens?: number | undefined
   /** The clock, epoch ms. Default `Date.now`. */
   now?: (() => number) | undefined
-  /** TEST ONLY: see `ResolveAuthorityOptions.entraBaseUrl`. */
-  entraBaseUrl?: string | undefined
 }
 
 /** Options of {@link ConfidentialClient.acquireTokenByClientCredentials}. */
@@ -253,7 +251,6 @@ export class ConfidentialClient {
       cache: this.#options.cache,
       cacheTtlSeconds: this.#options.cacheTtlSeconds,
       timeoutMs: this.#options.timeoutMs,
-      entraBaseUrl: this.#options.entraBaseUrl,
       signal,
     }).catch((err: unknown) => {
       this.#server = undefined

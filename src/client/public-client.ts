@@ -38,8 +38,6 @@ export interface PublicClientOptions {
   cacheTtlSeconds?: number | undefined
   /** Per-request timeout, ms. Default 10000. */
   timeoutMs?: number | undefined
-  /** TEST ONLY: see `ResolveAuthorityOptions.entraBaseUrl`. */
-  entraBaseUrl?: string | undefined
 }
 
 /** Options of {@link PublicClient.startDeviceFlow}. */
@@ -161,7 +159,6 @@ export class PublicClient {
       cache: this.#options.cache,
       cacheTtlSeconds: this.#options.cacheTtlSeconds,
       timeoutMs: this.#options.timeoutMs,
-      entraBaseUrl: this.#options.entraBaseUrl,
       signal,
     }).catch((err: unknown) => {
       this.#server = undefined

@@ -29,15 +29,26 @@ export function isFiniteNumber(value: unknown): value is number {
 }
 
 /**
- * Whether a string holds only printable characters (no control characters, no ANSI escapes),
- * so it is safe to show on a terminal or a small display.
+ * Control characters (C0, DEL, C1), the Unicode line/paragraph separators, and the invisible
+ * format characters that reorder or hide text: zero-width and directional marks (U+200B-U+200F),
+ * bidi embeddings and overrides (U+202A-U+202E), word joiner, bidi isolates and the deprecated
+ * format controls (U+2060-U+206F),
+ * the byte-order mark (U+FEFF) and the Arabic letter mark (U+061C).
+ */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: rejecting control characters is the point
+const UNPRINTABLE = /[\u0000-\u001f\u007f-\u009f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff]/
+
+/**
+ * Whether a string holds only printable characters: no control characters (so no ANSI escapes),
+ * and no invisible format or bidi characters a server could use to reorder or hide text on a
+ * terminal or a small display (a user code or a URL that reads differently from what it is).
  *
  * @param value - the string.
  * @returns true when printable.
+ * @see https://www.unicode.org/reports/tr9/ (bidi controls)
  */
 export function isPrintable(value: string): boolean {
-  // biome-ignore lint/suspicious/noControlCharactersInRegex: rejecting control characters is the point
-  return !/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/.test(value)
+  return !UNPRINTABLE.test(value)
 }
 
 /**

@@ -14,6 +14,7 @@
 import { ConfigError, InvalidResponseError, UnavailableError } from '../errors.js'
 import { secureUrl } from '../lib/url.js'
 import { isNonEmptyString, isObject, isPrintable, type JsonObject } from '../lib/validate.js'
+import type { SleepFunction } from './retry.js'
 import type { MetadataCache } from './types.js'
 
 /** The endpoints and identity of an authorization server, validated. Frozen. */
@@ -51,11 +52,10 @@ export interface ResolveAuthorityOptions {
   /** Per-request timeout, ms. Default 10000. */
   timeoutMs?: number | undefined
   /**
-   * TEST ONLY: fetch an Entra ID authority's discovery document from this base URL (e.g. the
-   * loopback dialect server) instead of its https host. The issuer is still checked against the
-   * real Entra host; production code never sets this.
+   * Waits between attempts while discovery is unavailable (network, 429/5xx; up to 3 attempts,
+   * `Retry-After` honoured up to 30 s); inject for tests. Default: a timer.
    */
-  entraBaseUrl?: string | undefined
+  sleep?: SleepFunction | undefined
 }
 
 /** The hosts of Entra ID's public and sovereign clouds. */
@@ -145,7 +145,7 @@ export async function resolveAuthority(
   const discoveryUrl =
     parsed.kind === 'oidc'
       ? `${parsed.issuer}/.well-known/openid-configuration`
-      : `${entraBase(parsed, options)}/${parsed.tenant}/v2.0/.well-known/openid-configuration`
+      : `https://${parsed.host}/${parsed.tenant}/v2.0/.well-known/openid-configuration`
   const validate = (doc: unknown) =>
     parsed.kind === 'oidc' ? validateOidcMetadata(doc, parsed.issuer) : validateEntraMetadata(doc, parsed)
 
@@ -163,30 +163,37 @@ export async function resolveAuthority(
   }
 
   // Imported here so that parsing an authority (config checks) does not load undici.
-  const { httpRequest, readJson } = await import('./http.js')
-  const response = await httpRequest(discoveryUrl, { signal: options.signal, timeoutMs: options.timeoutMs })
-  if (response.status !== 200) {
-    if (response.status === 429 || response.status >= 500) {
-      throw new UnavailableError(`discovery at ${response.url.host} answered ${response.status}`, {
-        status: response.status,
+  const [{ httpRequest, readJson, responseHeader }, { withRetries }, { parseRetryAfter }] = await Promise.all(
+    [import('./http.js'), import('./retry.js'), import('../lib/retry-after.js')],
+  )
+  const { doc, server } = await withRetries(
+    async () => {
+      const response = await httpRequest(discoveryUrl, {
+        signal: options.signal,
+        timeoutMs: options.timeoutMs,
       })
-    }
-    throw new InvalidResponseError(`discovery at ${response.url.host} answered ${response.status}`, {
-      status: response.status,
-      body: response.body,
-    })
-  }
-  const doc = readJson(response, 'discovery document')
-  const server = validate(doc)
+      if (response.status !== 200) {
+        if (response.status === 429 || response.status >= 500) {
+          throw new UnavailableError(`discovery at ${response.url.host} answered ${response.status}`, {
+            status: response.status,
+            // RFC 9110 §10.2.3: kept, so the retry (and the caller after the last one) can honour it.
+            retryAfterSeconds: parseRetryAfter(responseHeader(response, 'retry-after')),
+          })
+        }
+        throw new InvalidResponseError(`discovery at ${response.url.host} answered ${response.status}`, {
+          status: response.status,
+          body: response.body,
+        })
+      }
+      const doc = readJson(response, 'discovery document')
+      return { doc, server: validate(doc) }
+    },
+    { sleep: options.sleep, signal: options.signal },
+  )
   if (options.cache) {
     await options.cache.set(cacheKey, doc, options.cacheTtlSeconds ?? 86400).catch(() => undefined)
   }
   return server
-}
-
-function entraBase(parsed: { host: string }, options: ResolveAuthorityOptions): string {
-  if (options.entraBaseUrl !== undefined) return options.entraBaseUrl.replace(/\/+$/, '')
-  return `https://${parsed.host}`
 }
 
 function endpoint(doc: JsonObject, field: string, required: true): string

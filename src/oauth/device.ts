@@ -5,13 +5,13 @@
  * @see https://www.rfc-editor.org/rfc/rfc8628
  * @packageDocumentation
  */
-import { setTimeout as delay } from 'node:timers/promises'
 import { EdgeTokenError, InvalidResponseError, OAuthServerError, UnavailableError } from '../errors.js'
 import { secureUrl } from '../lib/url.js'
 import { isNonEmptyString, isObject, isPrintable, type JsonObject } from '../lib/validate.js'
 import type { AuthorizationServer } from './authority.js'
 import { applyClientAuth } from './client-auth.js'
 import { type HttpResponse, httpRequest, NetworkError, readJson } from './http.js'
+import { type SleepFunction, sleepOrCancel as sleepOrCancelRetry, withRetries } from './retry.js'
 import { errorFromResponse, numericParameter, processTokenResponse } from './tokens.js'
 import type { OAuthClient, TokenSet } from './types.js'
 
@@ -65,6 +65,11 @@ export interface StartDeviceAuthorizationOptions {
   now?: (() => number) | undefined
   /** Per-request timeout, ms. Default 10000. */
   timeoutMs?: number | undefined
+  /**
+   * Waits between attempts while the server is unavailable (network, 429/5xx; up to 3 attempts,
+   * `Retry-After` honoured up to 30 s); inject for tests. Default: a timer.
+   */
+  sleep?: SleepFunction | undefined
 }
 
 /**
@@ -74,10 +79,12 @@ export interface StartDeviceAuthorizationOptions {
  * @param server - the authorization server; must have a device authorization endpoint.
  * @param client - the client.
  * @param scopes - the scopes to request.
- * @param options - signal, clock, timeout.
+ * @param options - signal, clock, timeout, sleep.
  * @returns the validated device authorization.
- * @throws `ERR_CONFIG` when the server has no device endpoint; {@link OAuthServerError} for an
- *   error response; {@link InvalidResponseError} for an invalid one; `ERR_UNAVAILABLE`.
+ * @throws `ERR_CONFIG` when the server has no device endpoint or rejects the client's
+ *   configuration (`invalid_client`, `invalid_scope`, ...); {@link OAuthServerError} for another
+ *   error response; {@link InvalidResponseError} for an invalid one; `ERR_UNAVAILABLE` after the
+ *   retries.
  * @see https://www.rfc-editor.org/rfc/rfc8628#section-3.1
  */
 export async function startDeviceAuthorization(
@@ -90,17 +97,23 @@ export async function startDeviceAuthorization(
   if (!endpoint) {
     throw new EdgeTokenError('ERR_CONFIG', `${server.issuer} does not offer the device authorization grant`)
   }
-  const body = new URLSearchParams()
-  const headers: Record<string, string> = {}
-  await applyClientAuth(client, server.tokenEndpoint, body, headers, { now: options.now })
-  if (scopes.length > 0) body.set('scope', scopes.join(' '))
-  const response = await httpRequest(endpoint, {
-    body,
-    headers,
-    signal: options.signal,
-    timeoutMs: options.timeoutMs,
-  })
-  return processDeviceAuthorizationResponse(response, { now: options.now, scopes })
+  // No device code exists until a response is accepted, so a failed request is safe to repeat.
+  return withRetries(
+    async () => {
+      const body = new URLSearchParams()
+      const headers: Record<string, string> = {}
+      await applyClientAuth(client, server.tokenEndpoint, body, headers, { now: options.now })
+      if (scopes.length > 0) body.set('scope', scopes.join(' '))
+      const response = await httpRequest(endpoint, {
+        body,
+        headers,
+        signal: options.signal,
+        timeoutMs: options.timeoutMs,
+      })
+      return processDeviceAuthorizationResponse(response, { now: options.now, scopes })
+    },
+    { sleep: options.sleep, signal: options.signal },
+  )
 }
 
 /** Options of {@link processDeviceAuthorizationResponse}. */
@@ -145,7 +158,7 @@ export function processDeviceAuthorizationResponse(
   const userCode = body.user_code
   if (!isNonEmptyString(userCode) || userCode.trim().length === 0) throw bad('user_code', 'is missing')
   if (userCode.length > MAX_USER_CODE_LENGTH) throw bad('user_code', `is longer than ${MAX_USER_CODE_LENGTH}`)
-  if (!isPrintable(userCode)) throw bad('user_code', 'contains control characters')
+  if (!isPrintable(userCode)) throw bad('user_code', 'contains control or invisible format characters')
 
   // Google and pre-RFC servers spell it `verification_url`; the RFC name wins when both are sent.
   const verificationUri = uri(
@@ -173,7 +186,7 @@ export function processDeviceAuthorizationResponse(
     if (typeof body.message !== 'string' || body.message.length > MAX_MESSAGE_LENGTH) {
       throw bad('message', `is not a string of at most ${MAX_MESSAGE_LENGTH} characters`)
     }
-    if (!isPrintable(body.message)) throw bad('message', 'contains control characters')
+    if (!isPrintable(body.message)) throw bad('message', 'contains control or invisible format characters')
     message = body.message
   }
 
@@ -205,11 +218,12 @@ function uri(
   if (!url || url.username || url.password) {
     throw bad(field, 'must be an https:// URL (http:// only for loopback hosts)')
   }
-  return value
+  // The serialised URL, not the server's text: an internationalised host is shown as punycode
+  // (xn--...), so look-alike letters cannot pass for another domain.
+  return url.href
 }
 
-/** Sleeps `ms`, rejecting when `signal` aborts. */
-export type SleepFunction = (ms: number, signal: AbortSignal | undefined) => Promise<void>
+export type { SleepFunction } from './retry.js'
 
 /** One poll's outcome, for progress reporting and diagnostics. */
 export interface PollEvent {
@@ -237,10 +251,6 @@ export interface PollDeviceAuthorizationOptions {
   timeoutMs?: number | undefined
   /** Called after every poll. */
   onPoll?: ((event: PollEvent) => void) | undefined
-}
-
-const defaultSleep: SleepFunction = async (ms, signal) => {
-  await delay(ms, undefined, signal ? { signal } : undefined)
 }
 
 function cancelled(cause?: unknown): EdgeTokenError {
@@ -276,9 +286,12 @@ export async function pollDeviceAuthorization(
 ): Promise<TokenSet> {
   const deviceCode = deviceCodes.get(flow)
   if (deviceCode === undefined) {
-    throw new TypeError('pollDeviceAuthorization: flow did not come from startDeviceAuthorization')
+    throw Object.assign(
+      new TypeError('pollDeviceAuthorization: flow did not come from startDeviceAuthorization'),
+      { code: 'ERR_INVALID_ARG_VALUE' as const },
+    )
   }
-  const sleep = options.sleep ?? defaultSleep
+  const { sleep } = options
   const now = options.now ?? Date.now
   const { signal } = options
   let intervalSeconds = flow.intervalSeconds
@@ -307,43 +320,49 @@ export async function pollDeviceAuthorization(
 
     let outcome: PollEvent['outcome']
     let retryAfterSeconds: number | undefined
+    let response: HttpResponse | undefined
     try {
-      const response = await httpRequest(server.tokenEndpoint, {
+      response = await httpRequest(server.tokenEndpoint, {
         body,
         headers,
         signal,
         timeoutMs: options.timeoutMs,
       })
+    } catch (err) {
+      // RFC 8628 §3.5: on a connection timeout, reduce the polling frequency (exponential back-off).
+      if (!(err instanceof NetworkError)) throw err
+    }
+    if (response?.status === 200) {
+      // The device code is spent from here on: whatever goes wrong while validating the tokens
+      // (the JWKS unreachable, after its own retries), it is never polled again.
       const tokens = await processTokenResponse(server, response, {
         grant: 'device_code',
         requestedScopes: flow.scopes,
         clientId: client.clientId,
         now,
         signal,
+        sleep,
       })
       options.onPoll?.({ at, outcome: 'done', intervalSeconds })
       return tokens
-    } catch (err) {
-      if (err instanceof OAuthServerError && err.error === 'authorization_pending') {
-        outcome = 'pending'
-      } else if (err instanceof OAuthServerError && err.error === 'slow_down') {
-        // RFC 8628 §3.5: "the interval MUST be increased by 5 seconds for this and all subsequent requests".
-        outcome = 'slow_down'
-        intervalSeconds += SLOW_DOWN_SECONDS
-      } else if (
-        err instanceof NetworkError ||
-        (err instanceof UnavailableError && err.status !== undefined)
-      ) {
-        // RFC 8628 §3.5: on a connection timeout, reduce the polling frequency (exponential back-off).
-        // 429/5xx are treated alike; their Retry-After, when sent, sets the next wait.
-        outcome = 'unavailable'
-        retryAfterSeconds = err.retryAfterSeconds
-        if (retryAfterSeconds === undefined) {
-          intervalSeconds = Math.min(intervalSeconds * 2, MAX_BACKOFF_INTERVAL_SECONDS)
-        }
-      } else {
-        throw err
+    }
+    const err =
+      response === undefined ? undefined : errorFromResponse(response, 'token request', 'device_code', now())
+    if (err instanceof OAuthServerError && err.error === 'authorization_pending') {
+      outcome = 'pending'
+    } else if (err instanceof OAuthServerError && err.error === 'slow_down') {
+      // RFC 8628 §3.5: "the interval MUST be increased by 5 seconds for this and all subsequent requests".
+      outcome = 'slow_down'
+      intervalSeconds += SLOW_DOWN_SECONDS
+    } else if (err === undefined || err instanceof UnavailableError) {
+      // No answer (network), or 429/5xx: back off; a Retry-After, when sent, sets the next wait.
+      outcome = 'unavailable'
+      retryAfterSeconds = err?.retryAfterSeconds
+      if (retryAfterSeconds === undefined) {
+        intervalSeconds = Math.min(intervalSeconds * 2, MAX_BACKOFF_INTERVAL_SECONDS)
       }
+    } else {
+      throw err
     }
     options.onPoll?.({ at, outcome, intervalSeconds })
     waitMs = Math.max(intervalSeconds, retryAfterSeconds ?? 0) * 1000
@@ -351,15 +370,15 @@ export async function pollDeviceAuthorization(
 }
 
 async function sleepOrCancel(
-  sleep: SleepFunction,
+  sleep: SleepFunction | undefined,
   ms: number,
   signal: AbortSignal | undefined,
 ): Promise<void> {
   try {
-    await sleep(ms, signal)
+    await sleepOrCancelRetry(sleep, ms, signal)
   } catch (err) {
-    if (signal?.aborted) throw cancelled(err)
+    // Keep this module's message for a cancelled device flow.
+    if (err instanceof EdgeTokenError && err.code === 'ERR_CANCELLED') throw cancelled(err.cause)
     throw err
   }
-  if (signal?.aborted) throw cancelled(signal.reason)
 }

@@ -6,9 +6,10 @@
  * @packageDocumentation
  */
 import { createLocalJWKSet, type JSONWebKeySet, type JWTVerifyGetKey, errors as joseErrors } from 'jose'
-import { InvalidResponseError } from '../errors.js'
+import { InvalidResponseError, UnavailableError } from '../errors.js'
+import { parseRetryAfter } from '../lib/retry-after.js'
 import { isObject } from '../lib/validate.js'
-import { httpRequest, readJson } from './http.js'
+import { httpRequest, readJson, responseHeader } from './http.js'
 
 /** Minimum time between two fetches of the same JWKS triggered by an unknown `kid`, ms. */
 export const JWKS_REFETCH_COOLDOWN_MS = 30_000
@@ -30,6 +31,16 @@ export interface JwksOptions {
 
 async function fetchJwks(uri: string, options: JwksOptions): Promise<Entry> {
   const response = await httpRequest(uri, { signal: options.signal })
+  if (response.status === 429 || response.status >= 500) {
+    // Unavailable, not invalid: the caller may try again (RFC 9110 §10.2.3 Retry-After kept).
+    throw new UnavailableError(`JWKS at ${response.url.host} answered ${response.status}`, {
+      status: response.status,
+      retryAfterSeconds: parseRetryAfter(
+        responseHeader(response, 'retry-after'),
+        (options.now ?? Date.now)(),
+      ),
+    })
+  }
   if (response.status !== 200) {
     throw new InvalidResponseError(`JWKS at ${response.url.host} answered ${response.status}`, {
       status: response.status,

@@ -24,7 +24,8 @@ export interface RefreshOptions extends TokenRequestOptions {}
  * @param refreshToken - the refresh token (secret).
  * @param scopes - the scopes to ask for (empty: the originally granted ones).
  * @param options - signal, clock, timeout.
- * @returns the new token set (id_token verified when sent).
+ * @returns the new token set (id_token verified when sent; when its signing keys cannot be fetched
+ *   the id_token is dropped and `warning` says so, so a rotated refresh token is never lost).
  * @throws {@link OAuthServerError} with `ERR_SIGNIN_REQUIRED` on `invalid_grant` (expired, revoked or
  *   reused refresh token), `ERR_OAUTH` otherwise; `ERR_UNAVAILABLE`; `ERR_INVALID_RESPONSE`.
  * @see https://www.rfc-editor.org/rfc/rfc6749#section-6
@@ -45,6 +46,7 @@ export async function refreshTokenGrant(
     now: options.now,
     signal: options.signal,
     timeoutMs: options.timeoutMs,
+    sleep: options.sleep,
   })
   return tokens.refreshToken === undefined ? Object.freeze({ ...tokens, refreshToken }) : tokens
 }

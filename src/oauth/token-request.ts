@@ -9,6 +9,7 @@
 import type { AuthorizationServer } from './authority.js'
 import { applyClientAuth } from './client-auth.js'
 import { type HttpResponse, httpRequest } from './http.js'
+import type { SleepFunction } from './retry.js'
 import { type GrantKind, processTokenResponse } from './tokens.js'
 import type { OAuthClient, TokenSet } from './types.js'
 
@@ -20,6 +21,8 @@ export interface TokenRequestOptions {
   now?: (() => number) | undefined
   /** Per-request timeout, ms. Default 10000. */
   timeoutMs?: number | undefined
+  /** Waits between JWKS fetch attempts for the id_token; inject for tests. Default: a timer. */
+  sleep?: SleepFunction | undefined
 }
 
 /** Options of {@link requestTokens}. */
@@ -93,5 +96,6 @@ export async function requestTokens(
     clientId: client.clientId,
     now: options.now,
     signal: options.signal,
+    sleep: options.sleep,
   })
 }

@@ -18,6 +18,7 @@ import { isNonEmptyString, isObject, isPrintable, type JsonObject } from '../lib
 import { type AuthorizationServer, expectedIssuer } from './authority.js'
 import { type HttpResponse, readJson, responseHeader } from './http.js'
 import { jwksKeyResolver } from './jwks.js'
+import { type SleepFunction, withRetries } from './retry.js'
 import { parseScope } from './scopes.js'
 import type { Account, TokenSet } from './types.js'
 
@@ -74,8 +75,25 @@ export function errorCodeFor(error: string, grant: GrantKind): ErrorCode {
   if (error === 'access_denied' || error === 'authorization_declined') return 'ERR_ACCESS_DENIED'
   if (error === 'expired_token') return 'ERR_EXPIRED'
   if (error === 'invalid_grant' && grant === 'refresh_token') return 'ERR_SIGNIN_REQUIRED'
+  // The client is registered or configured wrongly (client_id, secret, scopes, grant not enabled),
+  // or `token --scope` asked for a scope the grant does not cover: retrying cannot help, the
+  // configuration or the request has to change (exit 2, not 5, so scripts do not retry forever).
+  if (CLIENT_CONFIGURATION_ERRORS.has(error)) return 'ERR_CONFIG'
   return 'ERR_OAUTH'
 }
+
+/**
+ * OAuth errors that mean the client's registration or configuration is wrong (RFC 6749 §5.2,
+ * RFC 8707 §2 `invalid_target`), mapped to `ERR_CONFIG`.
+ */
+export const CLIENT_CONFIGURATION_ERRORS: ReadonlySet<string> = new Set([
+  'invalid_client',
+  'unauthorized_client',
+  'invalid_scope',
+  'unsupported_grant_type',
+  'invalid_request',
+  'invalid_target',
+])
 
 /**
  * Turns a non-success response of an OAuth endpoint into the error to throw: 429/5xx are
@@ -132,10 +150,36 @@ export interface ProcessTokenResponseOptions {
   now?: (() => number) | undefined
   /** Cancels a JWKS fetch. */
   signal?: AbortSignal | undefined
+  /** Waits between JWKS fetch attempts; inject for tests. Default: a timer. */
+  sleep?: SleepFunction | undefined
+}
+
+/** How many times the JWKS is fetched for one token response before giving up. */
+export const JWKS_ATTEMPTS = 3
+
+/**
+ * Verifies an id_token, fetching the JWKS up to {@link JWKS_ATTEMPTS} times while it is
+ * unavailable (network, 429/5xx). The token response it belongs to is already consumed (a device
+ * code or refresh token is single-use), so the grant request itself is never repeated for this.
+ */
+function verifyWithRetries(
+  server: AuthorizationServer,
+  idToken: string,
+  options: ProcessTokenResponseOptions,
+): Promise<Readonly<Record<string, unknown>>> {
+  return withRetries(
+    () => verifyIdToken(server, options.clientId, idToken, { now: options.now, signal: options.signal }),
+    { attempts: JWKS_ATTEMPTS, sleep: options.sleep, signal: options.signal },
+  )
 }
 
 /**
  * Validates a token endpoint response and verifies its id_token.
+ *
+ * An id_token whose signing keys cannot be fetched (after {@link JWKS_ATTEMPTS} tries) fails the
+ * response with `ERR_UNAVAILABLE`, except on a refresh: there the id_token is optional (OpenID
+ * Connect Core §12.2) and the new tokens (a rotated refresh token above all) must not be lost, so
+ * the id_token is dropped and {@link TokenSet.warning} says why.
  *
  * @param server - the authorization server (issuer, JWKS).
  * @param response - the HTTP response.
@@ -186,10 +230,30 @@ export async function processTokenResponse(
     throw bad('refresh_in', 'is not a positive number')
   }
 
-  const idTokenClaims =
-    idToken === undefined
-      ? undefined
-      : await verifyIdToken(server, options.clientId, idToken, { now: options.now, signal: options.signal })
+  let idTokenClaims: Readonly<Record<string, unknown>> | undefined
+  let keptIdToken = idToken
+  let warning: string | undefined
+  if (idToken !== undefined) {
+    try {
+      idTokenClaims = await verifyWithRetries(server, idToken, options)
+    } catch (err) {
+      // Unavailable (after the retries) or unreadable (an HTML page from a captive portal): the
+      // keys could not be fetched. A verification failure (ERR_JWT_INVALID) is never skipped.
+      if (!(err instanceof UnavailableError || err instanceof InvalidResponseError)) throw err
+      const host = hostOf(server.jwksUri)
+      if (options.grant !== 'refresh_token') {
+        throw new EdgeTokenError(
+          'ERR_UNAVAILABLE',
+          `the authorization server issued tokens, but their id_token cannot be verified: the signing keys at ${host} cannot be fetched (${err.message}); sign in again`,
+          { cause: err },
+        )
+      }
+      // OpenID Connect Core §12.2: a refresh response may omit the id_token; an unverified one is
+      // treated as omitted, so the rotated refresh token is still returned and stored.
+      keptIdToken = undefined
+      warning = `the refreshed id_token was not verified and is ignored: the signing keys at ${host} cannot be fetched`
+    }
+  }
 
   return Object.freeze({
     accessToken: body.access_token,
@@ -197,10 +261,11 @@ export async function processTokenResponse(
     expiresAt: now + Math.round(expiresIn * 1000),
     scopes: Object.freeze([...scopes]),
     refreshToken,
-    idToken,
+    idToken: keptIdToken,
     idTokenClaims,
     refreshInSeconds: refreshIn,
     clientInfo,
+    ...(warning === undefined ? {} : { warning }),
   })
 }
 
@@ -271,6 +336,14 @@ export async function verifyIdToken(
   }
 }
 
+function hostOf(uri: string | undefined): string {
+  try {
+    return uri === undefined ? 'the server' : new URL(uri).host
+  } catch {
+    return 'the server'
+  }
+}
+
 function decodeClientInfo(value: string): { uid: string; utid: string } | undefined {
   try {
     const parsed: unknown = JSON.parse(Buffer.from(value, 'base64url').toString('utf8'))
@@ -298,6 +371,7 @@ function displayString(value: unknown): string | undefined {
  * @param clientId - the client.
  * @param tokenSet - a token set from a grant function (id_token already verified).
  * @returns the account, frozen.
+ * @throws EdgeTokenError `ERR_JWT_INVALID` when client_info's `utid` differs from the id_token's `tid`.
  */
 export function accountFromTokenSet(
   server: AuthorizationServer,
@@ -310,7 +384,16 @@ export function accountFromTokenSet(
     displayString(claims?.preferred_username) ?? displayString(claims?.email) ?? displayString(claims?.name)
   const info =
     server.dialect === 'entra' && tokenSet.clientInfo ? decodeClientInfo(tokenSet.clientInfo) : undefined
-  if (info) return Object.freeze({ id: `${info.uid}.${info.utid}`, username, tenant: info.utid, issuer })
+  if (info) {
+    // client_info is not signed: its tenant must be the verified id_token's, when both are present.
+    if (typeof claims?.tid === 'string' && claims.tid.toLowerCase() !== info.utid.toLowerCase()) {
+      throw new EdgeTokenError(
+        'ERR_JWT_INVALID',
+        'client_info names another tenant (utid) than the verified id_token (tid)',
+      )
+    }
+    return Object.freeze({ id: `${info.uid}.${info.utid}`, username, tenant: info.utid, issuer })
+  }
   const tid = displayString(claims?.tid)
   const sub = displayString(claims?.sub)
   if (sub) return Object.freeze({ id: sub, username, tenant: tid, issuer })

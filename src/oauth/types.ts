@@ -27,6 +27,11 @@ export interface TokenSet {
   readonly refreshInSeconds?: number | undefined
   /** Entra ID's `client_info` (base64url JSON with `uid` and `utid`), when sent. */
   readonly clientInfo?: string | undefined
+  /**
+   * A non-fatal problem with the response, for the caller to log: e.g. a refreshed id_token that
+   * could not be verified (signing keys unreachable) and was dropped.
+   */
+  readonly warning?: string | undefined
 }
 
 /**

@@ -11,7 +11,7 @@ import { decodeJwt, decodeProtectedHeader, jwtVerify } from 'jose'
 import { ConfidentialClient } from '../../src/client/confidential-client.js'
 import { ConfigError, OAuthServerError } from '../../src/errors.js'
 import { ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT_TYPE } from '../../src/oauth/grants.js'
-import { type EntraDialectServer, startEntraDialect } from '../support/entra.js'
+import { type EntraDialectServer, routeEntraHosts, startEntraDialect } from '../support/entra.js'
 import { startTestIdp, type TestIdp } from '../support/idp.js'
 import { JSON_HEADERS, mockHttp } from '../support/mock-http.js'
 import { createTestPki, type TestPki } from '../support/tls.js'
@@ -124,10 +124,13 @@ describe('ConfidentialClient: credentials', () => {
 describe('ConfidentialClient: certificate credential against the Entra dialect server', () => {
   let entra: EntraDialectServer
   let pki: TestPki
+  let unroute: () => Promise<void>
   before(async () => {
     ;[entra, pki] = await Promise.all([startEntraDialect(), createTestPki()])
+    unroute = routeEntraHosts(entra)
   })
   after(async () => {
+    await unroute()
     await entra.close()
     await pki.close()
   })
@@ -141,7 +144,6 @@ describe('ConfidentialClient: certificate credential against the Entra dialect s
       authority: 'https://login.microsoftonline.com/organizations',
       clientId: 'daemon-app',
       credential: { privateKey, certificate },
-      entraBaseUrl: entra.baseUrl,
     })
     const tokens = await app.acquireTokenByClientCredentials({ scopes: ['api://telemetry/.default'] })
     assert.deepEqual(tokens.scopes, ['api://telemetry/.default'])
@@ -184,7 +186,6 @@ describe('ConfidentialClient: certificate credential against the Entra dialect s
       authority: 'https://login.microsoftonline.com/organizations',
       clientId: 'daemon-app',
       credential: { clientSecret: SECRET },
-      entraBaseUrl: entra.baseUrl,
     })
     await app.acquireTokenByClientCredentials({ scopes: ['api://telemetry/.default'] })
     const req = entra.requests.findLast((r) => r.path.endsWith('/token'))
@@ -197,7 +198,6 @@ describe('ConfidentialClient: certificate credential against the Entra dialect s
       authority: 'https://login.microsoftonline.com/organizations',
       clientId: 'middle-tier',
       credential: { clientSecret: SECRET },
-      entraBaseUrl: entra.baseUrl,
     })
     const tokenRequests = () => entra.requests.filter((r) => r.path.endsWith('/token')).length
     const start = tokenRequests()
@@ -222,7 +222,6 @@ describe('ConfidentialClient: certificate credential against the Entra dialect s
       authority: 'https://login.microsoftonline.com/organizations',
       clientId: 'middle-tier',
       credential: { clientSecret: SECRET },
-      entraBaseUrl: entra.baseUrl,
     })
     const options = { assertion: 'user-c-token', scopes: ['api://down/.default'] }
     await assert.rejects(

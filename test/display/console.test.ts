@@ -36,7 +36,7 @@ const flow: DisplayFlow = {
 }
 
 describe('console display', () => {
-  test('piped: our own text with URL, code and time left; no ANSI; no countdown', () => {
+  test('RFC 8628 §3.3.1 the user code is always shown as text (piped: URL, code, time left; no ANSI, no countdown)', () => {
     const { stream, text } = capture(false)
     const display = createConsoleDisplay({ stream, now: () => T0, env: {} })
     display.show(flow)
@@ -52,7 +52,7 @@ describe('console display', () => {
     assert.doesNotMatch(out, /Waiting/)
   })
 
-  test("the IdP's message is shown; the code is added when the message lacks it", () => {
+  test("RFC 8628 §3.3.1 the user code is always shown as text: the IdP's message, plus the code when it lacks it", () => {
     const a = capture(false)
     createConsoleDisplay({ stream: a.stream, now: () => T0, env: {} }).show({
       ...flow,
@@ -130,11 +130,17 @@ describe('console display', () => {
       denied: /^Sign-in was denied \(access_denied\)\.$/m,
       expired: /^The code expired before sign-in completed\. Run 'edgetoken login' again\.$/m,
       cancelled: /^Sign-in cancelled\.$/m,
+      failed: /^Sign-in failed \(the token store cannot be written\)\.$/m,
+    }
+    const reasons: Record<string, string> = {
+      denied: 'access_denied',
+      failed: 'the token store cannot be written',
     }
     for (const [state, re] of Object.entries(texts)) {
       const { stream, text } = capture(false)
       const display = createConsoleDisplay({ stream, now: () => T0, env: {} })
-      display.end(state as 'approved', state === 'denied' ? { reason: 'access_denied' } : undefined)
+      const reason = reasons[state]
+      display.end(state as 'approved', reason === undefined ? undefined : { reason })
       assert.match(text(), re)
     }
   })

@@ -10,6 +10,31 @@ const base: DisplayFlow = {
   expiresAt: Date.now() + 600_000,
 }
 
+const COMPLETE = 'https://idp.example.com/device?user_code=WDJB-MJHT'
+
+/**
+ * The small-mode QR code of {@link COMPLETE}, rendered once (qrcode-terminal 0.12) and committed:
+ * the display's output is compared with this, not with the renderer it calls.
+ */
+const COMPLETE_QR = [
+  '▄▄▄▄▄▄▄▄▄▄▄▄▄▄▄▄▄▄▄▄▄▄▄▄▄▄▄▄▄▄▄',
+  '█ ▄▄▄▄▄ █▄▀▀▀▄▀▀█   ▄▄█ ▄▄▄▄▄ █',
+  '█ █   █ █   █▄  ▄▀▀ ▀▄█ █   █ █',
+  '█ █▄▄▄█ █▄█▀▄▄▄ █ ▀▀ ▀█ █▄▄▄█ █',
+  '█▄▄▄▄▄▄▄█▄█ ▀▄█▄▀▄▀ ▀ █▄▄▄▄▄▄▄█',
+  '█ ▄  ▀█▄█▄█ ▄██▄█▀▄  ▀ ▀▀ ▄▄█ █',
+  '█▀ ▄▄▄▀▄█▀   █▀██▄▄▄█  ▀  █▄▄▀█',
+  '█ ▀█ ▄ ▄ ▀▄▄  ▄  ▀ █ ▀▀▀▀█▄ ▀▀█',
+  '█▄██▄ █▄ ▀▀▄█▄▄ ███▄▄ ▀██▀█▄ ▄█',
+  '█▄▀▄  █▄██ ▄█▀▄ ▀▄█ █ ▄█▀▄ ▀ ██',
+  '█▄█ ▄█▀▄█▄▄ ▀▀█▄▄  ███ ██▄█ ███',
+  '██▄▄▄▄█▄▄▀▄█ ▀▄ █▀  █ ▄▄▄   ▀▀█',
+  '█ ▄▄▄▄▄ ███▀ █ ▀▀▄▄▀▄ █▄█  █▄██',
+  '█ █   █ █▀ ▄▀ █ ▀▄ ██  ▄  ▀▄ ▀█',
+  '█ █▄▄▄█ █ █ ▀▀▄▄▀▀▄█ ▀█▀ ▀▀▄▀▄█',
+  '█▄▄▄▄▄▄▄█▄▄████████▄▄▄▄█▄▄██▄██',
+].join('\n')
+
 function capture() {
   const stream = new PassThrough()
   let out = ''
@@ -37,16 +62,16 @@ describe('QR display', () => {
     assert.equal(qrTarget({ ...base, verificationUriComplete: 'javascript:alert(1)' }), undefined)
   })
 
-  test('draws exactly the QR code of the chosen URI (small mode)', async () => {
-    const complete = 'https://idp.example.com/device?user_code=WDJB-MJHT'
+  test('RFC 8628 §3.3.1: draws the QR code of verification_uri_complete (fixed fixture, small mode)', async () => {
     const { stream, text } = capture()
     const display = createQrDisplay({ stream })
-    await display.show({ ...base, verificationUriComplete: complete })
-    const expected = await renderQr(complete)
-    assert.equal(text(), `${expected.replace(/\n*$/, '')}\n`)
-    assert.notEqual(expected, await renderQr(base.verificationUri))
-    // Small mode uses half blocks.
-    assert.match(text(), /[▀▄█]/)
+    await display.show({ ...base, verificationUriComplete: COMPLETE })
+    assert.equal(text(), `${COMPLETE_QR}\n`)
+  })
+
+  test('renderQr gives the committed fixture for the fixed URL, and another code for another URL', async () => {
+    assert.equal((await renderQr(COMPLETE)).replace(/\n*$/, ''), COMPLETE_QR)
+    assert.notEqual((await renderQr(base.verificationUri)).replace(/\n*$/, ''), COMPLETE_QR)
   })
 
   test('an insecure URI is not drawn, with a warning', async () => {

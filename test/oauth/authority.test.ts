@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict'
 import { describe, test } from 'node:test'
-import { InvalidResponseError } from '../../src/errors.js'
+import { InvalidResponseError, UnavailableError } from '../../src/errors.js'
 import { parseAuthority, resolveAuthority, validateEntraMetadata } from '../../src/oauth/authority.js'
 import { signInScopes, withOfflineAccess } from '../../src/oauth/scopes.js'
 import type { MetadataCache } from '../../src/oauth/types.js'
@@ -96,11 +96,6 @@ describe('OIDC discovery', () => {
     /HTML page, not JSON \(captive portal\?\)/,
   )
   hostile('a 404 is an invalid response', { status: 404, body: { error: 'nope' } }, /answered 404/)
-  hostile(
-    'a 503 is unavailable',
-    { status: 503, body: 'down', headers: { 'content-type': 'text/plain' } },
-    /answered 503/,
-  )
   hostile('a JSON array is rejected', { body: [1] }, /not a JSON object/)
 
   test('a redirect to another host is not followed', async (t) => {
@@ -138,6 +133,94 @@ describe('OIDC discovery', () => {
       set: () => Promise.reject(new Error('ENOSPC')),
     }
     assert.equal((await resolveAuthority(AUTHORITY, { cache })).issuer, AUTHORITY)
+  })
+})
+
+function recordingSleep() {
+  const sleeps: number[] = []
+  return {
+    sleeps,
+    sleep: async (ms: number) => {
+      sleeps.push(ms)
+    },
+  }
+}
+
+describe('discovery retries (bounded)', () => {
+  const down = (status: number, retryAfter?: string) => ({
+    statusCode: status,
+    data: 'down',
+    responseOptions: {
+      headers: { 'content-type': 'text/plain', ...(retryAfter ? { 'retry-after': retryAfter } : {}) },
+    },
+  })
+
+  test('RFC 9110 §10.2.3: a 503 with Retry-After is retried after that many seconds', async (t) => {
+    const pool = mockHttp(t).get(ORIGIN)
+    pool.intercept({ path: WELL_KNOWN }).reply(() => down(503, '7'))
+    pool.intercept({ path: WELL_KNOWN }).reply(200, doc(), { headers: JSON_HEADERS })
+    const { sleeps, sleep } = recordingSleep()
+    const server = await resolveAuthority(AUTHORITY, { sleep })
+    assert.equal(server.issuer, AUTHORITY)
+    assert.deepEqual(sleeps, [7000])
+  })
+
+  test('RFC 9110 §10.2.3: 429 on every attempt ends after 3 with ERR_UNAVAILABLE keeping Retry-After', async (t) => {
+    const pool = mockHttp(t).get(ORIGIN)
+    pool
+      .intercept({ path: WELL_KNOWN })
+      .reply(() => down(429, '2'))
+      .times(3)
+    const { sleeps, sleep } = recordingSleep()
+    await assert.rejects(resolveAuthority(AUTHORITY, { sleep }), (err: unknown) => {
+      assert.ok(err instanceof UnavailableError)
+      assert.equal(err.status, 429)
+      assert.equal(err.retryAfterSeconds, 2)
+      return true
+    })
+    assert.deepEqual(sleeps, [2000, 2000])
+  })
+
+  test('without Retry-After a 503 is retried after 1 s, then 2 s', async (t) => {
+    const pool = mockHttp(t).get(ORIGIN)
+    pool
+      .intercept({ path: WELL_KNOWN })
+      .reply(() => down(503))
+      .times(2)
+    pool.intercept({ path: WELL_KNOWN }).reply(200, doc(), { headers: JSON_HEADERS })
+    const { sleeps, sleep } = recordingSleep()
+    await resolveAuthority(AUTHORITY, { sleep })
+    assert.deepEqual(sleeps, [1000, 2000])
+  })
+
+  test('a Retry-After longer than 30 s is not waited for: the error carries it at once', async (t) => {
+    mockHttp(t)
+      .get(ORIGIN)
+      .intercept({ path: WELL_KNOWN })
+      .reply(() => down(503, '120'))
+    const { sleeps, sleep } = recordingSleep()
+    await assert.rejects(resolveAuthority(AUTHORITY, { sleep }), (err: unknown) => {
+      assert.ok(err instanceof UnavailableError)
+      assert.equal(err.retryAfterSeconds, 120)
+      assert.match(err.message, /answered 503/)
+      return true
+    })
+    assert.deepEqual(sleeps, [])
+  })
+
+  test('the wait between attempts ends with ERR_CANCELLED when the signal aborts', async (t) => {
+    mockHttp(t)
+      .get(ORIGIN)
+      .intercept({ path: WELL_KNOWN })
+      .reply(() => down(503, '5'))
+    const controller = new AbortController()
+    const sleep = async (_ms: number, signal: AbortSignal | undefined) => {
+      controller.abort()
+      if (signal?.aborted) throw signal.reason
+    }
+    await assert.rejects(resolveAuthority(AUTHORITY, { sleep, signal: controller.signal }), {
+      code: 'ERR_CANCELLED',
+    })
   })
 })
 

@@ -3,7 +3,8 @@
  * injected clock and sleep and the HTTP faked by a MockAgent (no real network, every expectation used).
  */
 import assert from 'node:assert/strict'
-import { describe, type TestContext, test } from 'node:test'
+import { beforeEach, describe, type TestContext, test } from 'node:test'
+import { exportJWK, generateKeyPair, type JWK, SignJWT } from 'jose'
 import type { MockAgent } from 'undici'
 import { EdgeTokenError, InvalidResponseError, OAuthServerError, UnavailableError } from '../../src/errors.js'
 import type { AuthorizationServer } from '../../src/oauth/authority.js'
@@ -14,6 +15,7 @@ import {
   startDeviceAuthorization,
 } from '../../src/oauth/device.js'
 import type { HttpResponse } from '../../src/oauth/http.js'
+import { clearJwksCache } from '../../src/oauth/jwks.js'
 import { JSON_HEADERS, mockHttp } from '../support/mock-http.js'
 
 const ORIGIN = 'https://idp.test'
@@ -199,7 +201,7 @@ describe('RFC 8628 polling', () => {
     ['authorization_declined', 'ERR_ACCESS_DENIED'],
     ['expired_token', 'ERR_EXPIRED'],
     ['invalid_grant', 'ERR_OAUTH'],
-    ['invalid_client', 'ERR_OAUTH'],
+    ['invalid_client', 'ERR_CONFIG'],
     ['bad_verification_code', 'ERR_OAUTH'],
   ] as const) {
     test(`§3.5 any other error stops polling: ${error} -> ${code}`, async (t) => {
@@ -221,7 +223,7 @@ describe('RFC 8628 polling', () => {
     assert.deepEqual(gaps(events, clock.start), [2, 4, 8, 8])
   })
 
-  test('Retry-After on 429 is honoured for the next poll', async (t) => {
+  test('RFC 9110 §10.2.3 Retry-After on 429 is honoured for the next poll', async (t) => {
     const { clock, times, result } = await poll(t, { interval: 2 }, [
       { status: 429, body: { error: 'too_many' }, headers: { 'retry-after': '30' } },
       pending,
@@ -231,7 +233,7 @@ describe('RFC 8628 polling', () => {
     assert.deepEqual(gaps(times, clock.start), [2, 30, 2])
   })
 
-  test('Retry-After on 503 is honoured; without it the client backs off', async (t) => {
+  test('RFC 9110 §10.2.3 Retry-After on 503 is honoured; without it the client backs off (RFC 8628 §3.5)', async (t) => {
     const { clock, times, result } = await poll(t, { interval: 2 }, [
       { status: 503, body: 'down', headers: { 'content-type': 'text/plain', 'retry-after': '11' } },
       { status: 503, body: 'down', headers: { 'content-type': 'text/plain' } },
@@ -283,11 +285,10 @@ describe('RFC 8628 polling', () => {
   test('the real default sleep is cancellable', async (t) => {
     mockHttp(t)
     const flow = processDeviceAuthorizationResponse(response(200, goodBody({ interval: 60 })))
-    const started = Date.now()
+    // A 60 s interval: only the abort can end this before the test runner's timeout.
     await assert.rejects(pollDeviceAuthorization(server, client, flow, { signal: AbortSignal.timeout(50) }), {
       code: 'ERR_CANCELLED',
     })
-    assert.ok(Date.now() - started < 5000)
   })
 
   test('a flow not made by startDeviceAuthorization is refused', async () => {
@@ -299,7 +300,81 @@ describe('RFC 8628 polling', () => {
       intervalSeconds: 5,
       scopes: [],
     }
-    await assert.rejects(pollDeviceAuthorization(server, client, forged), TypeError)
+    await assert.rejects(pollDeviceAuthorization(server, client, forged), (err: unknown) => {
+      assert.ok(err instanceof TypeError)
+      assert.equal((err as TypeError & { code?: unknown }).code, 'ERR_INVALID_ARG_VALUE')
+      return true
+    })
+  })
+})
+
+describe('RFC 8628 §3.5 the device code is spent once the token response arrives', () => {
+  let privateKey: Awaited<ReturnType<typeof generateKeyPair>>['privateKey']
+  let jwk: JWK
+  beforeEach(async () => {
+    clearJwksCache()
+    if (!jwk) {
+      const pair = await generateKeyPair('ES256', { extractable: true })
+      privateKey = pair.privateKey
+      jwk = { ...(await exportJWK(pair.publicKey)), kid: 'k1', alg: 'ES256' }
+    }
+  })
+  const approved = async (clock: { now: () => number }) => {
+    const iat = Math.floor(clock.now() / 1000)
+    const idToken = await new SignJWT({ sub: 'user-1', iat, exp: iat + 600 })
+      .setProtectedHeader({ alg: 'ES256', kid: 'k1' })
+      .setIssuer(ORIGIN)
+      .setAudience(client.clientId)
+      .sign(privateKey)
+    return {
+      status: 200,
+      body: { access_token: 'at-1', token_type: 'Bearer', expires_in: 300, id_token: idToken },
+    }
+  }
+
+  test('JWKS down at approval: no second poll with the used code; a clear ERR_UNAVAILABLE', async (t) => {
+    const agent = mockHttp(t)
+    const clock = fakeClock()
+    const flow = flowWith(clock, { interval: 2 })
+    // Exactly one poll is scripted: a re-poll of the spent code would find no interceptor.
+    const times = scriptPolls(agent, clock, [await approved(clock)])
+    agent
+      .get(ORIGIN)
+      .intercept({ path: '/jwks' })
+      .replyWithError(Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }))
+      .times(3)
+    const outcomes: string[] = []
+    await assert.rejects(
+      pollDeviceAuthorization(server, client, flow, {
+        sleep: clock.sleep,
+        now: clock.now,
+        onPoll: (e) => outcomes.push(e.outcome),
+      }),
+      (err: unknown) => {
+        assert.ok(err instanceof EdgeTokenError)
+        assert.equal(err.code, 'ERR_UNAVAILABLE')
+        assert.match(err.message, /id_token cannot be verified/)
+        assert.ok(!err.message.includes(DEVICE_CODE))
+        return true
+      },
+    )
+    assert.equal(times.length, 1)
+    assert.deepEqual(outcomes, [], 'the failed approval is not reported as an unavailable poll')
+    // One poll interval, then the JWKS retries (1 s, 2 s), never a poll back-off.
+    assert.deepEqual(clock.sleeps, [2000, 1000, 2000])
+  })
+
+  test('JWKS briefly down at approval: verified after a retry, still one poll', async (t) => {
+    const agent = mockHttp(t)
+    const clock = fakeClock()
+    const flow = flowWith(clock, { interval: 2 })
+    const times = scriptPolls(agent, clock, [pending, await approved(clock)])
+    const pool = agent.get(ORIGIN)
+    pool.intercept({ path: '/jwks' }).reply(503, 'down', { headers: { 'content-type': 'text/plain' } })
+    pool.intercept({ path: '/jwks' }).reply(200, { keys: [jwk] }, { headers: JSON_HEADERS })
+    const tokens = await pollDeviceAuthorization(server, client, flow, { sleep: clock.sleep, now: clock.now })
+    assert.equal(tokens.idTokenClaims?.sub, 'user-1')
+    assert.equal(times.length, 2)
   })
 })
 
@@ -317,6 +392,38 @@ describe('RFC 8628 §3.2 device authorization response validation', () => {
         },
       )
     })
+
+  invalid(
+    'user_code with a bidi override is rejected (cannot reorder text on screen)',
+    goodBody({ user_code: 'ABCD\u202eHGFE' }),
+    /user_code/,
+  )
+  invalid('user_code with a zero-width space is rejected', goodBody({ user_code: 'AB\u200bCD' }), /user_code/)
+  invalid(
+    'a message with a bidi isolate is rejected',
+    goodBody({ message: 'Go to \u2067evil\u2069 now' }),
+    /message/,
+  )
+  invalid(
+    'a verification_uri with a byte-order mark is rejected',
+    goodBody({ verification_uri: 'https://idp.test/\ufeffdevice' }),
+    /verification_uri/,
+  )
+  invalid(
+    'a user_code with an Arabic letter mark is rejected',
+    goodBody({ user_code: 'AB\u061cCD' }),
+    /user_code/,
+  )
+
+  test('an internationalised verification host is returned as punycode (url.href)', () => {
+    const body = goodBody({
+      verification_uri: 'https://pаypal.example/device',
+      verification_uri_complete: 'https://pаypal.example/device?user_code=WDJB-MJHT',
+    })
+    const flow = processDeviceAuthorizationResponse(response(200, body))
+    assert.equal(flow.verificationUri, 'https://xn--pypal-4ve.example/device')
+    assert.equal(flow.verificationUriComplete, 'https://xn--pypal-4ve.example/device?user_code=WDJB-MJHT')
+  })
 
   test('a valid response is accepted, times made absolute, device_code kept private', () => {
     const flow = processDeviceAuthorizationResponse(response(200, goodBody({ message: 'Go to the page' })), {
@@ -431,11 +538,15 @@ describe('RFC 8628 §3.2 device authorization response validation', () => {
           response(400, { error: 'invalid_scope', error_description: 'no' }),
         ),
       (err: unknown) =>
-        err instanceof OAuthServerError && err.code === 'ERR_OAUTH' && err.error === 'invalid_scope',
+        err instanceof OAuthServerError &&
+        err.code === 'ERR_CONFIG' &&
+        err.category === 'config' &&
+        err.error === 'invalid_scope' &&
+        /invalid_scope: no/.test(err.message),
     )
   })
 
-  test('503 with Retry-After becomes an UnavailableError', () => {
+  test('RFC 9110 §10.2.3 a 503 with Retry-After becomes an UnavailableError carrying it', () => {
     assert.throws(
       () =>
         processDeviceAuthorizationResponse(
@@ -447,6 +558,52 @@ describe('RFC 8628 §3.2 device authorization response validation', () => {
 })
 
 describe('device authorization request over HTTP', () => {
+  const recording = () => {
+    const sleeps: number[] = []
+    return { sleeps, sleep: async (ms: number) => void sleeps.push(ms) }
+  }
+
+  test('RFC 9110 §10.2.3: a 429 with Retry-After is retried after that many seconds', async (t) => {
+    const pool = mockHttp(t).get(ORIGIN)
+    pool
+      .intercept({ path: '/device/auth', method: 'POST' })
+      .reply(429, 'busy', { headers: { 'content-type': 'text/plain', 'retry-after': '3' } })
+    pool.intercept({ path: '/device/auth', method: 'POST' }).reply(200, goodBody(), { headers: JSON_HEADERS })
+    const { sleeps, sleep } = recording()
+    const flow = await startDeviceAuthorization(server, client, ['openid'], { sleep })
+    assert.equal(flow.userCode, 'WDJB-MJHT')
+    assert.deepEqual(sleeps, [3000])
+  })
+
+  test('RFC 9110 §10.2.3: unavailable on every attempt ends after 3 with the last Retry-After kept', async (t) => {
+    const pool = mockHttp(t).get(ORIGIN)
+    pool
+      .intercept({ path: '/device/auth', method: 'POST' })
+      .replyWithError(Object.assign(new Error('reset'), { code: 'ECONNRESET' }))
+    pool
+      .intercept({ path: '/device/auth', method: 'POST' })
+      .reply(503, 'down', { headers: { 'content-type': 'text/plain', 'retry-after': '4' } })
+      .times(2)
+    const { sleeps, sleep } = recording()
+    await assert.rejects(startDeviceAuthorization(server, client, [], { sleep }), (err: unknown) => {
+      assert.ok(err instanceof UnavailableError)
+      assert.equal(err.status, 503)
+      assert.equal(err.retryAfterSeconds, 4)
+      return true
+    })
+    assert.deepEqual(sleeps, [1000, 4000])
+  })
+
+  test('an OAuth error is not retried', async (t) => {
+    mockHttp(t)
+      .get(ORIGIN)
+      .intercept({ path: '/device/auth', method: 'POST' })
+      .reply(401, { error: 'invalid_client' }, { headers: JSON_HEADERS })
+    const { sleeps, sleep } = recording()
+    await assert.rejects(startDeviceAuthorization(server, client, [], { sleep }), { code: 'ERR_CONFIG' })
+    assert.deepEqual(sleeps, [])
+  })
+
   test('sends client_id and scope as a form and validates the answer', async (t) => {
     const agent = mockHttp(t)
     let sent = ''

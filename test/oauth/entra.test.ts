@@ -1,7 +1,7 @@
 /**
  * The Microsoft Entra ID dialect: authority parsing, v2.0 paths, the `{tenantid}` issuer template,
  * `client_info=1` and `uid.utid` accounts, `authorization_declined` — against the loopback dialect
- * server (test/support/entra.ts), reached through the test-only `entraBaseUrl`.
+ * server (test/support/entra.ts), reached through an origin-rewriting HTTP dispatcher.
  */
 import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
@@ -11,7 +11,7 @@ import { parseAuthority, resolveAuthority } from '../../src/oauth/authority.js'
 import { pollDeviceAuthorization, startDeviceAuthorization } from '../../src/oauth/device.js'
 import { refreshTokenGrant } from '../../src/oauth/refresh.js'
 import { accountFromTokenSet } from '../../src/oauth/tokens.js'
-import { type EntraDialectServer, startEntraDialect } from '../support/entra.js'
+import { type EntraDialectServer, routeEntraHosts, startEntraDialect } from '../support/entra.js'
 
 const CLIENT_ID = '04b07795-8ddb-461a-bbee-02f9e1bf7b46'
 
@@ -76,13 +76,19 @@ describe('Entra ID authorities', () => {
 
 describe('Entra ID dialect server', () => {
   let entra: EntraDialectServer
+  let unroute: () => Promise<void>
   before(async () => {
     entra = await startEntraDialect()
+    // login.microsoftonline.com is answered by the loopback dialect server (an origin-rewriting
+    // undici dispatcher): the library has no test-only option.
+    unroute = routeEntraHosts(entra)
   })
-  after(() => entra.close())
+  after(async () => {
+    await unroute()
+    await entra.close()
+  })
 
-  const resolve = (tenant: string) =>
-    resolveAuthority(`https://login.microsoftonline.com/${tenant}`, { entraBaseUrl: entra.baseUrl })
+  const resolve = (tenant: string) => resolveAuthority(`https://login.microsoftonline.com/${tenant}`)
 
   test('discovery: v2.0 paths and the {tenantid} issuer template for common', async () => {
     const server = await resolve('common')
@@ -98,9 +104,7 @@ describe('Entra ID dialect server', () => {
     assert.equal(server.issuer, `https://login.microsoftonline.com/${entra.tenantId}/v2.0`)
     // A GUID authority whose document names {tenantid} (or another GUID) is not that tenant.
     await assert.rejects(
-      resolveAuthority('https://login.microsoftonline.com/00000000-0000-0000-0000-000000000001', {
-        entraBaseUrl: entra.baseUrl,
-      }),
+      resolveAuthority('https://login.microsoftonline.com/00000000-0000-0000-0000-000000000001'),
       { code: 'ERR_INVALID_RESPONSE', message: /not an Entra ID issuer/ },
     )
   })
@@ -154,7 +158,6 @@ describe('Entra ID dialect server', () => {
       const client = new PublicClient({
         authority: 'https://login.microsoftonline.com/common',
         clientId: CLIENT_ID,
-        entraBaseUrl: entra.baseUrl,
       })
       const flow = await client.startDeviceFlow({ scopes: ['User.Read'] })
       const clock = fakeClock()
@@ -176,7 +179,6 @@ describe('Entra ID dialect server', () => {
     const client = new PublicClient({
       authority: 'https://login.microsoftonline.com/common',
       clientId: CLIENT_ID,
-      entraBaseUrl: entra.baseUrl,
     })
     const flow = await client.startDeviceFlow({ scopes: ['User.Read'] })
     const clock = fakeClock()
@@ -191,7 +193,6 @@ describe('Entra ID dialect server', () => {
     const client = new PublicClient({
       authority: 'https://login.microsoftonline.com/common',
       clientId: CLIENT_ID,
-      entraBaseUrl: entra.baseUrl,
     })
     const flow = await client.startDeviceFlow({ scopes: ['User.Read'] })
     const start = entra.requests.filter((r) => r.path === '/common/oauth2/v2.0/devicecode').at(-1)

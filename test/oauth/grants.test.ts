@@ -18,6 +18,7 @@ import {
   TOKEN_EXCHANGE_GRANT_TYPE,
   tokenExchangeGrant,
 } from '../../src/oauth/grants.js'
+import { clearJwksCache } from '../../src/oauth/jwks.js'
 import {
   buildAuthorizationUrl,
   codeChallengeS256,
@@ -26,8 +27,9 @@ import {
   generateState,
   validateAuthorizationResponse,
 } from '../../src/oauth/pkce.js'
+import { refreshTokenGrant } from '../../src/oauth/refresh.js'
 import type { OAuthClient } from '../../src/oauth/types.js'
-import { type EntraDialectServer, startEntraDialect } from '../support/entra.js'
+import { type EntraDialectServer, routeEntraHosts, startEntraDialect } from '../support/entra.js'
 import { authorizeInBrowserless } from '../support/headless-user.js'
 import { startTestIdp, type TestIdp } from '../support/idp.js'
 import { JSON_HEADERS, mockHttp } from '../support/mock-http.js'
@@ -125,12 +127,42 @@ describe('grants: request shapes (MockAgent, no network)', () => {
     })
   })
 
-  test('an invalid_client answer is a typed OAuthServerError without the secret', async (t) => {
+  test('OIDC Core §12.2: JWKS down during a refresh keeps the rotated refresh token (id_token dropped)', async (t) => {
+    clearJwksCache()
+    const { privateKey } = await generateKeyPair('ES256')
+    const iat = Math.floor(Date.now() / 1000)
+    const idToken = await new SignJWT({ sub: 'user-1', iat, exp: iat + 600 })
+      .setProtectedHeader({ alg: 'ES256', kid: 'k1' })
+      .setIssuer(ORIGIN)
+      .setAudience('app')
+      .sign(privateKey)
+    const { agent } = expectPost(t, '/token', 200, {
+      ...ok,
+      refresh_token: 'rt-2-rotated',
+      id_token: idToken,
+    })
+    agent
+      .get(ORIGIN)
+      .intercept({ path: '/jwks' })
+      .replyWithError(Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }))
+      .times(3)
+    const sleeps: number[] = []
+    const tokens = await refreshTokenGrant(server, { clientId: 'app' }, 'rt-1', [], {
+      sleep: async (ms) => void sleeps.push(ms),
+    })
+    assert.equal(tokens.refreshToken, 'rt-2-rotated')
+    assert.equal(tokens.accessToken, 'at-secret-1')
+    assert.equal(tokens.idTokenClaims, undefined)
+    assert.match(tokens.warning ?? '', /signing keys at idp\.test cannot be fetched/)
+    assert.deepEqual(sleeps, [1000, 2000])
+  })
+
+  test('an invalid_client answer is a typed OAuthServerError (ERR_CONFIG) without the secret', async (t) => {
     expectPost(t, '/token', 401, { error: 'invalid_client', error_description: 'bad secret' })
     await assert.rejects(clientCredentialsGrant(server, postClient, { scopes: ['x'] }), (err: unknown) => {
       return (
         err instanceof OAuthServerError &&
-        err.code === 'ERR_OAUTH' &&
+        err.code === 'ERR_CONFIG' &&
         err.error === 'invalid_client' &&
         err.status === 401 &&
         noSecretsIn(err, [SECRET])
@@ -473,13 +505,16 @@ describe('grants against the real test IdP', () => {
 describe('on-behalf-of against the Entra dialect server', () => {
   let entra: EntraDialectServer
   let entraAuthority: AuthorizationServer
+  let unroute: () => Promise<void>
   before(async () => {
     entra = await startEntraDialect()
-    entraAuthority = await resolveAuthority('https://login.microsoftonline.com/organizations', {
-      entraBaseUrl: entra.baseUrl,
-    })
+    unroute = routeEntraHosts(entra)
+    entraAuthority = await resolveAuthority('https://login.microsoftonline.com/organizations')
   })
-  after(() => entra.close())
+  after(async () => {
+    await unroute()
+    await entra.close()
+  })
 
   const ASSERTION = 'eyJ0eXAiOiJKV1QifQ.user-token-for-middle-tier.sig'
   const middleTier: OAuthClient = {

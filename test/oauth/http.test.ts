@@ -3,14 +3,18 @@
  * timeouts and network errors as typed errors naming the host, proxy from the environment.
  */
 import assert from 'node:assert/strict'
+import { readFile } from 'node:fs/promises'
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
+import { createServer as createHttpsServer } from 'node:https'
 import { connect, type Socket } from 'node:net'
 import { describe, type TestContext, test } from 'node:test'
+import { EnvHttpProxyAgent } from 'undici'
 import { InvalidResponseError } from '../../src/errors.js'
 import { httpRequest, NetworkError, readJson, setHttpDispatcher } from '../../src/oauth/http.js'
 import { VERSION } from '../../src/version.js'
 import { JSON_HEADERS, mockHttp } from '../support/mock-http.js'
 import { closeServer, listen } from '../support/net.js'
+import { createTestPki } from '../support/tls.js'
 
 const ORIGIN = 'https://idp.test'
 
@@ -167,6 +171,52 @@ describe('httpRequest', () => {
     const bypass = await httpRequest(`${direct}/x`)
     assert.deepEqual(readJson(bypass, 'x'), { host: new URL(direct).host })
     assert.equal(seen.length, 1)
+  })
+})
+
+describe('HTTPS_PROXY', () => {
+  test('an https target goes through a CONNECT tunnel of HTTPS_PROXY, TLS verified end to end', async (t) => {
+    const pki = await createTestPki()
+    t.after(() => pki.close())
+    const [cert, key] = await Promise.all([readFile(pki.serverCertFile), readFile(pki.serverKeyFile)])
+    const target = createHttpsServer({ cert, key }, (req, res) => {
+      res.writeHead(200, JSON_HEADERS).end(JSON.stringify({ host: req.headers.host, tls: true }))
+    })
+    const targetPort = await listen(target)
+    t.after(() => closeServer(target))
+    const seen: string[] = []
+    const proxyServer = createServer((_req, res) => res.writeHead(405).end())
+    proxyServer.on('connect', (req: IncomingMessage, socket: Socket, head: Buffer) => {
+      seen.push(String(req.url))
+      const upstream = connect(targetPort, '127.0.0.1', () => {
+        socket.write('HTTP/1.1 200 Connection Established\r\n\r\n')
+        upstream.write(head)
+        upstream.pipe(socket)
+        socket.pipe(upstream)
+      })
+      upstream.on('error', () => socket.destroy())
+      socket.on('error', () => upstream.destroy())
+    })
+    const proxyPort = await listen(proxyServer)
+    t.after(() => closeServer(proxyServer))
+    const saved = { HTTPS_PROXY: process.env.HTTPS_PROXY, NO_PROXY: process.env.NO_PROXY }
+    process.env.HTTPS_PROXY = `http://127.0.0.1:${proxyPort}`
+    process.env.NO_PROXY = ''
+    // The default dispatcher's class, read from the environment as in production; only the test
+    // CA is added (the tunnel's TLS session is with the target, not with the proxy).
+    const agent = new EnvHttpProxyAgent({ requestTls: { ca: pki.ca } })
+    t.after(async () => {
+      for (const [k, v] of Object.entries(saved)) {
+        if (v === undefined) delete process.env[k]
+        else process.env[k] = v
+      }
+      setHttpDispatcher(undefined)
+      await agent.close()
+    })
+    setHttpDispatcher(agent)
+    const response = await httpRequest(`https://localhost:${targetPort}/.well-known/openid-configuration`)
+    assert.deepEqual(readJson(response, 'x'), { host: `localhost:${targetPort}`, tls: true })
+    assert.deepEqual(seen, [`localhost:${targetPort}`])
   })
 })
 

@@ -133,7 +133,46 @@ describe('RFC 6749 §5.2 error responses', () => {
     assert.equal(errorCodeFor('expired_token', 'device_code'), 'ERR_EXPIRED')
     assert.equal(errorCodeFor('invalid_grant', 'refresh_token'), 'ERR_SIGNIN_REQUIRED')
     assert.equal(errorCodeFor('invalid_grant', 'device_code'), 'ERR_OAUTH')
-    assert.equal(errorCodeFor('invalid_client', 'refresh_token'), 'ERR_OAUTH')
+    assert.equal(errorCodeFor('invalid_client', 'refresh_token'), 'ERR_CONFIG')
+    assert.equal(
+      errorCodeFor('invalid_scope', 'refresh_token'),
+      'ERR_CONFIG',
+      'token --scope outside the grant',
+    )
+    assert.equal(errorCodeFor('server_error', 'refresh_token'), 'ERR_OAUTH')
+    assert.equal(errorCodeFor('invalid_grant', 'other'), 'ERR_OAUTH')
+  })
+
+  test('client configuration errors from the device and token endpoints are ERR_CONFIG (exit 2)', () => {
+    for (const error of [
+      'invalid_client',
+      'unauthorized_client',
+      'invalid_scope',
+      'unsupported_grant_type',
+      'invalid_request',
+      'invalid_target',
+    ]) {
+      assert.equal(errorCodeFor(error, 'device_code'), 'ERR_CONFIG', error)
+      assert.equal(errorCodeFor(error, 'other'), 'ERR_CONFIG', error)
+    }
+  })
+
+  test("a configuration error keeps the server's error and description in the message", async () => {
+    await assert.rejects(
+      processTokenResponse(
+        server,
+        response(401, { error: 'invalid_client', error_description: 'AADSTS7000215: bad secret' }),
+        options,
+      ),
+      (err: unknown) => {
+        assert.ok(err instanceof OAuthServerError)
+        assert.equal(err.code, 'ERR_CONFIG')
+        assert.equal(err.category, 'config')
+        assert.equal(err.error, 'invalid_client')
+        assert.match(err.message, /401 invalid_client: AADSTS7000215: bad secret/)
+        return true
+      },
+    )
   })
 
   test('an error body becomes an OAuthServerError with description, status, hidden body', async () => {
@@ -164,7 +203,7 @@ describe('RFC 6749 §5.2 error responses', () => {
     })
   })
 
-  test('429 and 5xx are unavailable, with Retry-After', async () => {
+  test('RFC 9110 §10.2.3 429 and 5xx are unavailable, with Retry-After', async () => {
     await assert.rejects(
       processTokenResponse(server, response(429, '', { 'retry-after': '120' }), options),
       (err: unknown) =>
@@ -234,7 +273,7 @@ describe('id_token verification', () => {
   })
 
   const rejects = (name: string, make: () => Promise<string>, reason: RegExp, now = NOW) =>
-    test(name, async (t) => {
+    test(`OIDC Core §3.1.3.7: ${name}`, async (t) => {
       serveJwks(t, [keys.jwk])
       await assert.rejects(
         verifyIdToken(server, CLIENT, await make(), { now: () => now }),
@@ -251,13 +290,13 @@ describe('id_token verification', () => {
   rejects('expired beyond the 60 s skew', () => sign(), /exp/, NOW + 661_000)
   rejects('issued in the future beyond the skew', () => sign({ iat: Math.floor(NOW / 1000) + 120 }), /iat/)
 
-  test('expiry within the 60 s clock skew is accepted', async (t) => {
+  test('OIDC Core §3.1.3.7: expiry within the 60 s clock skew is accepted', async (t) => {
     serveJwks(t, [keys.jwk])
     const claims = await verifyIdToken(server, CLIENT, await sign(), { now: () => NOW + 650_000 })
     assert.equal(claims.sub, 'user-1')
   })
 
-  test('an HMAC-signed id_token is refused (asymmetric algorithms only)', async (t) => {
+  test('OIDC Core §3.1.3.7: an HMAC-signed id_token is refused (asymmetric algorithms only)', async (t) => {
     mockHttp(t)
     const secret = new TextEncoder().encode('x'.repeat(32))
     const forged = await new SignJWT({ sub: 'admin' })
@@ -273,7 +312,7 @@ describe('id_token verification', () => {
     })
   })
 
-  test('an unsigned (alg none) id_token is refused', async (t) => {
+  test('OIDC Core §3.1.3.7: an unsigned (alg none) id_token is refused', async (t) => {
     mockHttp(t)
     const enc = (v: unknown) => Buffer.from(JSON.stringify(v)).toString('base64url')
     const iat = Math.floor(NOW / 1000)
@@ -283,7 +322,7 @@ describe('id_token verification', () => {
     })
   })
 
-  test('a token signed by another key is refused', async (t) => {
+  test('OIDC Core §3.1.3.7: a token signed by another key is refused', async (t) => {
     const other = generateKeyPairSync('ec', { namedCurve: 'P-256' })
     serveJwks(t, [keys.jwk])
     const token = await new SignJWT({ sub: 'x' })
@@ -343,6 +382,124 @@ describe('id_token verification', () => {
   })
 })
 
+describe('JWKS unavailable after the token response (the grant is spent)', () => {
+  let privateKey: Awaited<ReturnType<typeof generateKeyPair>>['privateKey']
+  let jwk: JWK
+  beforeEach(async () => {
+    clearJwksCache()
+    if (!jwk) {
+      const pair = await generateKeyPair('ES256', { extractable: true })
+      privateKey = pair.privateKey
+      jwk = { ...(await exportJWK(pair.publicKey)), kid: 'k1', alg: 'ES256' }
+    }
+  })
+  const idToken = () => {
+    const iat = Math.floor(NOW / 1000)
+    return new SignJWT({ sub: 'user-1', iat, exp: iat + 600 })
+      .setProtectedHeader({ alg: 'ES256', kid: 'k1' })
+      .setIssuer(ORIGIN)
+      .setAudience(CLIENT)
+      .sign(privateKey)
+  }
+  const recording = () => {
+    const sleeps: number[] = []
+    return { sleeps, sleep: async (ms: number) => void sleeps.push(ms) }
+  }
+  const jwksDown = (t: TestContext, times: number) =>
+    mockHttp(t)
+      .get(ORIGIN)
+      .intercept({ path: '/jwks' })
+      .replyWithError(Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }))
+      .times(times)
+
+  test('the JWKS is fetched again (bounded) while unreachable, then the id_token is verified', async (t) => {
+    const agent = mockHttp(t)
+    const pool = agent.get(ORIGIN)
+    pool.intercept({ path: '/jwks' }).reply(503, 'down', { headers: { 'retry-after': '3' } })
+    pool
+      .intercept({ path: '/jwks' })
+      .replyWithError(Object.assign(new Error('reset'), { code: 'ECONNRESET' }))
+    pool.intercept({ path: '/jwks' }).reply(200, { keys: [jwk] }, { headers: JSON_HEADERS })
+    const { sleeps, sleep } = recording()
+    const body = { access_token: 'AT', token_type: 'Bearer', expires_in: 60, id_token: await idToken() }
+    const tokens = await processTokenResponse(server, response(200, body), { ...options, sleep })
+    assert.equal(tokens.idTokenClaims?.sub, 'user-1')
+    // RFC 9110 §10.2.3: the 503's Retry-After, then the default 2 s back-off.
+    assert.deepEqual(sleeps, [3000, 2000])
+  })
+
+  test('device_code grant: JWKS down on every attempt is a clear ERR_UNAVAILABLE, not a poll failure', async (t) => {
+    jwksDown(t, 3)
+    const { sleeps, sleep } = recording()
+    const body = { access_token: 'AT', token_type: 'Bearer', expires_in: 60, id_token: await idToken() }
+    await assert.rejects(
+      processTokenResponse(server, response(200, body), { ...options, sleep }),
+      (err: unknown) => {
+        assert.ok(
+          !(err instanceof UnavailableError),
+          'not an UnavailableError: pollers must not treat it as one',
+        )
+        assert.ok(err instanceof Error && 'code' in err)
+        assert.equal(err.code, 'ERR_UNAVAILABLE')
+        assert.match(
+          err.message,
+          /id_token cannot be verified: the signing keys at idp\.test cannot be fetched/,
+        )
+        assert.ok(!err.message.includes('AT'))
+        return true
+      },
+    )
+    assert.deepEqual(sleeps, [1000, 2000])
+  })
+
+  test('OIDC Core §12.2 refresh: JWKS down keeps the rotated refresh token, drops the unverified id_token', async (t) => {
+    jwksDown(t, 3)
+    const { sleep } = recording()
+    const body = {
+      access_token: 'AT-2',
+      token_type: 'Bearer',
+      expires_in: 60,
+      refresh_token: 'RT-2-rotated',
+      id_token: await idToken(),
+    }
+    const tokens = await processTokenResponse(server, response(200, body), {
+      ...options,
+      grant: 'refresh_token',
+      sleep,
+    })
+    assert.equal(tokens.accessToken, 'AT-2')
+    assert.equal(tokens.refreshToken, 'RT-2-rotated')
+    assert.equal(tokens.idToken, undefined)
+    assert.equal(tokens.idTokenClaims, undefined)
+    assert.match(tokens.warning ?? '', /refreshed id_token was not verified/)
+  })
+})
+
+describe('JWKS unreadable on refresh', () => {
+  test('OIDC Core §12.2 refresh: an HTML page for the JWKS (captive portal) keeps the rotated refresh token', async (t) => {
+    clearJwksCache()
+    mockHttp(t)
+      .get(ORIGIN)
+      .intercept({ path: '/jwks' })
+      .reply(200, '<html>Hotel Wi-Fi</html>', { headers: { 'content-type': 'text/html' } })
+    const { privateKey } = await generateKeyPair('ES256')
+    const iat = Math.floor(NOW / 1000)
+    const idToken = await new SignJWT({ sub: 'user-1', iat, exp: iat + 600 })
+      .setProtectedHeader({ alg: 'ES256', kid: 'k1' })
+      .setIssuer(ORIGIN)
+      .setAudience(CLIENT)
+      .sign(privateKey)
+    const body = { access_token: 'AT-2', token_type: 'Bearer', refresh_token: 'RT-2', id_token: idToken }
+    const tokens = await processTokenResponse(server, response(200, body), {
+      ...options,
+      grant: 'refresh_token',
+    })
+    assert.equal(tokens.refreshToken, 'RT-2')
+    assert.equal(tokens.idTokenClaims, undefined)
+    assert.match(tokens.warning ?? '', /signing keys at idp\.test cannot be fetched/)
+  })
+})
+
 describe('accountFromTokenSet', () => {
   const base = { accessToken: 'AT', tokenType: 'bearer', expiresAt: NOW, scopes: [] }
 
@@ -363,6 +520,26 @@ describe('accountFromTokenSet', () => {
       tenant: 't-1',
       issuer: 'https://login.microsoftonline.com/t-1/v2.0',
     })
+  })
+
+  test('Entra client_info utid must be the verified id_token tid', () => {
+    const clientInfo = Buffer.from(JSON.stringify({ uid: 'u-1', utid: 't-1' })).toString('base64url')
+    const entra = { ...server, dialect: 'entra' as const }
+    assert.throws(
+      () =>
+        accountFromTokenSet(entra, CLIENT, {
+          ...base,
+          clientInfo,
+          idTokenClaims: { iss: 'https://login.microsoftonline.com/t-2/v2.0', sub: 's', tid: 't-2' },
+        }),
+      { code: 'ERR_JWT_INVALID', message: /utid/ },
+    )
+    const same = accountFromTokenSet(entra, CLIENT, {
+      ...base,
+      clientInfo,
+      idTokenClaims: { iss: 'https://login.microsoftonline.com/t-1/v2.0', sub: 's', tid: 'T-1' },
+    })
+    assert.equal(same.id, 'u-1.t-1')
   })
 
   test('otherwise the verified sub; without an id_token a stable hash', () => {

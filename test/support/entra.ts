@@ -22,6 +22,9 @@
 import { randomBytes, randomUUID } from 'node:crypto'
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
 import { exportJWK, generateKeyPair, SignJWT } from 'jose'
+import { Agent } from 'undici'
+import { ENTRA_HOSTS } from '../../src/oauth/authority.js'
+import { setHttpDispatcher } from '../../src/oauth/http.js'
 import { closeServer, listen } from './net.js'
 
 /** What the token endpoint answers to a device_code poll. */
@@ -45,7 +48,7 @@ export interface EntraRequest {
 
 /** A running Entra dialect server. */
 export interface EntraDialectServer {
-  /** `http://127.0.0.1:PORT`: pass as the test-only `entraBaseUrl`. */
+  /** `http://127.0.0.1:PORT`; {@link routeEntraHosts} sends the Entra ID hosts' requests here. */
   baseUrl: string
   /** The tenant's GUID (`tid`, `utid`). */
   tenantId: string
@@ -293,5 +296,34 @@ export async function startEntraDialect(): Promise<EntraDialectServer> {
       idTokenAudience = aud
     },
     close: () => closeServer(server),
+  }
+}
+
+/**
+ * Routes the protocol core's requests to every Entra ID host (`https://login.microsoftonline.com`,
+ * the sovereign clouds) to the dialect server, through an undici dispatcher that rewrites the
+ * origin ({@link setHttpDispatcher}): the library has no test-only option for it.
+ *
+ * @param entra - the running dialect server.
+ * @returns undoes the routing and closes the dispatcher.
+ * @example
+ * ```ts
+ * const unroute = routeEntraHosts(entra)
+ * after(() => unroute())
+ * ```
+ */
+export function routeEntraHosts(entra: Pick<EntraDialectServer, 'baseUrl'>): () => Promise<void> {
+  const agent = new Agent()
+  const routed = agent.compose((dispatch) => (options, handler) => {
+    const origin = new URL(String(options.origin))
+    if (origin.protocol === 'https:' && ENTRA_HOSTS.has(origin.hostname)) {
+      return dispatch({ ...options, origin: entra.baseUrl }, handler)
+    }
+    return dispatch(options, handler)
+  })
+  setHttpDispatcher(routed)
+  return async () => {
+    setHttpDispatcher(undefined)
+    await agent.close()
   }
 }
