@@ -26,8 +26,8 @@ import type { EdgeTokenConfig } from '../config/types.js'
 import type { MqttRelay } from '../display/mqtt-relay.js'
 import { isEdgeTokenError } from '../errors.js'
 import { backoffDelayMs } from '../lib/backoff.js'
-import type { AuthorizationServer } from '../oauth/authority.js'
-import type { SilentTokenResult } from '../store/cache.js'
+import { isoSeconds } from '../lib/time.js'
+import type { RefreshFunction, SilentTokenResult } from '../store/cache.js'
 import type { TokenStore } from '../store/token-store.js'
 import type { Spool } from '../telemetry/spool.js'
 import type { UploadEvent, Uploader } from '../telemetry/uploader.js'
@@ -51,6 +51,17 @@ export interface DaemonOptions {
   warn: (line: string) => void
   /** Structured events for `--json` (`ready`, `renewed`, `uploaded`, `signin_required`, `signed_in`, `stopped`). */
   emit?: (event: Readonly<Record<string, unknown>>) => void
+  /**
+   * The refresh callback of silent acquisition for an authority and client (discovery cached in
+   * the state directory, then the refresh grant): the CLI passes its `refreshFor`, so the daemon
+   * and `edgetoken token` refresh the same way.
+   */
+  refreshFor: (
+    authority: string,
+    clientId: string,
+    stateDir: string,
+    signal: AbortSignal | undefined,
+  ) => RefreshFunction
   /**
    * Runs a device flow to the end (the `login` command's code path, with its displays and the
    * MQTT relay); called for an accepted pair request. Without it, pair requests are refused.
@@ -85,10 +96,8 @@ export interface DaemonSummary {
 const DEFAULT_SHUTDOWN_TIMEOUT_MS = 10_000
 const LOG_INTERVAL_MS = 60_000
 const FINAL_FLUSH_MS = 2000
-
-function iso(ms: number): string {
-  return new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z')
-}
+/** How long the broker keeps the agent's session (and queues readings) while it is not running, s. */
+const MQTT_SESSION_EXPIRY_SECONDS = 86_400
 
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
@@ -162,18 +171,6 @@ export async function runDaemon(options: DaemonOptions): Promise<DaemonSummary> 
   )
 
   // --- tokens -------------------------------------------------------------------------------
-  let server: Promise<AuthorizationServer> | undefined
-  const authorizationServer = async (): Promise<AuthorizationServer> => {
-    const [{ resolveAuthority }, { fileMetadataCache }] = await Promise.all([
-      import('../oauth/authority.js'),
-      import('../store/metadata-cache.js'),
-    ])
-    server ??= resolveAuthority(identity.authority, { cache: fileMetadataCache(config.stateDir), signal })
-    return server.catch((err: unknown) => {
-      server = undefined // discovery failed: try again next time
-      throw err
-    })
-  }
   const getToken = (forceRefresh: boolean, tokenSignal: AbortSignal = signal): Promise<SilentTokenResult> =>
     cache.acquireTokenSilent(store, {
       authority: identity.authority,
@@ -181,18 +178,7 @@ export async function runDaemon(options: DaemonOptions): Promise<DaemonSummary> 
       scopes: identity.scopes,
       forceRefresh,
       signal: tokenSignal,
-      refresh: async (refreshToken, scopes) => {
-        const { refreshTokenGrant } = await import('../oauth/refresh.js')
-        return refreshTokenGrant(
-          await authorizationServer(),
-          { clientId: identity.clientId },
-          refreshToken,
-          scopes,
-          {
-            signal: tokenSignal,
-          },
-        )
-      },
+      refresh: options.refreshFor(identity.authority, identity.clientId, config.stateDir, tokenSignal),
     })
 
   // --- sign-in state ------------------------------------------------------------------------
@@ -271,11 +257,17 @@ export async function runDaemon(options: DaemonOptions): Promise<DaemonSummary> 
       if (!result.fromCache) {
         summary.renewals += 1
         log(
-          `edgetoken: renewed the access token; expires ${iso(result.expiresAt)}, next renewal ${iso(nextAt)}`,
+          `edgetoken: renewed the access token; expires ${isoSeconds(result.expiresAt)}, next renewal ${isoSeconds(nextAt)}`,
         )
-        emit({ event: 'renewed', expires_at: iso(result.expiresAt), next_renewal_at: iso(nextAt) })
+        emit({
+          event: 'renewed',
+          expires_at: isoSeconds(result.expiresAt),
+          next_renewal_at: isoSeconds(nextAt),
+        })
       } else {
-        log(`edgetoken: access token valid until ${iso(result.expiresAt)}; next renewal ${iso(nextAt)}`)
+        log(
+          `edgetoken: access token valid until ${isoSeconds(result.expiresAt)}; next renewal ${isoSeconds(nextAt)}`,
+        )
       }
     },
     onRetry: (err, ms) => {
@@ -332,7 +324,16 @@ export async function runDaemon(options: DaemonOptions): Promise<DaemonSummary> 
         import('./pair.js'),
       ])
     const topics = mqttTopics(mqttConfig.topicPrefix, config.deviceId)
-    const client = await connectMqtt(mqttConfig, { deviceId: config.deviceId, role: 'agent', presence: true })
+    // A persistent session under a stable client id: QoS 1 readings published while the agent
+    // restarts (or stops for less than a day) are queued by the broker and delivered on connect,
+    // and readings the spool refused are redelivered (see ingest.ts). The login relay keeps its
+    // own clean session and client id.
+    const client = await connectMqtt(mqttConfig, {
+      deviceId: config.deviceId,
+      role: 'agent',
+      presence: true,
+      sessionExpirySeconds: MQTT_SESSION_EXPIRY_SECONDS,
+    })
     mqttClient = client
     let connectedOnce = false
     let brokerWarned = false
@@ -386,6 +387,7 @@ export async function runDaemon(options: DaemonOptions): Promise<DaemonSummary> 
         onPair: () => startSignIn('pair request from the companion display'),
         onRefused: (reason) =>
           limited(`pair-${reason}`, () => `edgetoken: ignored a pair request (${reason})`, log),
+        onError: (err) => warn(`pair requests: ${message(err)}`),
       })
     }
   }
@@ -489,8 +491,9 @@ export async function runDaemon(options: DaemonOptions): Promise<DaemonSummary> 
   const finished = await withDeadline(
     (async () => {
       await pairListener?.close()
-      // Readings already received reach the disk before anything else closes.
-      await ingest?.close()
+      // Readings already received reach the disk before anything else closes. The subscription
+      // stays in the broker's session: readings published until the next start are queued.
+      await ingest?.close({ unsubscribe: false })
       await uploadLoop
       await signingIn
       // Nobody acts on a pair request once we are gone: the notice goes with us.

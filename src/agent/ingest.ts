@@ -8,10 +8,16 @@
  * - The broker gets its PUBACK only after the reading is on disk (the spool's fsync): mqtt.js
  *   handles incoming packets one at a time, so a slow disk pushes back on the broker instead of
  *   filling memory.
+ * - A reading the spool refused (disk full, I/O error) gets no PUBACK at all: the broker still
+ *   owes it. MQTT resends an unacknowledged PUBLISH only when the session is resumed on a new
+ *   connection (MQTT 5 §4.4, 3.1.1 §4.4), so the ingest reconnects, with back-off, to have it
+ *   redelivered. That needs a persistent session (`connectMqtt` with `sessionExpirySeconds`), which
+ *   also queues the readings published while the agent is not running.
  *
  * @packageDocumentation
  */
 import type { IPublishPacket, MqttClient } from 'mqtt'
+import { backoffDelayMs } from '../lib/backoff.js'
 import { isObject, type JsonObject } from '../lib/validate.js'
 
 /** Largest reading payload accepted, bytes (the schema's documented cap). */
@@ -153,33 +159,55 @@ export interface ReadingIngestOptions {
   append: (records: readonly JsonObject[]) => Promise<void>
   /** Called for each dropped message (never with payload content). */
   onDrop?: (reason: DropReason, detail: string) => void
-  /** Called when the spool refused a valid reading. */
+  /** Called when the spool refused a valid reading, and when the subscription failed. */
   onError?: (error: unknown) => void
+  /**
+   * After the spool refused a reading, reconnect this long later (doubling per refusal in a row,
+   * up to 5 minutes, with jitter) so the broker redelivers it, ms. Default 5000.
+   */
+  redeliveryDelayMs?: number
+}
+
+/** Options of {@link ReadingIngest.close}. */
+export interface ReadingIngestCloseOptions {
+  /**
+   * Unsubscribe from the readings topic. Default true. The daemon passes false when it stops: the
+   * persistent session keeps the subscription, so the broker queues the readings published until
+   * the next start. Readings that still arrive are then left unacknowledged (the broker redelivers
+   * them), never acknowledged unspooled.
+   */
+  unsubscribe?: boolean
 }
 
 /** A running ingest; see {@link startReadingIngest}. */
 export interface ReadingIngest {
   /** Live counters. */
   readonly counters: Readonly<IngestCounters>
+  /**
+   * Resolves once the broker acknowledged the subscription (SUBACK), so readings published from
+   * then on reach this ingest; rejects when the broker refused it. Awaiting it is optional.
+   */
+  readonly ready: Promise<void>
   /** Resolves when every reading received so far is on disk (or failed). */
   idle(): Promise<void>
-  /** Unsubscribes and waits for readings in flight. The client stays open. */
-  close(): Promise<void>
+  /** Stops spooling and waits for readings in flight. The client stays open. */
+  close(options?: ReadingIngestCloseOptions): Promise<void>
 }
 
-const HOLD = Symbol.for('edgetoken.ingest.ackHolds')
+const HOLD = Symbol.for('edgetoken.ingest.ackHolds.v2')
 
-type HoldingClient = MqttClient & { [HOLD]?: WeakMap<IPublishPacket, Promise<unknown>> }
+type HoldingClient = MqttClient & { [HOLD]?: WeakMap<IPublishPacket, Promise<boolean>> }
 
 /**
- * Makes the client's acknowledgement of `packet` (PUBACK) wait for `work`. Installs, once per
- * client, a `handleMessage` that mqtt.js calls before sending the PUBACK of a QoS 1 message.
+ * Makes the client's acknowledgement of `packet` (PUBACK) wait for `work`, and withholds it when
+ * `work` resolves to false. Installs, once per client, a `handleMessage` that mqtt.js calls before
+ * it sends the PUBACK of a QoS 1 message: calling back with an error makes mqtt.js skip the PUBACK.
  */
-function holdAck(client: MqttClient, packet: IPublishPacket, work: Promise<unknown>): void {
+function holdAck(client: MqttClient, packet: IPublishPacket, work: Promise<boolean>): void {
   const c = client as HoldingClient
   let holds = c[HOLD]
   if (!holds) {
-    const map = new WeakMap<IPublishPacket, Promise<unknown>>()
+    const map = new WeakMap<IPublishPacket, Promise<boolean>>()
     holds = map
     c[HOLD] = map
     const previous = c.handleMessage.bind(c)
@@ -190,16 +218,18 @@ function holdAck(client: MqttClient, packet: IPublishPacket, work: Promise<unkno
         return
       }
       map.delete(p)
-      // The work reports its own failures; the ack goes out either way (a clean session would
-      // lose an unacknowledged message on the next reconnect anyway).
       void pending.then(
-        () => previous(p, callback),
-        () => previous(p, callback),
+        (ack) => {
+          if (ack) previous(p, callback)
+          // Not on disk: no PUBACK, so the broker still owes us the message.
+          else callback(new Error('reading not spooled; left unacknowledged for redelivery'))
+        },
+        () => callback(new Error('reading not spooled; left unacknowledged for redelivery')),
       )
     }
   }
   const before = holds.get(packet)
-  holds.set(packet, before ? Promise.allSettled([before, work]) : work)
+  holds.set(packet, before ? Promise.all([before, work]).then(([a, b]) => a && b) : work)
 }
 
 function withTimeout(promise: Promise<unknown>, ms: number): Promise<unknown> {
@@ -214,20 +244,37 @@ function withTimeout(promise: Promise<unknown>, ms: number): Promise<unknown> {
 }
 
 /**
+ * Subscribes to `topic` (QoS 1); the promise settles with the SUBACK.
+ *
+ * @internal
+ */
+export function subscribeQos1(client: MqttClient, topic: string): Promise<void> {
+  return client.subscribeAsync(topic, { qos: 1 }).then((granted) => {
+    // SUBACK return code 0x80 (3.1.1) or a reason code >= 0x80 (MQTT 5): refused.
+    const refused = granted.find((g) => g.qos > 2)
+    if (refused) throw new Error(`the broker refused the subscription to ${topic} (code ${refused.qos})`)
+  })
+}
+
+/**
  * Subscribes to the readings topic (QoS 1) and spools every valid reading; drops and counts the
- * rest.
+ * rest. A reading the spool refused is not acknowledged, and the client reconnects (with
+ * back-off) so that the broker redelivers it.
  *
  * @param options - client, topic, spool append and callbacks.
  * @returns the running ingest with its counters.
+ * @see https://docs.oasis-open.org/mqtt/mqtt/v5.0/os/mqtt-v5.0-os.html#_Toc3901238 (MQTT 5 §4.4, redelivery)
  * @example
  * ```ts
  * const ingest = startReadingIngest({ client, topic: topics.readings, append: (r) => spool.append(r) })
+ * await ingest.ready
  * // ... later
  * await ingest.close()
  * ```
  */
 export function startReadingIngest(options: ReadingIngestOptions): ReadingIngest {
   const { client, topic } = options
+  const redeliveryDelayMs = options.redeliveryDelayMs ?? 5000
   const counters: IngestCounters = {
     received: 0,
     accepted: 0,
@@ -237,16 +284,35 @@ export function startReadingIngest(options: ReadingIngestOptions): ReadingIngest
     retained: 0,
     failed: 0,
   }
-  const inFlight = new Set<Promise<void>>()
+  const inFlight = new Set<Promise<boolean>>()
   let closed = false
+  let refusalsInARow = 0
+  let redeliveryTimer: NodeJS.Timeout | undefined
 
   const drop = (reason: DropReason, detail: string) => {
     counters[reason] += 1
     options.onDrop?.(reason, detail)
   }
 
+  // Only a new connection makes the broker resend what we left unacknowledged (MQTT 5 §4.4).
+  const scheduleRedelivery = () => {
+    if (redeliveryTimer || closed) return
+    const delay = backoffDelayMs(refusalsInARow - 1, { baseMs: redeliveryDelayMs, capMs: 300_000 })
+    redeliveryTimer = setTimeout(() => {
+      redeliveryTimer = undefined
+      // Offline: mqtt.js reconnects by itself, and that redelivers too.
+      if (!closed && client.connected) client.reconnect()
+    }, delay)
+    redeliveryTimer.unref()
+  }
+
   const onMessage = (messageTopic: string, payload: Buffer, packet: IPublishPacket) => {
-    if (messageTopic !== topic || closed) return
+    if (messageTopic !== topic) return
+    if (closed) {
+      // Still subscribed (the session keeps the subscription): leave it to the broker.
+      holdAck(client, packet, Promise.resolve(false))
+      return
+    }
     counters.received += 1
     if (packet.retain) {
       drop('retained', 'retained readings are not accepted')
@@ -260,10 +326,17 @@ export function startReadingIngest(options: ReadingIngestOptions): ReadingIngest
     const work = options.append([checked.value]).then(
       () => {
         counters.accepted += 1
+        refusalsInARow = 0
+        return true
       },
       (err: unknown) => {
         counters.failed += 1
         options.onError?.(err)
+        if (packet.qos > 0) {
+          refusalsInARow += 1
+          scheduleRedelivery()
+        }
+        return false
       },
     )
     inFlight.add(work)
@@ -272,8 +345,9 @@ export function startReadingIngest(options: ReadingIngestOptions): ReadingIngest
   }
 
   client.on('message', onMessage)
-  client.subscribe(topic, { qos: 1 }, (err) => {
-    if (err && !closed) options.onError?.(err)
+  const ready = subscribeQos1(client, topic)
+  ready.catch((err: unknown) => {
+    if (!closed) options.onError?.(err)
   })
 
   const idle = async () => {
@@ -282,12 +356,17 @@ export function startReadingIngest(options: ReadingIngestOptions): ReadingIngest
 
   return {
     counters,
+    ready,
     idle,
-    async close() {
+    async close(closeOptions = {}) {
       if (closed) return
       closed = true
-      client.removeListener('message', onMessage)
-      if (client.connected) await withTimeout(client.unsubscribeAsync(topic), 2000)
+      if (redeliveryTimer) clearTimeout(redeliveryTimer)
+      redeliveryTimer = undefined
+      if (closeOptions.unsubscribe ?? true) {
+        client.removeListener('message', onMessage)
+        if (client.connected) await withTimeout(client.unsubscribeAsync(topic), 2000)
+      }
       await idle()
     },
   }

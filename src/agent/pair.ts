@@ -17,7 +17,7 @@
  * @packageDocumentation
  */
 import type { IPublishPacket, MqttClient } from 'mqtt'
-import { type DropReason, decodeJsonObject, isUtcDateTime } from './ingest.js'
+import { type DropReason, decodeJsonObject, isUtcDateTime, subscribeQos1 } from './ingest.js'
 
 /** Largest pair-request payload accepted, bytes. */
 export const MAX_PAIR_BYTES = 1024
@@ -173,10 +173,17 @@ export interface PairListenerOptions {
   onPair: (request: PairRequest) => void
   /** Called for a refused request (never with payload content). */
   onRefused?: (reason: PairRefusal, detail: string) => void
+  /** Called when the broker refused the subscription. */
+  onError?: (error: unknown) => void
 }
 
 /** A running pair listener. */
 export interface PairListener {
+  /**
+   * Resolves once the broker acknowledged the subscription (SUBACK); rejects when it refused it.
+   * Awaiting it is optional.
+   */
+  readonly ready: Promise<void>
   /** Unsubscribes; the client stays open. */
   close(): Promise<void>
 }
@@ -197,8 +204,12 @@ export function startPairListener(options: PairListenerOptions): PairListener {
     else options.onRefused?.(decision.reason, decision.detail)
   }
   client.on('message', onMessage)
-  client.subscribe(topic, { qos: 1 })
+  const ready = subscribeQos1(client, topic)
+  ready.catch((err: unknown) => {
+    if (!closed) options.onError?.(err)
+  })
   return {
+    ready,
     async close() {
       if (closed) return
       closed = true

@@ -148,6 +148,7 @@ export function createConsoleDisplay(options: ConsoleDisplayOptions): LoginDispl
         denied: `Sign-in was denied${reason}.`,
         expired: `The code expired before sign-in completed${reason}. Run 'edgetoken login' again.`,
         cancelled: `Sign-in cancelled${reason}.`,
+        failed: `Sign-in failed${reason}.`,
       }
       write(`${texts[state]}\n`)
     },

@@ -49,6 +49,15 @@ export interface MqttConnectOptions {
   role?: string
   /** Set a last will of retained `offline` on the status topic. Default true. */
   presence?: boolean
+  /**
+   * Keep the session at the broker this long after a disconnect, seconds: its subscriptions, and
+   * the QoS 1 messages published meanwhile, are queued and delivered on the next connect. With it
+   * the client id is stable (`edgetoken-<role>-<deviceId>`, so the next run finds the session) and
+   * Clean Start is off; MQTT 5 sends it as the Session Expiry Interval (MQTT 3.1.1 has none: the
+   * broker keeps the session as long as it is configured to). Default: none, a clean session
+   * under a random client id (a one-shot `login` must not take over the agent's session).
+   */
+  sessionExpirySeconds?: number
   /** How long one connection attempt may take, ms. Default 4000. */
   connectTimeoutMs?: number
   /** First reconnect delay, ms (doubles per failed attempt, with jitter). Default 1000. */
@@ -72,7 +81,8 @@ async function readPem(file: string, key: string): Promise<Buffer> {
  * @param config - the MQTT configuration.
  * @param options - device id, presence and timing.
  * @returns options for `mqtt.connect(config.url, ...)`.
- * @throws ConfigError when a TLS file cannot be read.
+ * @throws ConfigError when a TLS file cannot be read; TypeError `ERR_INVALID_ARG_VALUE` for a
+ *   `sessionExpirySeconds` that is not a whole number of seconds from 1 to 2^32-1.
  */
 export async function mqttClientOptions(
   config: MqttConfig,
@@ -80,16 +90,30 @@ export async function mqttClientOptions(
 ): Promise<IClientOptions> {
   const topics = mqttTopics(config.topicPrefix, options.deviceId)
   const role = options.role ?? 'edgetoken'
+  const expiry = options.sessionExpirySeconds
+  if (expiry !== undefined && !(Number.isSafeInteger(expiry) && expiry > 0 && expiry <= 0xffffffff)) {
+    throw Object.assign(
+      new TypeError('sessionExpirySeconds must be a whole number of seconds from 1 to 2^32-1'),
+      { code: 'ERR_INVALID_ARG_VALUE' },
+    )
+  }
+  const persistent = expiry !== undefined
   const out: IClientOptions = {
     protocolVersion: config.protocolVersion ?? 5,
-    clientId: `${role}-${options.deviceId}-${randomBytes(4).toString('hex')}`.slice(0, 64),
-    clean: true,
+    // MQTT 5 §3.1.2.4 / 3.1.1 §3.1.2.4: a session is found again by its client id, so a
+    // persistent one needs a stable id (never cut: two long device ids must not collide).
+    clientId: persistent
+      ? `edgetoken-${role}-${options.deviceId}`
+      : `${role}-${options.deviceId}-${randomBytes(4).toString('hex')}`.slice(0, 64),
+    clean: !persistent,
     keepalive: 30,
     connectTimeout: options.connectTimeoutMs ?? 4000,
     reconnectPeriod: options.reconnectBaseMs ?? 1000,
     // Without a connection, QoS 0 messages are dropped rather than queued without bound.
     queueQoSZero: false,
   }
+  // MQTT 5 §3.1.2.11.2: without a Session Expiry Interval the session ends with the connection.
+  if (persistent && out.protocolVersion === 5) out.properties = { sessionExpiryInterval: expiry }
   if (options.presence ?? true) {
     out.will = { topic: topics.status, payload: Buffer.from('offline'), qos: 1, retain: true }
   }
@@ -156,6 +180,8 @@ export async function connectMqtt(config: MqttConfig, options: MqttConnectOption
     ) {
       retried.add(err)
       client.options.protocolVersion = 4
+      // MQTT 3.1.1 has no CONNECT properties (the session expiry among them).
+      delete client.options.properties
       client.reconnect()
     }
   })

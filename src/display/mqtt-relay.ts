@@ -7,7 +7,10 @@
  *   seconds left. Re-published after every reconnect (a restarted broker has forgotten it).
  * - At the end: a non-retained `{"state":"approved|denied|expired|cancelled"}`, then the retained
  *   message cleared with a zero-length retained publish (brokers do not reliably drop expired
- *   retained messages themselves).
+ *   retained messages themselves). When the connection is down at that moment, the relay waits up
+ *   to `publishTimeoutMs` for it to come back, then publishes both: a broker that kept the pending
+ *   code must not show it after the sign-in ended. A `failed` end goes out as `cancelled` (the
+ *   four states of `firmware-bridge/schema/login.schema.json`).
  * - The daemon's notice, retained, QoS 1: `{"state":"signin_required","since","pair"}` while the
  *   refresh token is dead ({@link MqttRelay.announceSigninRequired}). A pending code replaces it;
  *   it comes back when that flow fails, and is cleared once signed in again (or on close).
@@ -85,7 +88,10 @@ export interface MqttRelayOptions {
   client?: MqttClient
   /** How long to wait for the first connection before warning, ms. Default 4000. */
   connectTimeoutMs?: number
-  /** How long the end-state publishes and the disconnect may take, ms. Default 3000. */
+  /**
+   * How long the end-state publishes and the disconnect may take, ms; at the end, also how long to
+   * wait for a lost connection to come back. Default 3000.
+   */
   publishTimeoutMs?: number
   /** Reconnect back-off base, ms. Default 1000. */
   reconnectBaseMs?: number
@@ -120,6 +126,22 @@ function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T | undefined>
     timer.unref()
   })
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
+}
+
+/** Resolves true once `client` is connected, false after `ms`. */
+function connectedWithin(client: MqttClient, ms: number): Promise<boolean> {
+  if (client.connected) return Promise.resolve(true)
+  return new Promise((resolve) => {
+    const done = (ok: boolean) => {
+      clearTimeout(timer)
+      client.removeListener('connect', onConnect)
+      resolve(ok)
+    }
+    const onConnect = () => done(true)
+    const timer = setTimeout(() => done(false), ms)
+    timer.unref()
+    client.on('connect', onConnect)
+  })
 }
 
 function brokerName(url: string): string {
@@ -273,10 +295,16 @@ export function createMqttRelay(options: MqttRelayOptions): MqttRelay {
       const had = pending
       pending = undefined
       if (state === 'approved') signin = undefined
-      if (!had || !client?.connected) return
+      const c = client
+      // Never connected: the code never reached the broker, there is nothing to take back.
+      if (!had || !c || !everConnected) return
+      // Disconnected now: the broker may still hold the pending code (a persistent broker keeps it
+      // across its own restart). Wait a little for the connection to come back, then clear it.
+      if (!(await connectedWithin(c, publishTimeoutMs)) || closed) return
+      const wire = state === 'failed' ? 'cancelled' : state
       await withTimeout(
         (async () => {
-          await publish(topics.login, JSON.stringify({ state }), { qos: 1, retain: false })
+          await publish(topics.login, JSON.stringify({ state: wire }), { qos: 1, retain: false })
           await publish(topics.login, '', { qos: 1, retain: true })
           // A failed flow leaves sign-in required: the notice goes back up.
           if (signin) await publishSignin()

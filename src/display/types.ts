@@ -26,8 +26,11 @@ export interface DisplayFlow {
   readonly message?: string | undefined
 }
 
-/** How a sign-in ended. */
-export type DisplayEndState = 'approved' | 'denied' | 'expired' | 'cancelled'
+/**
+ * How a sign-in ended. `failed`: anything but a denial, an expiry or a cancellation, e.g. the
+ * user approved but the tokens could not be saved (say why in {@link DisplayEndDetail.reason}).
+ */
+export type DisplayEndState = 'approved' | 'denied' | 'expired' | 'cancelled' | 'failed'
 
 /** Extra information for the end state. */
 export interface DisplayEndDetail {

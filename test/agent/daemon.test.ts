@@ -1,8 +1,8 @@
 /**
  * `edgetoken run` as a child process against the real test IdP, the reference API and mosquitto:
  * readings from the sensor simulator reach the API, renewals happen with short-lived tokens, the
- * API going down and up loses nothing, a dead sign-in is announced and a pair request recovers
- * it, SIGTERM exits 0 promptly.
+ * API going down and up loses nothing, readings published while it is stopped arrive after its
+ * restart, a dead sign-in is announced and a pair request recovers it, SIGTERM exits 0 promptly.
  */
 import assert from 'node:assert/strict'
 import { type ChildProcess, spawn } from 'node:child_process'
@@ -172,7 +172,7 @@ describe('edgetoken run (daemon)', { timeout: 180_000 }, () => {
     }
   }
 
-  test('readings reach the API, tokens are renewed, an API outage loses nothing, SIGTERM exits 0', async () => {
+  test('readings reach the API, tokens are renewed, an API outage and a restart lose nothing, SIGTERM exits 0', async () => {
     const env = await setup('main', 'gw-daemon')
     await login(env)
     const refreshesBefore = idp.refreshes
@@ -196,6 +196,7 @@ describe('edgetoken run (daemon)', { timeout: 180_000 }, () => {
     await daemon.waitForEvent((e) => e.event === 'renewed', 'a renewal', 30_000)
     assert.ok(idp.refreshes > refreshesBefore, 'the IdP saw a refresh_token grant')
 
+    const stderrBefore = daemon.stderr().length
     await api.setMode('down')
     const second = await startSensorSimulator({
       url: broker.url,
@@ -207,7 +208,13 @@ describe('edgetoken run (daemon)', { timeout: 180_000 }, () => {
     })
     await second.done
     await second.close()
-    await new Promise((r) => setTimeout(r, 1500)) // the uploader meets the outage and backs off
+    // The uploader meets the outage (its first failed attempt is logged) and backs off.
+    await waitUntil(
+      () => /upload of \S+ failed/.test(daemon.stderr().slice(stderrBefore)),
+      'the uploader meeting the outage',
+      30_000,
+      daemon.stderr,
+    )
     await api.setMode('up')
     await waitUntil(() => recordsAt(api).length >= 30, '30 records after the outage', 60_000, daemon.stderr)
     const seqs = recordsAt(api).map((r) => r.seq)
@@ -224,6 +231,34 @@ describe('edgetoken run (daemon)', { timeout: 180_000 }, () => {
     assert.ok(Date.now() - startedStop < 12_000, 'stopped within the shutdown bound')
     assert.ok(daemon.events.some((e) => e.event === 'stopped'))
     assertNoSecrets(daemon)
+
+    // Stopped (an update, a reboot): the broker keeps the agent's session and queues the readings
+    // published meanwhile (QoS 1); the next run spools and uploads them.
+    const whileStopped = await startSensorSimulator({
+      url: broker.url,
+      deviceId: 'gw-daemon',
+      sensor: 'greenhouse-1',
+      intervalMs: 5,
+      count: 5,
+      startSeq: 30,
+    })
+    await whileStopped.done
+    await whileStopped.close()
+    const restarted = startCli(['run', '--json'], env)
+    children.push(restarted.child)
+    await waitUntil(
+      () => recordsAt(api).length >= 35,
+      '35 records after the restart',
+      30_000,
+      restarted.stderr,
+    )
+    assert.deepEqual(
+      recordsAt(api).map((r) => r.seq),
+      Array.from({ length: 35 }, (_, i) => i),
+      'the readings published while stopped arrived, once, in order',
+    )
+    restarted.child.kill('SIGTERM')
+    assert.equal(await restarted.exit, 0, restarted.stderr())
   })
 
   test('not signed in: sign-in required is announced, readings are spooled, a pair request signs in', async () => {
@@ -266,6 +301,9 @@ describe('edgetoken run (daemon)', { timeout: 180_000 }, () => {
     const userCode = idp.issued.userCodes.at(-1)
     await approveDevice(idp.issuer, String(userCode))
     await daemon.waitForEvent((e) => e.event === 'signed_in', 'signed_in', 30_000)
+    // The sign-in ran the login code path with its own MQTT relay: the daemon is still `online`.
+    await waitForRetained('edgetoken/gw-pair/status', (p) => p.length > 0, 'the retained status')
+    assert.deepEqual(await retainedOn('edgetoken/gw-pair/status'), ['online'])
 
     await waitUntil(
       () =>

@@ -184,7 +184,8 @@ describe('MQTT ingest against a real broker', () => {
     stateDir = await mkdtemp(join(tmpdir(), 'edgetoken-ingest-'))
     spool = await openSpool(stateDir)
     config = { url: broker.url, topicPrefix: 'edgetoken', allowPair: true }
-    agent = await connectMqtt(config, { deviceId, role: 'agent' })
+    // The daemon's options: a persistent session under a stable client id.
+    agent = await connectMqtt(config, { deviceId, role: 'agent', sessionExpirySeconds: 3600 })
     if (!agent.connected) await new Promise((resolve) => agent.once('connect', resolve))
     publisher = await mqtt.connectAsync(broker.url, clientOptions(broker))
   })
@@ -224,9 +225,8 @@ describe('MQTT ingest against a real broker', () => {
       append: (records) => spool.append(records),
       onDrop: (reason) => drops.push(reason),
     })
-    // Let the subscription reach the broker before publishing.
-    await waitFor('subscription', () => agent.connected)
-    await new Promise((r) => setTimeout(r, 200))
+    // The broker acknowledged the subscription: what is published from now on reaches the ingest.
+    await ingest.ready
 
     await publisher.publishAsync(topics.readings, bytes(GOOD), { qos: 1 })
     for (const [, payload] of BAD_READINGS) await publisher.publishAsync(topics.readings, payload, { qos: 1 })
@@ -257,7 +257,7 @@ describe('MQTT ingest against a real broker', () => {
       topic: topics.readings,
       append: (r) => spool.append(r),
     })
-    await new Promise((r) => setTimeout(r, 200))
+    await ingest.ready
     const sensor = await startSensorSimulator({
       url: broker.url,
       deviceId,
@@ -277,24 +277,72 @@ describe('MQTT ingest against a real broker', () => {
     assert.ok(records.every((r) => r.sensor === 'sim-1'))
   })
 
-  test('a spool that refuses a write is counted as failed, not a crash', async () => {
+  test('MQTT 5 §4.4: a reading the spool refused gets no PUBACK; the broker redelivers it and it is spooled once', async () => {
     const errors: unknown[] = []
+    let refusals = 0
     const ingest = startReadingIngest({
       client: agent,
       topic: topics.readings,
-      append: async () => {
-        throw Object.assign(new Error('no space left on device'), { code: 'ENOSPC' })
+      append: async (records) => {
+        if (refusals++ === 0) throw Object.assign(new Error('no space left on device'), { code: 'ENOSPC' })
+        await spool.append(records)
       },
       onError: (e) => errors.push(e),
+      redeliveryDelayMs: 50,
     })
-    await new Promise((r) => setTimeout(r, 200))
-    await publisher.publishAsync(topics.readings, bytes(GOOD), { qos: 1 })
-    await publisher.publishAsync(topics.readings, bytes({ ...GOOD, seq: 50 }), { qos: 1 })
-    await waitFor('two failures', () => ingest.counters.failed >= 2)
-    assert.equal(ingest.counters.accepted, 0)
-    assert.equal(errors.length, 2)
-    assert.ok(agent.connected)
+    await ingest.ready
+    const reading = { ...GOOD, seq: 50 }
+    await publisher.publishAsync(topics.readings, bytes(reading), { qos: 1 })
+    // Only a resumed session makes the broker resend: the ingest reconnects, the reading comes again.
+    await waitFor('the redelivered reading on disk', () => ingest.counters.accepted >= 1)
+    await ingest.idle()
+    assert.deepEqual(
+      {
+        received: ingest.counters.received,
+        failed: ingest.counters.failed,
+        accepted: ingest.counters.accepted,
+      },
+      { received: 2, failed: 1, accepted: 1 },
+    )
+    assert.equal(errors.length, 1)
+    assert.deepEqual(await drain(), [reading], 'spooled once')
+    await waitFor('connected again', () => agent.connected)
     await ingest.close()
+  })
+
+  test('readings published while the agent is stopped arrive after it restarts (persistent session)', async () => {
+    const id = 'gw-session'
+    const readingsTopic = mqttTopics('edgetoken', id).readings
+    const options = { deviceId: id, role: 'agent', sessionExpirySeconds: 3600 }
+    const first = await connectMqtt(config, options)
+    const before = startReadingIngest({ client: first, topic: readingsTopic, append: (r) => spool.append(r) })
+    await before.ready
+    // The daemon stops: it keeps the subscription in the session. A reading that arrives now is
+    // neither spooled nor acknowledged, so the broker keeps it too.
+    await before.close({ unsubscribe: false })
+    const late = new Promise((resolve) => first.once('message', resolve))
+    await publisher.publishAsync(readingsTopic, bytes({ ...GOOD, seq: 60 }), { qos: 1 })
+    await late
+    await first.endAsync()
+    for (const seq of [61, 62, 63]) {
+      await publisher.publishAsync(readingsTopic, bytes({ ...GOOD, seq }), { qos: 1 })
+    }
+
+    // The next run: same client id, the broker delivers what it queued.
+    const second = await connectMqtt(config, options)
+    const after = startReadingIngest({ client: second, topic: readingsTopic, append: (r) => spool.append(r) })
+    try {
+      await waitFor('the queued readings', () => after.counters.accepted >= 4)
+      await after.idle()
+      const records = (await drain()) as { seq: number }[]
+      assert.deepEqual(
+        records.map((r) => r.seq),
+        [60, 61, 62, 63],
+      )
+    } finally {
+      await after.close()
+      await second.endAsync()
+    }
   })
 
   test('pair requests: a valid one starts a sign-in once; replays, junk and retained ones do not', async () => {
@@ -314,7 +362,7 @@ describe('MQTT ingest against a real broker', () => {
       onPair: (r) => paired.push(r),
       onRefused: (reason) => refused.push(reason),
     })
-    await new Promise((r) => setTimeout(r, 200))
+    await listener.ready
     const good = bytes({ request: 'signin', nonce: 'pair-nonce-1', at })
     await publisher.publishAsync(topics.pair, good, { qos: 1 })
     await publisher.publishAsync(topics.pair, good, { qos: 1 })

@@ -14,6 +14,7 @@ import { loadConfig, requireIdentity } from '../../config/load.js'
 import type { EdgeTokenConfig } from '../../config/types.js'
 import { createConsoleDisplay } from '../../display/console.js'
 import {
+  type DisplayEndDetail,
   type DisplayEndState,
   type DisplayFlow,
   fanOut,
@@ -68,7 +69,14 @@ function buildDisplays(ctx: CommandContext, config: EdgeTokenConfig): LoginDispl
       displays.push(
         lazyDisplay('mqtt', async () => {
           const { createMqttRelay } = await import('../../display/mqtt-relay.js')
-          return createMqttRelay({ config: mqtt, deviceId: config.deviceId, onWarning: ctx.warn })
+          // presence: false: the status topic is the daemon's (retained `online`); a one-shot
+          // login that set it `offline` on exit would report a running agent as gone.
+          return createMqttRelay({
+            config: mqtt,
+            deviceId: config.deviceId,
+            onWarning: ctx.warn,
+            presence: false,
+          })
         }),
       )
     }
@@ -94,11 +102,12 @@ function lazyDisplay(name: string, load: () => Promise<LoginDisplay>): LoginDisp
   }
 }
 
-function endStateFor(err: unknown): DisplayEndState {
-  if (isEdgeTokenError(err, 'ERR_ACCESS_DENIED')) return 'denied'
-  if (isEdgeTokenError(err, 'ERR_EXPIRED')) return 'expired'
-  // Cancelled, and any other failure: the pending code is withdrawn either way.
-  return 'cancelled'
+function endStateFor(err: unknown): { state: DisplayEndState; detail?: DisplayEndDetail } {
+  if (isEdgeTokenError(err, 'ERR_ACCESS_DENIED')) return { state: 'denied' }
+  if (isEdgeTokenError(err, 'ERR_EXPIRED')) return { state: 'expired' }
+  if (isEdgeTokenError(err, 'ERR_CANCELLED')) return { state: 'cancelled' }
+  // Anything else (the IdP failing, the approved tokens not saved): not a cancellation, say why.
+  return { state: 'failed', detail: { reason: err instanceof Error ? err.message : String(err) } }
 }
 
 async function run(ctx: CommandContext): Promise<number> {
@@ -192,7 +201,8 @@ async function run(ctx: CommandContext): Promise<number> {
     await displays.end('approved', { username: account.username })
     return ExitCode.ok
   } catch (err) {
-    await displays.end(endStateFor(err))
+    const end = endStateFor(err)
+    await displays.end(end.state, end.detail)
     throw err
   } finally {
     await displays.close()

@@ -59,9 +59,10 @@ async function run(ctx: CommandContext): Promise<number> {
   if (ctx.args.length > 0)
     throw new EdgeTokenError('ERR_USAGE', `run takes no arguments (got '${ctx.args[0]}')`)
   const config = await loadConfig({ options: ctx.options, env: ctx.env })
-  const [{ runDaemon }, { createNotifier }] = await Promise.all([
+  const [{ runDaemon }, { createNotifier }, { refreshFor }] = await Promise.all([
     import('../../agent/daemon.js'),
     import('../../agent/notify.js'),
+    import('../token-source.js'),
   ])
   const notifier = createNotifier(ctx.env, { onError: (err) => ctx.warn(`systemd notify: ${err.message}`) })
   const log = (line: string) => ctx.stderr.write(`${line}\n`)
@@ -72,6 +73,8 @@ async function run(ctx: CommandContext): Promise<number> {
     log,
     warn: ctx.warn,
     emit: ctx.emit,
+    // agent/ does not import cli/: the one refresh callback is handed in.
+    refreshFor,
     signIn: loginHook(ctx, config.mqtt !== undefined),
     notifier,
   })
