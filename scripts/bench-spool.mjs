@@ -3,8 +3,8 @@
 //   1. durable spool append, records/s (goal >= 100k/s), group commit with concurrent appenders;
 //   2. upload to the loopback reference API vs raw undici POSTs of the same batches
 //      (goal >= 50k records/s and >= 0.8x raw);
-//   3. start-up time and RSS of a process opening a spool with a large backlog (goal: flat RSS,
-//      start < 1 s).
+//   3. start-up time and RSS of a process opening a spool with a large backlog (default 1024 MiB,
+//      the size a device reaches after days offline; goal: flat RSS, start < 1 s).
 // Usage: node scripts/bench-spool.mjs [--records N] [--backlog-mib M] [--only append|upload|backlog]
 // Runs the TypeScript sources through tsx (re-executes itself with --import tsx when needed).
 import { spawnSync } from 'node:child_process'
@@ -30,10 +30,11 @@ if (!process.env.EDGETOKEN_BENCH_TSX) {
 const { values } = parseArgs({
   options: {
     records: { type: 'string', default: '200000' },
-    'backlog-mib': { type: 'string', default: '256' },
+    'backlog-mib': { type: 'string', default: '1024' },
     only: { type: 'string' },
     'child-open': { type: 'string' },
     'child-api': { type: 'boolean' },
+    'max-bytes': { type: 'string' },
   },
 })
 
@@ -42,7 +43,9 @@ const { openSpool } = await import('../src/telemetry/spool.ts')
 // Child mode: open a spool with a backlog, read one batch, report time and RSS.
 if (values['child-open']) {
   const t0 = performance.now()
-  const spool = await openSpool(values['child-open'], { maxBytes: 4 * 1024 ** 3 })
+  const spool = await openSpool(values['child-open'], {
+    maxBytes: Number(values['max-bytes'] ?? 4 * 1024 ** 3),
+  })
   const stats = await spool.stats()
   const batch = await spool.readBatch({ maxRecords: 500 })
   const ms = performance.now() - t0
@@ -230,10 +233,17 @@ async function benchUpload() {
 
 async function benchBacklog() {
   const mib = Number(values['backlog-mib'])
+  if (!Number.isFinite(mib) || mib <= 0)
+    throw new Error(`--backlog-mib must be a positive number, got ${values['backlog-mib']}`)
+  const target = mib * 1024 ** 2
+  // Room for the whole backlog: nothing may be dropped while it is written.
+  const maxBytes = Math.max(4 * 1024 ** 3, 2 * target)
+  console.log(
+    `backlog: ${mib} MiB (--backlog-mib ${mib}), spool bound ${(maxBytes / 1024 ** 2).toFixed(0)} MiB`,
+  )
   const dir = await tempDir()
   try {
-    const spool = await openSpool(dir, { maxBytes: 4 * 1024 ** 3 })
-    const target = mib * 1024 ** 2
+    const spool = await openSpool(dir, { maxBytes })
     const pad = 'x'.repeat(400)
     let i = 0
     let bytes = 0
@@ -253,7 +263,15 @@ async function benchBacklog() {
     for (let r = 0; r < 3; r++) {
       const res = spawnSync(
         process.execPath,
-        ['--import', 'tsx', new URL(import.meta.url).pathname, '--child-open', dir],
+        [
+          '--import',
+          'tsx',
+          new URL(import.meta.url).pathname,
+          '--child-open',
+          dir,
+          '--max-bytes',
+          String(maxBytes),
+        ],
         { cwd: root, env: process.env, encoding: 'utf8' },
       )
       if (res.status !== 0) throw new Error(res.stderr)
@@ -262,7 +280,15 @@ async function benchBacklog() {
     const empty = await tempDir()
     const base = spawnSync(
       process.execPath,
-      ['--import', 'tsx', new URL(import.meta.url).pathname, '--child-open', empty],
+      [
+        '--import',
+        'tsx',
+        new URL(import.meta.url).pathname,
+        '--child-open',
+        empty,
+        '--max-bytes',
+        String(maxBytes),
+      ],
       {
         cwd: root,
         env: process.env,

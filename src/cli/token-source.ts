@@ -47,23 +47,35 @@ export interface TokenSourceOptions {
   minTtlSeconds?: number | undefined
 }
 
+/** How long a token read from the store is reused before the store is read again, ms. */
+const REUSE_MS = 30_000
+/** A token is not reused from memory when it expires within this, ms (the store renews it). */
+const REUSE_MIN_TTL_MS = 60_000
+
 /**
- * A token getter for the configured account and scopes.
+ * A token getter for the configured account and scopes. The uploader asks it once per batch: the
+ * answer is reused from memory for up to 30 s (while it has over a minute to live), so a fast
+ * upload does not read and decrypt the store per batch, and a token renewed by another process
+ * (`run`) is picked up within 30 s, long before the old one expires.
  *
  * @param config - the loaded configuration (authority, clientId, scopes, stateDir, keyFile).
  * @param options - environment, signal, warnings.
- * @returns `getAccessToken({ forceRefresh })`, resolving to a valid access token (secret).
+ * @returns `getAccessToken({ forceRefresh, rejected })`, resolving to a valid access token (secret).
  * @throws ConfigError when authority or clientId are missing (at creation); the getter throws
  *   `ERR_SIGNIN_REQUIRED` when no account or refresh token is usable.
  */
 export async function createTokenSource(
   config: EdgeTokenConfig,
   options: TokenSourceOptions,
-): Promise<(opts: { forceRefresh: boolean }) => Promise<string>> {
+): Promise<(opts: { forceRefresh: boolean; rejected?: string | undefined }) => Promise<string>> {
   const { requireIdentity } = await import('../config/load.js')
   const { authority, clientId, scopes } = requireIdentity(config)
   let store: import('../store/token-store.js').TokenStore | undefined
-  return async ({ forceRefresh }) => {
+  let reuse: { token: string; until: number } | undefined
+  return async ({ forceRefresh, rejected }) => {
+    // After a 401 the store is read again: another process may have renewed the token.
+    if (!forceRefresh && reuse && reuse.token !== rejected && Date.now() < reuse.until) return reuse.token
+    reuse = undefined
     const [{ acquireTokenSilent }, { openTokenStore, tokenStoreExists }] = await Promise.all([
       import('../store/cache.js'),
       import('../store/token-store.js'),
@@ -89,6 +101,11 @@ export async function createTokenSource(
       refresh: refreshFor(authority, clientId, config.stateDir, options.signal),
     })
     if (result.warning) options.onWarning?.(result.warning)
+    const now = Date.now()
+    reuse = {
+      token: result.accessToken,
+      until: Math.min(now + REUSE_MS, result.expiresAt - REUSE_MIN_TTL_MS),
+    }
     return result.accessToken
   }
 }

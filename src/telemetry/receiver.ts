@@ -33,6 +33,29 @@ export interface ReceiverOptions {
   maxBodyBytes?: number
   /** Called once per accepted (new) batch before it is acknowledged; a throw answers 500 and the batch is not kept. */
   onBatch?: (batch: ReceivedBatch) => void | Promise<void>
+  /**
+   * Keep accepted batches in {@link Receiver.batches}. Default true (tests read them); a
+   * long-running server hands them to `onBatch` and sets false, or memory grows without bound.
+   */
+  keepBatches?: boolean
+  /** Idempotency keys remembered at most (oldest forgotten first). Default 100 000. */
+  maxRememberedKeys?: number
+  /** How long an idempotency key is remembered, seconds. Default 86 400 (a day of retries). */
+  rememberKeySeconds?: number
+  /**
+   * The JWS algorithms accepted (RFC 8725 §3.1: never let the token choose). Asymmetric only: a
+   * resource server verifying with a public key must not accept `HS*` or `none`. Default RS256,
+   * RS384, RS512, PS256, PS384, PS512, ES256, ES384, ES512, EdDSA.
+   */
+  algorithms?: readonly string[]
+  /**
+   * Require the RFC 9068 §4 JWT `typ` header `at+jwt` (or `application/at+jwt`), so an id_token
+   * or another JWT from the same issuer is not taken for an access token. Default false, because
+   * Entra ID does not send it.
+   */
+  requireAtJwtType?: boolean
+  /** The clock for remembering keys, epoch ms (tests). Default `Date.now`. */
+  now?: () => number
 }
 
 /** One accepted telemetry batch. */
@@ -53,13 +76,28 @@ export interface ReceivedBatch {
 export interface Receiver {
   /** The request listener; mount it on any `node:http` server or route. */
   handler: (req: IncomingMessage, res: ServerResponse) => void
-  /** Accepted batches, deduplicated, in arrival order. */
+  /** Accepted batches, deduplicated, in arrival order (empty when `keepBatches` is false). */
   batches: ReceivedBatch[]
   /** Stops accepting: later requests get 503. */
   close(): void
 }
 
 const DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+const DEFAULT_MAX_REMEMBERED_KEYS = 100_000
+const DEFAULT_REMEMBER_KEY_SECONDS = 86_400
+const DEFAULT_ALGORITHMS = [
+  'RS256',
+  'RS384',
+  'RS512',
+  'PS256',
+  'PS384',
+  'PS512',
+  'ES256',
+  'ES384',
+  'ES512',
+  'EdDSA',
+] as const
+const ASYMMETRIC_ALGORITHM = /^(?:RS|PS|ES)(?:256|384|512)$|^ES256K$|^EdDSA$|^Ed25519$|^Ed448$/
 const DISCOVERY_TIMEOUT_MS = 10_000
 const MAX_DISCOVERY_BYTES = 512 * 1024
 
@@ -223,6 +261,17 @@ export function createReceiver(options: ReceiverOptions): Receiver {
   const clockTolerance = options.clockToleranceSeconds ?? 30
   const maxBodyBytes = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES
   const realm = `scope="${requiredScope}"`
+  const keepBatches = options.keepBatches ?? true
+  const maxKeys = Math.max(1, Math.floor(options.maxRememberedKeys ?? DEFAULT_MAX_REMEMBERED_KEYS))
+  const keyTtlMs = Math.max(1, options.rememberKeySeconds ?? DEFAULT_REMEMBER_KEY_SECONDS) * 1000
+  const now = options.now ?? Date.now
+  const algorithms = [...(options.algorithms ?? DEFAULT_ALGORITHMS)]
+  if (algorithms.length === 0 || !algorithms.every((alg) => ASYMMETRIC_ALGORITHM.test(alg))) {
+    throw new EdgeTokenError(
+      'ERR_CONFIG',
+      `receiver algorithms must be asymmetric JWS algorithms (RS*, PS*, ES*, EdDSA), got ${algorithms.join(', ') || 'none'}`,
+    )
+  }
 
   let keys: Promise<ReturnType<typeof createRemoteJWKSet>> | undefined
   const keySet = () => {
@@ -240,8 +289,16 @@ export function createReceiver(options: ReceiverOptions): Receiver {
   }
 
   const batches: ReceivedBatch[] = []
-  // Idempotency-Key -> fingerprint of the body it was first accepted with, and the answer.
-  const seen = new Map<string, { fingerprint: string; accepted: number }>()
+  // Idempotency-Key -> fingerprint of the body it was first accepted with, the answer, and when.
+  // Insertion order is age order: the oldest keys are forgotten first (bounded in count and age).
+  const seen = new Map<string, { fingerprint: string; accepted: number; at: number }>()
+  const forgetOld = () => {
+    const cutoff = now() - keyTtlMs
+    for (const [key, entry] of seen) {
+      if (seen.size <= maxKeys && entry.at > cutoff) break
+      seen.delete(key)
+    }
+  }
   const inFlight = new Set<string>()
   let closed = false
 
@@ -262,6 +319,9 @@ export function createReceiver(options: ReceiverOptions): Receiver {
         audience: options.audience,
         clockTolerance,
         requiredClaims: ['exp', 'sub'],
+        algorithms,
+        // RFC 9068 §4: the resource server MUST check typ when it requires JWT access tokens.
+        ...(options.requireAtJwtType ? { typ: 'at+jwt' } : {}),
       }))
     } catch (err) {
       if (!TOKEN_FAULTS.has(String((err as { code?: unknown }).code))) {
@@ -309,6 +369,7 @@ export function createReceiver(options: ReceiverOptions): Receiver {
       throw new Refusal(400, 'invalid_request', 'Idempotency-Key must equal batch_id')
 
     const fingerprint = createHash('sha256').update(body).digest('hex')
+    forgetOld()
     const previous = seen.get(key)
     if (previous) {
       // draft-ietf-httpapi-idempotency-key-header §2.7: same key, other payload.
@@ -331,8 +392,9 @@ export function createReceiver(options: ReceiverOptions): Receiver {
         subject,
       }
       await options.onBatch?.(received)
-      batches.push(received)
-      seen.set(key, { fingerprint, accepted: batch.records.length })
+      if (keepBatches) batches.push(received)
+      seen.set(key, { fingerprint, accepted: batch.records.length, at: now() })
+      forgetOld()
     } finally {
       inFlight.delete(key)
     }

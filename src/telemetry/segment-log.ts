@@ -5,6 +5,7 @@
  *
  * @internal
  */
+import { statSync } from 'node:fs'
 import { type FileHandle, open, readdir, stat, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { EdgeTokenError } from '../errors.js'
@@ -156,6 +157,24 @@ export class SegmentLog {
   }
 
   /**
+   * A cheap fingerprint of what writers change, read without the lock (no file is created, so an
+   * idle check writes nothing to the card): the tail's size, and whether the segment after it
+   * exists (a writer rolled over). Equal fingerprints mean no record was appended in between.
+   *
+   * @returns the fingerprint, or undefined when nothing was synced yet.
+   * @throws the file-system error of a failed `stat` other than ENOENT.
+   */
+  fingerprint(): string | undefined {
+    const tail = this.#tail
+    if (!tail) return undefined
+    // Synchronous on purpose: two stat calls on the main thread cost less than waking a
+    // thread-pool worker for each, and the idle daemon should sleep (<= 1 wake-up/s).
+    const size = statSync(join(this.dir, segmentName(tail.start)), { throwIfNoEntry: false })?.size ?? -1
+    const next = statSync(join(this.dir, segmentName(tail.start + tail.count)), { throwIfNoEntry: false })
+    return `${tail.start}:${size}:${next ? 1 : 0}`
+  }
+
+  /**
    * Appends records durably (group commit); see {@link Spool.append}.
    *
    * @param records - JSON objects.
@@ -182,8 +201,12 @@ export class SegmentLog {
     }
     if (frames.length === 0) return Promise.resolve()
     if (bytes > this.#maxBytes / 2) {
+      // A capacity limit of this spool, not bad input: the same records fit a larger spool.
       return Promise.reject(
-        new EdgeTokenError('ERR_INVALID_INPUT', `${bytes} bytes of records exceed half the spool bound`),
+        new EdgeTokenError(
+          'ERR_IO',
+          `spool: ${bytes} bytes of records in one append exceed half the spool bound (${this.#maxBytes} bytes)`,
+        ),
       )
     }
     return new Promise<void>((resolve, reject) => {

@@ -21,7 +21,7 @@
  * @packageDocumentation
  */
 import { randomBytes } from 'node:crypto'
-import { mkdir, open, rename, stat } from 'node:fs/promises'
+import { mkdir, open, readFile, rename, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { EdgeTokenError } from '../errors.js'
 import { writeFileAtomic } from '../lib/durable-file.js'
@@ -89,7 +89,7 @@ export interface ReadBatchOptions {
 export interface SpoolStats {
   /** Records not yet acknowledged by the API. */
   pending: number
-  /** Records dropped because the spool was full. */
+  /** Records dropped: the spool was full, or the dead-letter file rotated them away. */
   dropped: number
   /** Records the API rejected for good (dead-letter file). */
   deadLettered: number
@@ -171,6 +171,10 @@ export class Spool {
     maxBytes: DEFAULT_BATCH_BYTES,
   }
   #closed = false
+  readonly #maxBytes: number
+  readonly #appendListeners = new Set<() => void>()
+  /** The segment fingerprint when an idle check last found nothing pending. */
+  #idleMark: string | undefined
 
   /**
    * @param dir - the spool directory (already created).
@@ -185,6 +189,7 @@ export class Spool {
         `spool size bound must be an integer >= ${MIN_SPOOL_BYTES} bytes`,
       )
     }
+    this.#maxBytes = maxBytes
     this.#log = new SegmentLog(dir, {
       maxBytes,
       segmentBytes:
@@ -205,7 +210,60 @@ export class Spool {
    *   this call is written), `ERR_IO` when the disk fails (nothing of this call is acknowledged).
    */
   append(records: readonly unknown[]): Promise<void> {
-    return this.#log.append(records)
+    const appended = this.#log.append(records)
+    if (this.#appendListeners.size > 0 && records.length > 0) {
+      appended.then(
+        () => {
+          for (const listener of this.#appendListeners) listener()
+        },
+        () => {},
+      )
+    }
+    return appended
+  }
+
+  /**
+   * The most record bytes one {@link Spool.append} may carry (frames included): a quarter of the
+   * bound, so an append always fits next to a group-commit partner under the half-bound limit.
+   * Callers with much input cut it into appends of at most this size.
+   */
+  get maxAppendBytes(): number {
+    return Math.floor(this.#maxBytes / 4)
+  }
+
+  /**
+   * Calls `listener` after each successful append through this object (the daemon's uploader
+   * wakes on it instead of polling the directory).
+   *
+   * @param listener - called with no arguments; must not throw.
+   * @returns a function that removes the listener.
+   */
+  onAppend(listener: () => void): () => void {
+    this.#appendListeners.add(listener)
+    return () => {
+      this.#appendListeners.delete(listener)
+    }
+  }
+
+  /**
+   * Records pending, for an idle poll: when no writer touched the segments since the last poll
+   * found nothing (two `stat` calls, no lock, nothing written), 0 without looking further; else
+   * {@link Spool.stats}.
+   *
+   * @returns the records pending.
+   */
+  async pollPending(): Promise<number> {
+    let mark: string | undefined
+    try {
+      mark = this.#log.fingerprint()
+    } catch {
+      mark = undefined // look properly below
+    }
+    if (mark !== undefined && mark === this.#idleMark) return 0
+    const { pending } = await this.stats()
+    // Taken before stats(): an append after it changes the tail's size, so it is never missed.
+    this.#idleMark = pending === 0 ? mark : undefined
+    return pending
   }
 
   /** Runs `fn` under the spool lock, mapping file-system errors to `ERR_IO`. */
@@ -550,8 +608,10 @@ export class Spool {
   }
 
   /**
-   * Moves a batch the API rejected for good (4xx) to the dead-letter file with the reason, then
-   * acknowledges it so the spool moves on.
+   * Moves a batch the API rejected for good (400, 413, 422) to the dead-letter file with the
+   * reason, then acknowledges it so the spool moves on. The file is bounded: past 8 MiB it becomes
+   * `dead-letter.ndjson.1`, and the records of the generation this replaces are counted in
+   * `dropped`.
    *
    * @param batch - the batch last returned by {@link Spool.readBatch}.
    * @param reason - the status and a one-line message.
@@ -565,7 +625,13 @@ export class Spool {
       (st) => st.size,
       () => 0,
     )
-    if (size > DEAD_LETTER_MAX_BYTES) await rename(path, `${path}.1`).catch(() => {})
+    if (size > DEAD_LETTER_MAX_BYTES) {
+      // The older generation is about to be replaced: its records are lost, so they are counted
+      // as dropped (never silently).
+      const lost = await countDeadLetterRecords(`${path}.1`)
+      await rename(path, `${path}.1`).catch(() => {})
+      if (lost > 0) await this.#locked('counting dropped records', () => this.#log.countDropped(lost))
+    }
     const handle = await open(path, 'a', 0o600)
     try {
       await handle.write(line)
@@ -618,6 +684,27 @@ function inflightOf(batch: SpoolBatch): InflightBatch {
     offset: batch.offset,
     endOffset: batch.endOffset,
   }
+}
+
+/** Records in a dead-letter file (0 when it is missing); lines that do not parse count for nothing. */
+async function countDeadLetterRecords(path: string): Promise<number> {
+  let text: string
+  try {
+    text = await readFile(path, 'utf8')
+  } catch {
+    return 0
+  }
+  let count = 0
+  for (const line of text.split('\n')) {
+    if (line === '') continue
+    try {
+      const entry = JSON.parse(line) as { records?: unknown }
+      if (Array.isArray(entry.records)) count += entry.records.length
+    } catch {
+      // A torn last line (power loss mid-write) held nothing acknowledged.
+    }
+  }
+  return count
 }
 
 function isoNow(): string {

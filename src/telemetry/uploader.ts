@@ -5,12 +5,18 @@
  * Per answer:
  * - 2xx: delivered, the spool advances. An HTML page (a captive portal's 200) is not an answer
  *   from the API: the batch is kept and the error reported.
- * - 401: the access token is refreshed once (`forceRefresh`) and the batch retried; a second 401
- *   stops with `ERR_SIGNIN_REQUIRED`, the spool intact.
+ * - 401: if the token source now has another token (renewed meanwhile) the batch is retried with
+ *   it; otherwise the token is refreshed once (`forceRefresh`) and the batch retried; a 401 to a
+ *   refreshed token stops with `ERR_SIGNIN_REQUIRED`, the spool intact. The token source is asked
+ *   (without forcing) for every batch, so a token renewed by the daemon is used at once instead of
+ *   costing a 401 per token lifetime.
  * - 408, 409, 425, 429, 5xx, 3xx, network errors: exponential back-off with jitter and a cap,
  *   `Retry-After` honoured (RFC 9110 §10.2.3); the batch is kept.
- * - Any other 4xx: the API will never take this batch; it moves to the dead-letter file with the
- *   reason and the spool moves on.
+ * - 400, 413, 422: the API will never take this batch (its content or size); it moves to the
+ *   dead-letter file with the reason and the spool moves on.
+ * - 403, 404, 405, 410, 415 and any other 4xx: the endpoint, not the batch, is wrong (a typo in
+ *   `telemetry.endpoint`, a missing scope): the batch is kept, the one-shot drain stops at once
+ *   (`ERR_UNAVAILABLE`, exit 5) and the daemon's loop backs off up to `endpointBackoffCapMs`.
  *
  * @see ../../CONTRACT.md "Telemetry wire format"
  * @packageDocumentation
@@ -28,8 +34,13 @@ import type { LastUpload } from './spool-status.js'
 
 /** Options of {@link TokenGetter}. */
 export interface GetAccessTokenOptions {
-  /** Ignore the cached token and refresh (after the API answered 401). */
+  /** Ignore the cached token and refresh (after the API answered 401 to the current one). */
   forceRefresh: boolean
+  /**
+   * The token the API just answered 401 to: a source that keeps tokens in memory must not hand
+   * it back without looking at its store again (it may have been renewed there).
+   */
+  rejected?: string | undefined
 }
 
 /** Returns a valid access token for the API (secret; never logged). */
@@ -65,6 +76,11 @@ export interface UploaderOptions {
   backoffBaseMs?: number
   /** Longest back-off delay, ms. Default 300000. */
   backoffCapMs?: number
+  /**
+   * Longest back-off delay of the daemon's loop while the endpoint itself is refused (403, 404,
+   * 405, 410, 415, other 4xx): a configuration problem that only a person fixes. Default 3600000.
+   */
+  endpointBackoffCapMs?: number
   /** Random source for jitter (tests). */
   random?: () => number
   /** Sleeps; rejects or resolves early when the signal fires (tests inject a fake). */
@@ -99,10 +115,19 @@ export interface DrainResult {
 
 type Outcome =
   | { kind: 'delivered'; status: number }
-  | { kind: 'retry'; error: EdgeTokenError; retryAfterMs?: number | undefined; status?: number }
+  | {
+      kind: 'retry'
+      error: EdgeTokenError
+      retryAfterMs?: number | undefined
+      status?: number
+      /** The endpoint refused the request itself (not the batch): a configuration problem. */
+      endpoint?: boolean
+    }
   | { kind: 'dead-letter'; status: number; reason: string }
 
 const RETRYABLE_4XX = new Set([408, 409, 425, 429])
+/** Answers about the batch itself (its content or size): the only ones that dead-letter it. */
+const BATCH_REJECTED = new Set([400, 413, 422])
 const MAX_ERROR_BODY_BYTES = 16 * 1024
 
 const defaultSleep = (ms: number, signal?: AbortSignal): Promise<void> =>
@@ -157,13 +182,17 @@ export class Uploader {
   readonly #graceMs: number
   readonly #baseMs: number
   readonly #capMs: number
+  readonly #endpointCapMs: number
   readonly #random: () => number
   readonly #sleep: (ms: number, signal?: AbortSignal) => Promise<void>
   readonly #now: () => number
   readonly #dispatcher: Dispatcher
   readonly #ownsDispatcher: boolean
   readonly #onEvent: (event: UploadEvent) => void
-  #token: string | undefined
+  /** Fires the idle wait of {@link Uploader.run} early (records were appended in this process). */
+  #wakeIdle: (() => void) | undefined
+  /** Records were appended since the loop last looked at the spool. */
+  #appended = false
 
   /**
    * @param options - see {@link UploaderOptions}.
@@ -181,6 +210,7 @@ export class Uploader {
     this.#graceMs = Math.max(0, options.shutdownGraceMs ?? 5000)
     this.#baseMs = Math.max(1, options.backoffBaseMs ?? 1000)
     this.#capMs = Math.max(this.#baseMs, options.backoffCapMs ?? 300_000)
+    this.#endpointCapMs = Math.max(this.#capMs, options.endpointBackoffCapMs ?? 3_600_000)
     this.#random = options.random ?? Math.random
     this.#sleep = options.sleep ?? defaultSleep
     this.#now = options.now ?? Date.now
@@ -203,14 +233,10 @@ export class Uploader {
     return `${this.#deviceId}.${batch.key}`
   }
 
-  async #token$(forceRefresh: boolean): Promise<string> {
-    if (!forceRefresh && this.#token) return this.#token
-    this.#token = await this.#getAccessToken({ forceRefresh })
-    return this.#token
-  }
-
   /**
-   * Sends one batch and classifies the answer; a 401 is answered here (one forced refresh).
+   * Sends one batch and classifies the answer. A 401 is answered here: first with the token
+   * source's current token when it is not the one refused (renewed meanwhile), then with one forced
+   * refresh.
    *
    * @param batch - the batch.
    * @param signal - aborts the request (already includes the shutdown grace).
@@ -218,10 +244,28 @@ export class Uploader {
   async #send(batch: SpoolBatch, signal: AbortSignal | undefined): Promise<Outcome> {
     const batchId = this.#batchId(batch)
     const body = `{"device_id":${JSON.stringify(this.#deviceId)},"batch_id":${JSON.stringify(batchId)},"seq":${batch.seq},"records":[${batch.records.join(',')}]}`
-    for (let attempt = 0; ; attempt++) {
+    let refused: string | undefined
+    let triedCurrent = false
+    let forced = false
+    for (;;) {
       let token: string
       try {
-        token = await this.#token$(attempt > 0)
+        // Asked per batch: the token source answers from its store (cheap) and renews ahead of
+        // expiry, so a renewed token is used at once rather than after a 401.
+        if (refused !== undefined && triedCurrent) {
+          token = await this.#getAccessToken({ forceRefresh: true })
+          forced = true
+        } else {
+          token = await this.#getAccessToken({ forceRefresh: false, rejected: refused })
+          if (refused !== undefined) {
+            // First answer to a 401: the token may have been renewed since it was read.
+            triedCurrent = true
+            if (token === refused) {
+              token = await this.#getAccessToken({ forceRefresh: true })
+              forced = true
+            }
+          }
+        }
       } catch (err) {
         if (
           err instanceof EdgeTokenError &&
@@ -236,7 +280,10 @@ export class Uploader {
       if (res.kind !== 'answer') return res.outcome
       const { status, headers, text } = res
       if (status === 401) {
-        if (attempt === 0) continue
+        if (!forced) {
+          refused = token
+          continue
+        }
         throw new EdgeTokenError(
           'ERR_SIGNIN_REQUIRED',
           'the telemetry API refused a freshly refreshed access token (401): sign in again',
@@ -281,7 +328,18 @@ export class Uploader {
           retryAfterMs: retryAfter === undefined ? undefined : retryAfter * 1000,
         }
       }
-      return { kind: 'dead-letter', status, reason }
+      if (BATCH_REJECTED.has(status)) return { kind: 'dead-letter', status, reason }
+      // 403, 404, 405, 410, 415, any other 4xx: nothing is wrong with this batch; the endpoint
+      // (URL, method, scope) is. Dead-lettering would empty the whole spool into a rotating file.
+      return {
+        kind: 'retry',
+        status,
+        endpoint: true,
+        error: new UnavailableError(
+          `telemetry API ${this.#url.host} refused the upload (${reason}): check telemetry.endpoint and the token's scope; the spool is kept`,
+          { status },
+        ),
+      }
     }
   }
 
@@ -385,6 +443,8 @@ export class Uploader {
             break
           }
           lastStatus = outcome.status
+          // Retrying will not fix a wrong endpoint or scope: stop now, the spool intact.
+          if (outcome.endpoint) throw outcome.error
           const delayMs = Math.max(
             outcome.retryAfterMs ?? 0,
             backoffDelayMs(attempt, { baseMs: this.#baseMs, capMs: this.#capMs, random: this.#random }),
@@ -415,23 +475,34 @@ export class Uploader {
 
   /**
    * The daemon's loop: uploads whatever is pending, lets a partial batch linger, backs off without
-   * limit while the API is unavailable, and polls the spool when idle. Returns when `signal` fires.
+   * limit while the API is unavailable (up to `endpointBackoffCapMs` while the endpoint itself is
+   * refused), and waits while idle. Appends through the same {@link Spool} object wake it at once;
+   * otherwise an idle spool is checked every `idlePollMs` with a few `stat` calls, without taking
+   * the spool lock (no writes to the card while idle). Returns when `signal` fires.
    *
-   * @param options - the stop signal and how often an idle spool is checked (ms, default 2000).
+   * @param options - the stop signal and how often an idle spool is checked for records appended
+   *   by other processes (`send`), ms; default 5000 (appends through this spool object wake the
+   *   loop at once).
    * @throws `ERR_SIGNIN_REQUIRED` when the API refuses a refreshed token (the caller announces
    *   it, keeps spooling, and calls `run` again after a new sign-in).
    */
   async run(options: { signal: AbortSignal; idlePollMs?: number }): Promise<void> {
     const { signal } = options
-    const idleMs = Math.max(10, options.idlePollMs ?? 2000)
+    const idleMs = Math.max(10, options.idlePollMs ?? 5000)
     const grace = this.#graceSignal(signal)
     let attempt = 0
     let lastResult: LastUpload['result'] | undefined
+    let lastStatus: number | undefined
+    const unsubscribe = this.#spool.onAppend(() => {
+      this.#appended = true
+      this.#wakeIdle?.()
+    })
     try {
       while (!signal.aborted) {
-        const { pending } = await this.#spool.stats()
+        this.#appended = false
+        const pending = await this.#spool.pollPending()
         if (pending === 0) {
-          await this.#sleep(idleMs, signal)
+          await this.#idle(idleMs, signal)
           continue
         }
         if (pending < this.#maxRecords && this.#lingerMs > 0 && attempt === 0) {
@@ -440,7 +511,7 @@ export class Uploader {
         }
         const batch = await this.#spool.readBatch({ maxRecords: this.#maxRecords, maxBytes: this.#maxBytes })
         if (!batch) {
-          await this.#sleep(idleMs, signal)
+          await this.#idle(idleMs, signal)
           continue
         }
         let outcome: Outcome
@@ -459,13 +530,15 @@ export class Uploader {
           }
           continue
         }
+        const capMs = outcome.endpoint ? this.#endpointCapMs : this.#capMs
         const delayMs = Math.max(
           outcome.retryAfterMs ?? 0,
-          backoffDelayMs(attempt, { baseMs: this.#baseMs, capMs: this.#capMs, random: this.#random }),
+          backoffDelayMs(attempt, { baseMs: this.#baseMs, capMs, random: this.#random }),
         )
         const f = failure(outcome.error)
-        if (lastResult !== f.result) {
+        if (lastResult !== f.result || lastStatus !== outcome.status) {
           lastResult = f.result
+          lastStatus = outcome.status
           await this.#record({ ...f, status: outcome.status })
         }
         this.#onEvent({
@@ -483,7 +556,24 @@ export class Uploader {
       await this.#record({ ...failure(err) }).catch(() => {})
       throw err
     } finally {
+      unsubscribe()
       grace.dispose()
+    }
+  }
+
+  /** The idle wait of {@link Uploader.run}: `ms`, or until records are appended or `signal` fires. */
+  async #idle(ms: number, signal: AbortSignal): Promise<void> {
+    const woken = new AbortController()
+    const onAbort = () => woken.abort()
+    signal.addEventListener('abort', onAbort, { once: true })
+    this.#wakeIdle = onAbort
+    // Appended while the spool was being looked at: look again instead of sleeping.
+    if (this.#appended) woken.abort()
+    try {
+      await this.#sleep(ms, woken.signal)
+    } finally {
+      this.#wakeIdle = undefined
+      signal.removeEventListener('abort', onAbort)
     }
   }
 

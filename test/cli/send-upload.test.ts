@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict'
 import { type ChildProcess, spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { readFileSync } from 'node:fs'
+import { access, mkdir, mkdtemp, rm, utimes, writeFile } from 'node:fs/promises'
+import { createServer } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
@@ -14,6 +16,7 @@ import { readSpoolStatus } from '../../src/telemetry/spool-status.js'
 import { startTestApi, type TestApi } from '../support/api.js'
 import { approveDevice } from '../support/headless-user.js'
 import { startTestIdp, type TestIdp } from '../support/idp.js'
+import { closeServer, listen } from '../support/net.js'
 
 const ROOT = new URL('../..', import.meta.url).pathname
 const SCOPES = ['openid', 'offline_access', 'telemetry:write']
@@ -205,6 +208,110 @@ describe('send and upload (CLI, real IdP and API)', () => {
       await api.setMode('up')
     }
     assert.equal((await readSpoolStatus(stateDir)).pending, 50)
+  })
+
+  // The lock at <spool>/lock: a directory holding `owner-<nonce>` (src/lib/file-lock.ts), or a
+  // plain file as earlier versions made it; a stale one of either form must not block send.
+  async function plantLock(stateDir: string, form: 'file' | 'dir', text: string, ageMs = 0): Promise<void> {
+    const path = join(stateDir, 'spool', 'lock')
+    const file = form === 'file' ? path : join(path, 'owner-planted')
+    if (form === 'dir') await mkdir(path)
+    await writeFile(file, text)
+    const at = new Date(Date.now() - ageMs)
+    await utimes(file, at, at)
+  }
+
+  for (const form of ['dir', 'file'] as const) {
+    test(`a spool lock (${form}) left empty by a writer killed between create and write does not block send`, async () => {
+      const { env, stateDir, deviceId } = await device()
+      assert.equal((await cli(['send'], env, lines(deviceId, 0, 1)).done).code, 0)
+      await plantLock(stateDir, form, '', 10_000)
+      const r = await cli(['send'], env, lines(deviceId, 1, 3)).done
+      assert.equal(r.code, 0, r.err)
+      assert.equal((await readSpoolStatus(stateDir)).pending, 4)
+    })
+
+    test(`a spool lock (${form}) from another boot whose pid is now a live process does not block send`, async () => {
+      const { env, stateDir, deviceId } = await device()
+      assert.equal((await cli(['send'], env, lines(deviceId, 0, 1)).done).code, 0)
+      const boot = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim()
+      const otherBoot = boot.replace(/^./, (c) => (c === '0' ? '1' : '0'))
+      // This test process is alive and is not the send process: a pid recycled after a reboot.
+      await plantLock(
+        stateDir,
+        form,
+        JSON.stringify({ pid: process.pid, at: Date.now(), nonce: 'planted', boot: otherBoot }),
+      )
+      const r = await cli(['send'], env, lines(deviceId, 1, 3)).done
+      assert.equal(r.code, 0, r.err)
+      assert.equal((await readSpoolStatus(stateDir)).pending, 4)
+    })
+  }
+
+  for (const status of [403, 404]) {
+    test(`upload to an endpoint answering ${status}: exit 5 naming the status, the spool intact, nothing dead-lettered`, async () => {
+      const { env, stateDir, deviceId } = await device()
+      const server = createServer((req, res) => {
+        req.resume()
+        res.writeHead(status, { 'content-type': 'application/json' })
+        res.end(JSON.stringify({ error: status === 403 ? 'insufficient_scope' : 'not_found' }))
+      })
+      const port = await listen(server)
+      try {
+        const wrong = { ...env, EDGETOKEN_TELEMETRY_ENDPOINT: `http://127.0.0.1:${port}/ingset` }
+        assert.equal((await cli(['send'], wrong, lines(deviceId, 0, 30)).done).code, 0)
+        const r = await cli(['upload'], wrong).done
+        assert.equal(r.code, 5, r.err)
+        assert.match(r.err, new RegExp(`\\b${status}\\b`))
+        assert.equal(r.err.trim().split('\n').length, 1, r.err)
+        const st = await readSpoolStatus(stateDir)
+        assert.equal(st.pending, 30)
+        assert.equal(st.deadLettered, 0)
+        await assert.rejects(access(join(stateDir, 'spool', 'dead-letter.ndjson')))
+      } finally {
+        await closeServer(server)
+      }
+      // With the endpoint fixed, everything is delivered.
+      assert.equal((await cli(['upload'], env).done).code, 0)
+      assert.equal((await readSpoolStatus(stateDir)).pending, 0)
+    })
+  }
+
+  test('send with a small spool bound cuts its appends by bytes: more input than half the bound is spooled', async () => {
+    const { env, stateDir, deviceId } = await device()
+    const small = { ...env, EDGETOKEN_TELEMETRY_SPOOL_MAX_BYTES: String(64 * 1024) }
+    // About 100 KiB of records: more than the whole bound, so the oldest are dropped and counted.
+    const r = await cli(['send', '--json'], small, lines(deviceId, 0, 3000)).done
+    assert.equal(r.code, 0, r.err)
+    assert.deepEqual(JSON.parse(r.out.trim().split('\n').at(-1) as string), {
+      event: 'spooled',
+      records: 3000,
+      skipped: 0,
+    })
+    const st = await readSpoolStatus(stateDir)
+    assert.equal(st.pending + st.dropped, 3000)
+    assert.ok(st.dropped > 0)
+  })
+
+  test('send that fails after earlier chunks are on disk says how many were spooled (not a config error)', async () => {
+    const { env, stateDir, deviceId } = await device()
+    const small = { ...env, EDGETOKEN_TELEMETRY_SPOOL_MAX_BYTES: String(64 * 1024) }
+    // 200 small records, then one too large for this spool (over half its bound).
+    const input = `${lines(deviceId, 0, 200)}${JSON.stringify({ d: deviceId, big: 'x'.repeat(40 * 1024) })}\n`
+    const r = await cli(['send', '--json'], small, input).done
+    assert.equal(r.code, 1, r.err)
+    const events = r.out
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+    assert.deepEqual(events[0], { event: 'spooled', records: 200 })
+    assert.equal(events[1]?.event, 'error')
+    assert.equal(events[1]?.code, 'internal')
+    assert.match(String(events[1]?.message), /first 200 records were spooled/)
+    assert.equal((await readSpoolStatus(stateDir)).pending, 200)
+    const human = await cli(['send'], small, input).done
+    assert.equal(human.code, 1)
+    assert.match(human.err, /first 200 records were spooled, the rest of the input was not/)
   })
 
   test('kill -9 during send and upload loops: nothing acknowledged is lost, no record delivered twice', async () => {

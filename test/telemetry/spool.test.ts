@@ -283,6 +283,38 @@ describe('spool', () => {
     assert.equal((line.records as unknown[]).length, 3)
   })
 
+  test('dead-letter rotation counts the records of the generation it deletes as dropped', async (t) => {
+    const dir = await tempDir(t)
+    const spool = await openSpool(dir)
+    t.after(() => spool.close())
+    const file = join(dir, 'spool', 'dead-letter.ndjson')
+    // An older generation holding 7 records, and a current file past the 8 MiB rotation size.
+    const entry = (n: number) => `${JSON.stringify({ status: 400, records: recs(0, n) })}\n`
+    await appendFile(`${file}.1`, entry(4) + entry(3))
+    await appendFile(
+      file,
+      `${JSON.stringify({ status: 400, records: [{ pad: 'x'.repeat(8 * 1024 * 1024) }] })}\n`,
+    )
+    await spool.append(recs(0, 2))
+    const b = await spool.readBatch()
+    assert.ok(b)
+    await spool.deadLetter(b, { status: 422, message: 'invalid' })
+    const status = await readSpoolStatus(dir)
+    assert.equal(status.dropped, 7, 'records rotated away are counted, not silently lost')
+    assert.equal((await spool.stats()).dropped, 7)
+  })
+
+  test('an append over half the bound is a capacity error (ERR_IO), not invalid input', async (t) => {
+    const dir = await tempDir(t)
+    const spool = await openSpool(dir, { maxBytes: 64 * 1024 })
+    t.after(() => spool.close())
+    assert.equal(spool.maxAppendBytes, 16 * 1024)
+    await assert.rejects(
+      spool.append([{ big: 'x'.repeat(40 * 1024) }]),
+      (err) => isEdgeTokenError(err, 'ERR_IO') && err.category !== 'config',
+    )
+  })
+
   test('only one uploader at a time', async (t) => {
     const dir = await tempDir(t)
     const a = await openSpool(dir)

@@ -5,7 +5,8 @@
 import { loadConfig } from '../../config/load.js'
 import { ConfigError, EdgeTokenError } from '../../errors.js'
 import { readNdjson } from '../../telemetry/ndjson.js'
-import { openSpool } from '../../telemetry/spool.js'
+import { FRAME_HEADER_BYTES } from '../../telemetry/record-format.js'
+import { openSpool, type Spool } from '../../telemetry/spool.js'
 import type { CommandContext, CommandModule } from '../context.js'
 import { ExitCode } from '../exit-codes.js'
 
@@ -23,10 +24,14 @@ Options:
   --json                NDJSON events on stdout: {"event":"invalid_line","line","message"}...,
                         then {"event":"spooled","records","skipped"}
 
-Exit codes: 0 on disk, 1 disk error (e.g. disk full; nothing of the failed write is kept),
-            2 invalid input or config.`
+The records are written in chunks of at most a quarter of the spool bound. If a write fails
+after earlier chunks are on disk, those first records stay spooled: the error says how many
+(with --json, {"event":"spooled","records":N} comes before the error event) and the rest of
+the input from there on was not spooled.
 
-/** Records handed to the spool at once in skip mode (bounded memory for endless input). */
+Exit codes: 0 on disk, 1 disk error (e.g. disk full, or a record too large for the spool;
+            nothing of the failed chunk is kept), 2 invalid input or config.`
+/** Records per append at most (bounds the memory skip mode holds for endless input). */
 const CHUNK_RECORDS = 2000
 /** Bad lines named individually; the rest are only counted. */
 const MAX_NAMED = 100
@@ -41,9 +46,9 @@ async function run(ctx: CommandContext): Promise<number> {
   }
   const config = await loadConfig({ options: ctx.options, env: ctx.env })
   const spool = await openSpool(config.stateDir, { maxBytes: config.telemetry?.spoolMaxBytes })
+  const chunker = new Chunker(spool)
   try {
     let records: Record<string, unknown>[] = []
-    let spooled = 0
     let bad = 0
     for await (const item of readNdjson(ctx.stdin)) {
       if ('error' in item) {
@@ -59,12 +64,9 @@ async function run(ctx: CommandContext): Promise<number> {
         continue
       }
       if (mode === 'reject' && bad > 0) continue
-      records.push(item.record)
-      if (mode === 'skip' && records.length >= CHUNK_RECORDS) {
-        await spool.append(records)
-        spooled += records.length
-        records = []
-      }
+      // Skip mode spools as it reads (bounded memory for endless input).
+      if (mode === 'skip') await chunker.add(item.record)
+      else records.push(item.record)
     }
     if (bad > MAX_NAMED) ctx.stderr.write(`edgetoken: ... and ${bad - MAX_NAMED} more invalid lines\n`)
     if (mode === 'reject' && bad > 0) {
@@ -73,21 +75,67 @@ async function run(ctx: CommandContext): Promise<number> {
         `${bad} invalid line${bad === 1 ? '' : 's'}; nothing was spooled (use --on-invalid skip to keep the good ones)`,
       )
     }
-    // Queued together, the chunks share the spool's group commits.
-    const chunks: Promise<void>[] = []
-    for (let i = 0; i < records.length; i += CHUNK_RECORDS) {
-      chunks.push(spool.append(records.slice(i, i + CHUNK_RECORDS)))
-    }
-    const results = await Promise.allSettled(chunks)
-    const failed = results.find((r) => r.status === 'rejected')
-    if (failed) throw failed.reason
-    spooled += records.length
+    for (const record of records) await chunker.add(record)
+    await chunker.flush()
+    const spooled = chunker.spooled
     ctx.emit({ event: 'spooled', records: spooled, skipped: bad })
     if (!ctx.json)
       ctx.say(`spooled ${spooled} record${spooled === 1 ? '' : 's'}${bad ? `, skipped ${bad}` : ''}`)
     return ExitCode.ok
+  } catch (err) {
+    if (chunker.spooled > 0 && err instanceof EdgeTokenError) {
+      // Part of the input is on disk: say so, or a retry of the whole input duplicates it.
+      ctx.emit({ event: 'spooled', records: chunker.spooled })
+      const n = chunker.spooled
+      throw new EdgeTokenError(
+        err.code,
+        `${err.message}; the first ${n} record${n === 1 ? ' was' : 's were'} spooled, the rest of the input was not`,
+        { cause: err },
+      )
+    }
+    throw err
   } finally {
     await spool.close()
+  }
+}
+
+/**
+ * Cuts records into appends of at most {@link Spool.maxAppendBytes} (one append must stay well
+ * under half the spool bound, whatever the size of the records), written one after the other so
+ * that what is on disk after a failure is always the first `spooled` records.
+ */
+class Chunker {
+  readonly #spool: Spool
+  readonly #limit: number
+  #chunk: Record<string, unknown>[] = []
+  #bytes = 0
+  /** Records on disk so far. */
+  spooled = 0
+
+  constructor(spool: Spool) {
+    this.#spool = spool
+    this.#limit = spool.maxAppendBytes
+  }
+
+  async add(record: Record<string, unknown>): Promise<void> {
+    const bytes = Buffer.byteLength(JSON.stringify(record)) + FRAME_HEADER_BYTES
+    if (
+      this.#chunk.length >= CHUNK_RECORDS ||
+      (this.#chunk.length > 0 && this.#bytes + bytes > this.#limit)
+    ) {
+      await this.flush()
+    }
+    this.#chunk.push(record)
+    this.#bytes += bytes
+  }
+
+  async flush(): Promise<void> {
+    if (this.#chunk.length === 0) return
+    const chunk = this.#chunk
+    this.#chunk = []
+    this.#bytes = 0
+    await this.#spool.append(chunk)
+    this.spooled += chunk.length
   }
 }
 

@@ -87,6 +87,7 @@ const command: CommandModule = {
     const receiver = createReceiver({
       issuer,
       audience,
+      keepBatches: false,
       onBatch: (batch: ReceivedBatch) => {
         ctx.stderr.write(
           `serve-api: batch ${batch.batchId} seq ${batch.seq}: ${batch.records.length} records from ${batch.deviceId}\n`,

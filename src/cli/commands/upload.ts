@@ -13,15 +13,18 @@ const HELP = `Usage: edgetoken upload [--json]
 
 Uploads every record pending in the telemetry spool to telemetry.endpoint, in batches, with the
 signed-in account's access token, then exits. A failed batch is retried a few times with
-back-off (Retry-After honoured); batches the API rejects for good (4xx) go to
-<state-dir>/spool/dead-letter.ndjson.
+back-off (Retry-After honoured). Batches the API rejects for their content or size (400, 413,
+422) go to <state-dir>/spool/dead-letter.ndjson; any other refusal (403, 404, 405, 410, 415, ...)
+means the endpoint or the token's scope is wrong: nothing is dead-lettered, upload stops at once
+with exit 5 and a message naming the status.
 
 Options:
   --json   NDJSON events on stdout: {"event":"retry",...}, {"event":"dead_letter",...},
            then {"event":"uploaded","records","batches","dead_lettered","pending"}
 
-Exit codes: 0 spool drained, 2 config, 3 sign-in required, 5 API unavailable (or a captive
-            portal answered); with any non-zero code the spool keeps what was not delivered.`
+Exit codes: 0 spool drained, 2 config, 3 sign-in required, 5 API unavailable, endpoint refused
+            (403, 404, ...) or a captive portal answered; with any non-zero code the spool keeps
+            what was not delivered.`
 
 async function run(ctx: CommandContext): Promise<number> {
   const config = await loadConfig({ options: ctx.options, env: ctx.env })

@@ -1,0 +1,160 @@
+#!/usr/bin/env node
+// Benchmark (not a test) of the idle daemon: `node dist/cli.js run` with a signed-in account, an
+// empty spool, a telemetry endpoint on loopback and no MQTT, left alone; samples /proc/<pid>
+// to print its idle RSS and wake-ups per second (voluntary context switches of all its threads).
+// Goals on a Raspberry-Pi-class machine and here: idle RSS <= 60 MiB, <= 1 wake-up/s; an idle
+// daemon must also not write to the SD card (it takes no lock file while idle).
+//
+// Usage: npm run build && node scripts/bench-daemon.mjs [--seconds 30] [--warmup-seconds 5] [--cli dist/cli.js]
+// The store is seeded with a signed-in account whose access token lives an hour (as
+// bench-token.mjs does, no IdP needed): renewal is due long after the measurement, so the run
+// measures the steady idle state. The endpoint is a node:http server that is never called while
+// the spool is empty. Linux only (/proc).
+import { spawn } from 'node:child_process'
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { createServer } from 'node:http'
+import { tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { parseArgs } from 'node:util'
+
+const root = new URL('..', import.meta.url).pathname
+const { values } = parseArgs({
+  options: {
+    seconds: { type: 'string', default: '30' },
+    'warmup-seconds': { type: 'string', default: '5' },
+    cli: { type: 'string', default: join(root, 'dist', 'cli.js') },
+  },
+})
+const seconds = Math.max(5, Number(values.seconds) || 30)
+const warmupSeconds = Math.max(1, Number(values['warmup-seconds']) || 5)
+const cli = resolve(values.cli)
+if (!existsSync(cli)) {
+  console.error(`bench-daemon: ${cli} is missing; run 'npm run build' first`)
+  process.exit(2)
+}
+if (!existsSync('/proc/self/status')) {
+  console.error('bench-daemon: needs /proc (Linux)')
+  process.exit(2)
+}
+const dist = join(cli, '..')
+
+const work = mkdtempSync(join(tmpdir(), 'edgetoken-bench-daemon-'))
+process.on('exit', () => rmSync(work, { recursive: true, force: true }))
+const stateDir = join(work, 'state')
+const keyFile = join(work, 'key')
+writeFileSync(keyFile, 'd'.repeat(48), { mode: 0o600 })
+const authority = 'http://127.0.0.1:9'
+const clientId = 'bench-client'
+
+let posts = 0
+const api = createServer((req, res) => {
+  posts++
+  req.resume()
+  res.writeHead(200, { 'content-type': 'application/json' })
+  res.end('{"accepted":0}')
+})
+await new Promise((r) => api.listen(0, '127.0.0.1', r))
+const endpoint = `http://127.0.0.1:${api.address().port}/ingest`
+
+const env = {
+  PATH: process.env.PATH,
+  HOME: work,
+  EDGETOKEN_AUTHORITY: authority,
+  EDGETOKEN_CLIENT_ID: clientId,
+  EDGETOKEN_SCOPES: 'openid offline_access telemetry:write',
+  EDGETOKEN_STATE_DIR: stateDir,
+  EDGETOKEN_KEY_FILE: keyFile,
+  EDGETOKEN_DEVICE_ID: 'bench-device',
+  ...(process.env.BENCH_NO_ENDPOINT ? {} : { EDGETOKEN_TELEMETRY_ENDPOINT: endpoint }),
+}
+
+// Seed the store through the built library, as `login` would.
+const { openTokenStore } = await import(join(dist, 'store', 'token-store.js'))
+const { saveSignIn } = await import(join(dist, 'store', 'cache.js'))
+const store = await openTokenStore({ stateDir, env })
+await saveSignIn(store, {
+  authority,
+  clientId,
+  account: { id: 'bench-user', issuer: authority },
+  tokenSet: {
+    accessToken: `bench-access-token-${Date.now()}`,
+    tokenType: 'bearer',
+    expiresAt: Date.now() + 3600_000,
+    scopes: ['telemetry:write'],
+    refreshToken: 'bench-refresh-token',
+  },
+  requestedScopes: ['openid', 'offline_access', 'telemetry:write'],
+})
+
+/** RSS (KiB) of the process and the voluntary context switches of its threads (total and by name). */
+function sample(pid) {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8')
+  const rssKiB = Number(/^VmRSS:\s+(\d+)/m.exec(status)?.[1] ?? Number.NaN)
+  let voluntary = 0
+  const byThread = new Map()
+  for (const task of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      const s = readFileSync(`/proc/${pid}/task/${task}/status`, 'utf8')
+      const n = Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(s)?.[1] ?? 0)
+      const name = task === String(pid) ? 'main' : (/^Name:\s+(.*)$/m.exec(s)?.[1] ?? '?')
+      voluntary += n
+      byThread.set(name, (byThread.get(name) ?? 0) + n)
+    } catch {
+      // The thread ended between the listing and the read.
+    }
+  }
+  return { rssKiB, voluntary, byThread }
+}
+
+const child = spawn(process.execPath, [cli, 'run'], { env, stdio: ['ignore', 'ignore', 'pipe'] })
+let stderr = ''
+child.stderr.on('data', (d) => {
+  stderr += d
+})
+const exited = new Promise((r) => child.on('exit', (code, signal) => r({ code, signal })))
+let early
+exited.then((e) => {
+  early = e
+})
+
+try {
+  await sleep(warmupSeconds * 1000)
+  if (early) throw new Error(`the daemon exited during warm-up (${JSON.stringify(early)}): ${stderr}`)
+  const start = sample(child.pid)
+  const t0 = performance.now()
+  const rss = [start.rssKiB]
+  for (let i = 0; i < seconds; i++) {
+    await sleep(1000)
+    if (early) throw new Error(`the daemon exited (${JSON.stringify(early)}): ${stderr}`)
+    rss.push(sample(child.pid).rssKiB)
+  }
+  const end = sample(child.pid)
+  const elapsedS = (performance.now() - t0) / 1000
+  const wakeups = (end.voluntary - start.voluntary) / elapsedS
+  const maxRssMiB = Math.max(...rss) / 1024
+  const spoolFiles = existsSync(join(stateDir, 'spool')) ? readdirSync(join(stateDir, 'spool')) : []
+  console.log(`node ${process.version}, ${process.platform}/${process.arch}; ${cli}`)
+  console.log(
+    `idle daemon over ${elapsedS.toFixed(1)} s (after ${warmupSeconds} s warm-up, signed in, empty spool, no MQTT):`,
+  )
+  console.log(
+    `  RSS ${(end.rssKiB / 1024).toFixed(1)} MiB (max ${maxRssMiB.toFixed(1)}; goal <= 60): ${maxRssMiB <= 60 ? 'ok' : 'OVER'}`,
+  )
+  console.log(
+    `  wake-ups ${wakeups.toFixed(2)}/s (voluntary context switches, all threads; goal <= 1): ${wakeups <= 1 ? 'ok' : 'OVER'}`,
+  )
+  const threads = [...end.byThread]
+    .map(([name, n]) => [name, (n - (start.byThread.get(name) ?? 0)) / elapsedS])
+    .filter(([, rate]) => rate > 0.05)
+    .map(([name, rate]) => `${name} ${rate.toFixed(2)}`)
+  console.log(`  by thread (/s): ${threads.join(', ') || 'none'}`)
+  const said = stderr.trim().split('\n').filter(Boolean).slice(-3)
+  if (said.length > 0) console.log(`  the daemon said (last lines of stderr):\n    ${said.join('\n    ')}`)
+  console.log(`  API requests while idle: ${posts}; spool directory: ${spoolFiles.join(', ') || '(empty)'}`)
+} finally {
+  child.kill('SIGTERM')
+  await Promise.race([exited, sleep(10_000)])
+  if (!early && child.exitCode === null) child.kill('SIGKILL')
+  api.close()
+}
