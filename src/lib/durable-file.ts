@@ -9,7 +9,7 @@
  * @internal
  */
 import { randomBytes } from 'node:crypto'
-import { closeSync, fsyncSync, openSync, readdirSync, unlinkSync } from 'node:fs'
+import { closeSync, fsyncSync, openSync, readdirSync, statSync, unlinkSync } from 'node:fs'
 import { open, rename, unlink } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 
@@ -91,15 +91,31 @@ export async function writeFileAtomic(
   }
 }
 
+/** Options of {@link sweepTempFiles}. */
+export interface SweepTempFilesOptions {
+  /**
+   * Remove only temporaries last modified longer ago than this (default 0: all). For a sweep
+   * without the writers' lock: a live writer's temporary is seconds old at most.
+   */
+  olderThanMs?: number
+}
+
 /**
- * Removes temporary files of interrupted writes (`<name>.tmp-…`). Call it only while holding the
- * lock that serialises the writers of these files, when no other writer can be mid-write.
+ * Removes temporary files of interrupted writes (`<name>.tmp-…`). Without `olderThanMs`, call it
+ * only while holding the lock that serialises the writers of these files, when no other writer
+ * can be mid-write.
  *
  * @param dir - the directory.
  * @param names - the base names whose temporaries to remove.
+ * @param options - the least age of a temporary to remove.
  * @returns how many files were removed.
  */
-export function sweepTempFiles(dir: string, names: readonly string[]): number {
+export function sweepTempFiles(
+  dir: string,
+  names: readonly string[],
+  options: SweepTempFilesOptions = {},
+): number {
+  const olderThanMs = options.olderThanMs ?? 0
   let removed = 0
   let entries: string[]
   try {
@@ -110,7 +126,9 @@ export function sweepTempFiles(dir: string, names: readonly string[]): number {
   for (const entry of entries) {
     if (!names.some((name) => entry.startsWith(`${name}.tmp-`))) continue
     try {
-      unlinkSync(join(dir, entry))
+      const file = join(dir, entry)
+      if (olderThanMs > 0 && Date.now() - statSync(file).mtimeMs <= olderThanMs) continue
+      unlinkSync(file)
       removed += 1
     } catch {
       // Already gone (another sweeper) or not ours to remove: neither blocks a write.

@@ -1,26 +1,53 @@
 /**
- * A cross-process lock file with stale-lock recovery, shared by the token store (only one process
- * at a time refreshes, and so rotates, a refresh token) and the telemetry spool (`send` may run
- * while `upload` or `run` reads the same spool; one uploader at a time).
+ * A cross-process lock with stale-lock recovery, shared by the token store (only one process at a
+ * time refreshes, and so rotates, a refresh token) and the telemetry spool (`send` may run while
+ * `upload` or `run` reads the same spool; one uploader at a time).
  *
- * The lock is created whole: its content (pid, time, a random nonce) is written to a private file
- * that is then `link()`ed to the lock name, which fails with EEXIST while someone holds it, so a
- * process killed at any instant never leaves an empty lock of unknown owner. A lock is stale when
+ * The lock is a directory at the lock path holding exactly one file, `owner-<nonce>`, whose content
+ * is the holder's pid, time and nonce. Every step is one atomic system call on a name only one
+ * holder ever uses, which is what makes breaking a stale lock safe:
+ * - take: build `<path>.tmp-<pid>-<nonce>/owner-<nonce>` privately, then `rename()` it to the lock
+ *   path. rename(2) replaces a missing or *empty* directory and fails (ENOTEMPTY/EEXIST) on a held
+ *   one, so exactly one contender wins, and a process killed at any instant never leaves a lock of
+ *   unknown owner;
+ * - release, or break a lock judged stale: `unlink(<path>/owner-<nonce>)`. The nonce is unique, so
+ *   this removes that holder's lock or nothing: it can never remove a newer holder's lock, which
+ *   is what the former rename-aside-and-put-back scheme could do (a third process took the lock
+ *   while a live one was moved aside, and both then held it). The then-empty directory is free.
+ *
+ * A lock is stale when
  * - its owner pid is gone;
+ * - it was written during another boot (`/proc/sys/kernel/random/boot_id` is stored in the lock):
+ *   after a reboot its pid may belong to any unrelated live process;
+ * - it has no readable content (written by something else, or a disk that lost the data) and is
+ *   older than a few seconds;
  * - its owner pid is ours but this process does not hold it (a pid recycled after a reboot: the
  *   lock was left by an earlier boot's process that happened to have our pid);
- * - it was not touched for `staleMs` (every holder touches its lock while it holds it, however
- *   long: a lock whose pid was recycled by an unrelated process is freed this way).
- * A stale lock is broken by renaming it aside and checking that what was moved is the lock judged
- * stale; a live lock moved by mistake is put back.
+ * - it was not touched for `staleMs` (every holder touches its owner file while it holds it,
+ *   however long: a lock whose pid was recycled by an unrelated process is freed this way).
+ *
+ * A lock *file* at the path (left by an earlier edgetoken version) is judged the same way and
+ * removed with unlink(), which cannot remove a directory lock taken meanwhile.
  *
  * Unlike MSAL's lock files, a lock left by a killed process is recovered (msal-js #7148).
  *
  * @internal
  */
 import { randomBytes } from 'node:crypto'
-import { readdirSync, statSync, unlinkSync } from 'node:fs'
-import { link, readFile, rename, stat, unlink, utimes, writeFile } from 'node:fs/promises'
+import { readFileSync } from 'node:fs'
+import {
+  lstat,
+  mkdir,
+  readdir,
+  readFile,
+  rename,
+  rm,
+  rmdir,
+  stat,
+  unlink,
+  utimes,
+  writeFile,
+} from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { EdgeTokenError } from '../errors.js'
@@ -43,11 +70,16 @@ export interface AcquireFileLockOptions {
    * message, so a module can throw its own error class. Default: an {@link EdgeTokenError}.
    */
   ioError?: ((message: string, cause?: unknown) => EdgeTokenError) | undefined
+  /**
+   * Makes the error thrown when a live holder keeps the lock past the timeout (or at once with
+   * `noWait`). Default: `ioError`.
+   */
+  busyError?: ((message: string) => EdgeTokenError) | undefined
 }
 
 /** A held lock. */
 export interface FileLock {
-  /** Releases the lock (idempotent; removes the file only if it is still ours). */
+  /** Releases the lock (idempotent; removes only this holder's lock, never a newer one). */
   release(): Promise<void>
 }
 
@@ -55,16 +87,49 @@ interface LockContent {
   pid: number
   at: number
   nonce: string
+  /** The kernel's boot id when the lock was taken (Linux); absent elsewhere. */
+  boot?: string | undefined
 }
+
+/** What is at the lock path. */
+type Observed =
+  /** A held lock: its owner file (undefined for a legacy lock file), content and last touch. */
+  | { kind: 'held'; owner: string | undefined; content: LockContent | undefined; mtimeMs: number }
+  /** Nothing, or an empty directory: free. */
+  | { kind: 'free' }
+  /** A directory that is not a lock. */
+  | { kind: 'foreign' }
 
 const HEARTBEAT_MS = 10_000
 const MAX_PAUSE_MS = 50
-/** A break-aside file this old is a leftover of a process killed while breaking a stale lock. */
+const OWNER_PREFIX = 'owner-'
+/** A leftover regular file (earlier versions' temporaries) this old is removed. */
 const LEFTOVER_ASIDE_MS = 60_000
 
-/** The nonce of each lock file this process holds, to tell a recycled pid apart from ourselves. */
+/** A lock without readable content this old is stale (its writer had seconds to put content in). */
+const UNREADABLE_STALE_MS = 5_000
+
+let bootIdCache: string | null | undefined
+/**
+ * This boot's id (Linux `/proc/sys/kernel/random/boot_id`), or undefined where there is none. A
+ * lock stamped with another boot's id was left before a reboot, whatever process now has its pid.
+ *
+ * @internal exported for tests
+ */
+export function currentBootId(): string | undefined {
+  if (bootIdCache === undefined) {
+    try {
+      bootIdCache = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim() || null
+    } catch {
+      bootIdCache = null
+    }
+  }
+  return bootIdCache ?? undefined
+}
+
+/** The nonce of each lock this process holds, to tell a recycled pid apart from ourselves. */
 const heldHere = new Map<string, string>()
-/** Lock files whose creation leftovers this process has swept. */
+/** Lock files whose leftovers this process has swept. */
 const swept = new Set<string>()
 
 function parseLock(text: string): LockContent | undefined {
@@ -75,15 +140,18 @@ function parseLock(text: string): LockContent | undefined {
     isFiniteNumber(value.at) &&
     typeof value.nonce === 'string'
   ) {
-    return { pid: value.pid, at: value.at, nonce: value.nonce }
+    return {
+      pid: value.pid,
+      at: value.at,
+      nonce: value.nonce,
+      boot: typeof value.boot === 'string' ? value.boot : undefined,
+    }
   }
   return undefined
 }
 
-function ownerAlive(path: string, owner: LockContent): boolean {
-  const { pid } = owner
+function pidAlive(pid: number): boolean {
   if (!Number.isInteger(pid) || pid <= 0) return false
-  if (pid === process.pid) return heldHere.get(path) === owner.nonce
   try {
     process.kill(pid, 0)
     return true
@@ -93,75 +161,131 @@ function ownerAlive(path: string, owner: LockContent): boolean {
   }
 }
 
-async function readLock(
-  path: string,
-): Promise<{ content: LockContent | undefined; mtimeMs: number } | undefined> {
+function ownerAlive(path: string, owner: LockContent): boolean {
+  const boot = currentBootId()
+  if (owner.boot !== undefined && boot !== undefined && owner.boot !== boot) return false
+  if (owner.pid === process.pid) return heldHere.get(path) === owner.nonce
+  return pidAlive(owner.pid)
+}
+
+function isCode(err: unknown, ...codes: string[]): boolean {
+  return codes.includes((err as NodeJS.ErrnoException).code ?? '')
+}
+
+async function readContent(file: string): Promise<{ content: LockContent | undefined; mtimeMs: number }> {
+  const [text, stats] = await Promise.all([readFile(file, 'utf8'), stat(file)])
+  return { content: parseLock(text), mtimeMs: stats.mtimeMs }
+}
+
+/** Looks at the lock path; undefined when it changed while looking (look again). */
+async function observe(path: string): Promise<Observed | undefined> {
   try {
-    const [text, stats] = await Promise.all([readFile(path, 'utf8'), stat(path)])
-    return { content: parseLock(text), mtimeMs: stats.mtimeMs }
+    const stats = await lstat(path)
+    if (!stats.isDirectory()) return { kind: 'held', owner: undefined, ...(await readContent(path)) }
+    const entries = await readdir(path)
+    const owner = entries.find((e) => e.startsWith(OWNER_PREFIX))
+    if (owner === undefined) return entries.length === 0 ? { kind: 'free' } : { kind: 'foreign' }
+    return { kind: 'held', owner, ...(await readContent(join(path, owner))) }
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+    if (isCode(err, 'ENOENT')) return undefined
     throw err
   }
 }
 
-async function tryCreate(path: string, content: LockContent): Promise<boolean> {
-  const temp = `${path}.tmp-${content.nonce}`
-  await writeFile(temp, JSON.stringify(content), { mode: 0o600, flag: 'wx' })
+/** A private directory holding the owner file, ready to be renamed to the lock path. */
+async function prepare(temp: string, content: LockContent): Promise<void> {
+  await mkdir(temp, { mode: 0o700 })
+  await writeFile(join(temp, `${OWNER_PREFIX}${content.nonce}`), JSON.stringify(content), {
+    mode: 0o600,
+    flag: 'wx',
+  })
+}
+
+/** One attempt to take the lock; false when it is held (or our temporary was swept: retry). */
+async function tryTake(path: string, temp: string, content: LockContent): Promise<boolean> {
+  const ownerFile = join(temp, `${OWNER_PREFIX}${content.nonce}`)
   try {
-    await link(temp, path)
+    // Fresh mtime at the instant the lock appears, however long we waited.
+    const now = new Date()
+    await utimes(ownerFile, now, now)
+  } catch (err) {
+    if (!isCode(err, 'ENOENT')) throw err
+    // Swept by another process as abandoned: build it again.
+    await rm(temp, { recursive: true, force: true })
+    await prepare(temp, content)
+  }
+  try {
+    await rename(temp, path)
     return true
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code
-    // ENOENT: a lock holder swept our temporary file; just try again.
-    if (code === 'EEXIST' || code === 'ENOENT') return false
+    // EEXIST/ENOTEMPTY: held. ENOTDIR: a legacy lock file. ENOENT: our temporary was swept.
+    if (isCode(err, 'EEXIST', 'ENOTEMPTY', 'ENOTDIR', 'ENOENT')) return false
     throw err
-  } finally {
-    await unlink(temp).catch(() => {})
   }
 }
 
-/** Breaks a lock judged stale; returns when the caller should try to create again. */
-async function breakStale(path: string, judged: LockContent | undefined): Promise<void> {
-  const aside = `${path}.tmp-break-${randomBytes(6).toString('hex')}`
-  try {
-    await rename(path, aside)
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return // someone else broke it
-    throw err
+/** Removes a lock judged stale; removes nothing if it is no longer that lock. */
+async function breakStale(path: string, lock: Extract<Observed, { kind: 'held' }>): Promise<void> {
+  if (lock.owner === undefined) {
+    // A legacy lock file: unlink() cannot remove a directory lock that replaced it meanwhile.
+    await unlink(path).catch((err: unknown) => {
+      if (!isCode(err, 'ENOENT', 'EISDIR', 'EPERM')) throw err
+    })
+    return
   }
-  const moved = parseLock(await readFile(aside, 'utf8').catch(() => ''))
-  if (judged !== undefined && moved?.nonce !== judged.nonce) {
-    // Between judging and renaming, the stale lock was replaced by a live one: put it back.
-    await link(aside, path).catch(() => {})
-  }
-  await unlink(aside).catch(() => {})
+  await unlink(join(path, lock.owner)).catch((err: unknown) => {
+    if (!isCode(err, 'ENOENT')) throw err
+  })
+  await removeIfEmpty(path)
+}
+
+async function removeIfEmpty(path: string): Promise<void> {
+  // Fails harmlessly when a new holder's lock has already replaced the empty directory.
+  await rmdir(path).catch(() => {})
 }
 
 /**
- * Removes what processes killed while taking or breaking this lock left (once per process). A
- * creation temporary is removed even when fresh (its creator just tries again); a break-aside only
- * when old, since a fresh one may be a live lock about to be put back. The rename that made it
- * updated its ctime.
+ * Removes what processes killed while taking this lock left (once per process): temporary
+ * directories whose creator is gone or that were not touched for `staleMs` (a waiting creator
+ * touches its owner file on every attempt). Each is first renamed to a name of ours, so its
+ * creator, if alive after all, finds it gone and builds another; never half-removed under it.
  */
-function sweepLeftovers(path: string): void {
+async function sweepLeftovers(path: string, staleMs: number, mine: string): Promise<void> {
   if (swept.has(path)) return
   swept.add(path)
   const dir = dirname(path)
   const prefix = `${basename(path)}.tmp-`
   let entries: string[]
   try {
-    entries = readdirSync(dir)
+    entries = await readdir(dir)
   } catch {
     return
   }
   for (const entry of entries) {
-    if (!entry.startsWith(prefix)) continue
+    if (!entry.startsWith(prefix) || join(dir, entry) === mine) continue
+    const file = join(dir, entry)
     try {
-      const file = join(dir, entry)
-      if (entry.startsWith(`${prefix}break-`) && Date.now() - statSync(file).ctimeMs < LEFTOVER_ASIDE_MS)
+      const stats = await lstat(file)
+      const age = Date.now() - stats.mtimeMs
+      if (!stats.isDirectory()) {
+        // Earlier versions' temporaries; their break-asides only when old.
+        if (!entry.startsWith(`${prefix}break-`) || Date.now() - stats.ctimeMs > LEFTOVER_ASIDE_MS)
+          await unlink(file)
         continue
-      unlinkSync(file)
+      }
+      if (entry.startsWith(`${prefix}gone-`)) {
+        await rm(file, { recursive: true, force: true })
+        continue
+      }
+      const pid = Number(entry.slice(prefix.length).split('-')[0])
+      const inner = await readdir(file)
+      const owner = inner[0] === undefined ? undefined : await stat(join(file, inner[0]))
+      const touched = owner === undefined ? age : Date.now() - owner.mtimeMs
+      const abandoned = (pid !== process.pid && !pidAlive(pid)) || touched > staleMs
+      if (!abandoned) continue
+      const gone = `${path}.tmp-gone-${randomBytes(6).toString('hex')}`
+      await rename(file, gone)
+      await rm(gone, { recursive: true, force: true })
     } catch {
       // Already gone: someone else cleaned up.
     }
@@ -178,9 +302,9 @@ function defaultIoError(message: string, cause?: unknown): EdgeTokenError {
  * @param path - the lock file.
  * @param options - what is locked, staleness bound, timeout, no-wait, signal, error class.
  * @returns the held lock; it is touched every 10 s until released.
- * @throws EdgeTokenError `ERR_CANCELLED` when the signal fires; `ERR_IO` (from `options.ioError`)
- *   when a live holder keeps it past the timeout (at once with `noWait`), naming the holder's pid,
- *   or when the lock file cannot be created or read.
+ * @throws EdgeTokenError `ERR_CANCELLED` when the signal fires; from `options.busyError` (default
+ *   `options.ioError`) when a live holder keeps it past the timeout (at once with `noWait`), naming
+ *   the holder's pid; `ERR_IO` (from `options.ioError`) when the lock cannot be created or read.
  * @example
  * ```ts
  * const lock = await acquireFileLock(join(stateDir, 'tokens.lock'), { what: 'token store' })
@@ -189,48 +313,77 @@ function defaultIoError(message: string, cause?: unknown): EdgeTokenError {
  */
 export async function acquireFileLock(path: string, options: AcquireFileLockOptions): Promise<FileLock> {
   const makeIoError = options.ioError ?? defaultIoError
+  const makeBusyError = options.busyError ?? ((message: string) => makeIoError(message))
   const staleMs = options.staleMs ?? 60_000
   const deadline = Date.now() + (options.timeoutMs ?? 90_000)
-  const content: LockContent = { pid: process.pid, at: Date.now(), nonce: randomBytes(12).toString('hex') }
+  const content: LockContent = {
+    pid: process.pid,
+    at: Date.now(),
+    nonce: randomBytes(12).toString('hex'),
+    boot: currentBootId(),
+  }
+  const temp = `${path}.tmp-${process.pid}-${content.nonce}`
+  let prepared = false
+  let taken = false
   let pauseMs = 1
-  for (;;) {
-    if (options.signal?.aborted)
-      throw new EdgeTokenError('ERR_CANCELLED', `cancelled while waiting for the ${options.what} lock`)
-    let current: Awaited<ReturnType<typeof readLock>>
-    try {
-      content.at = Date.now()
-      if (await tryCreate(path, content)) return held(path, content)
-      current = await readLock(path)
-      if (current === undefined) continue
-      const age = Date.now() - current.mtimeMs
-      // A lock without readable content was not written by this code; only age can free it.
-      const stale = age > staleMs || (current.content !== undefined && !ownerAlive(path, current.content))
-      if (stale) {
-        await breakStale(path, current.content)
-        continue
+  try {
+    for (;;) {
+      if (options.signal?.aborted)
+        throw new EdgeTokenError('ERR_CANCELLED', `cancelled while waiting for the ${options.what} lock`)
+      let current: Observed | undefined
+      try {
+        if (!prepared) {
+          await prepare(temp, content)
+          prepared = true
+        }
+        if (await tryTake(path, temp, content)) {
+          taken = true
+          await sweepLeftovers(path, staleMs, temp)
+          return held(path, content)
+        }
+        current = await observe(path)
+        if (current === undefined || current.kind === 'free') continue
+        if (current.kind === 'foreign') {
+          throw makeIoError(`${options.what} cannot be locked: ${path} is a directory that is not a lock`)
+        }
+        const age = Date.now() - current.mtimeMs
+        // A lock without readable content was not written whole by this code (it renames complete
+        // owner files into place): a few seconds of age free it, so a partial write never locks forever.
+        const stale =
+          age > staleMs ||
+          (current.content === undefined
+            ? age > Math.min(staleMs, UNREADABLE_STALE_MS)
+            : !ownerAlive(path, current.content))
+        if (stale) {
+          await breakStale(path, current)
+          continue
+        }
+      } catch (err) {
+        if (err instanceof EdgeTokenError) throw err
+        const code = (err as NodeJS.ErrnoException).code ?? 'error'
+        throw makeIoError(`${options.what} cannot be locked (${code})`, err)
       }
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code ?? 'error'
-      throw makeIoError(`${options.what} cannot be locked (${code})`, err)
+      if (options.noWait || Date.now() > deadline) {
+        const by = `${options.what} is locked by process ${current.content?.pid ?? '?'}`
+        throw makeBusyError(options.noWait ? by : `${by}; gave up waiting`)
+      }
+      await sleep(pauseMs + Math.floor(Math.random() * pauseMs), undefined, { signal: options.signal }).catch(
+        () => {},
+      )
+      pauseMs = Math.min(pauseMs * 2, MAX_PAUSE_MS)
     }
-    if (options.noWait || Date.now() > deadline) {
-      const by = `${options.what} is locked by process ${current.content?.pid ?? '?'}`
-      throw makeIoError(options.noWait ? by : `${by}; gave up waiting`)
-    }
-    await sleep(pauseMs + Math.floor(Math.random() * pauseMs), undefined, { signal: options.signal }).catch(
-      () => {},
-    )
-    pauseMs = Math.min(pauseMs * 2, MAX_PAUSE_MS)
+  } finally {
+    if (prepared && !taken) await rm(temp, { recursive: true, force: true }).catch(() => {})
   }
 }
 
 function held(path: string, content: LockContent): FileLock {
   heldHere.set(path, content.nonce)
-  sweepLeftovers(path)
+  const ownerFile = join(path, `${OWNER_PREFIX}${content.nonce}`)
   // Touch the lock while holding it, so long work is not mistaken for a dead holder.
   const heartbeat = setInterval(() => {
     const now = new Date()
-    utimes(path, now, now).catch(() => {})
+    utimes(ownerFile, now, now).catch(() => {})
   }, HEARTBEAT_MS)
   heartbeat.unref()
   let released = false
@@ -240,8 +393,13 @@ function held(path: string, content: LockContent): FileLock {
       released = true
       clearInterval(heartbeat)
       if (heldHere.get(path) === content.nonce) heldHere.delete(path)
-      const current = await readLock(path).catch(() => undefined)
-      if (current?.content?.nonce === content.nonce) await unlink(path).catch(() => {})
+      // Our owner file or nothing: a lock broken as stale and taken by another stays theirs.
+      try {
+        await unlink(ownerFile)
+      } catch {
+        return
+      }
+      await removeIfEmpty(path)
     },
   }
 }

@@ -82,6 +82,25 @@ export function deriveStoreKeys(material: Uint8Array): StoreKeys {
   }
 }
 
+/** The HKDF info of the discovery cache's HMAC key. */
+export const METADATA_PURPOSE = 'edgetoken metadata cache v1'
+
+/**
+ * Derives the HMAC-SHA256 key that authenticates the discovery cache (`metadata.json`) from the
+ * store's key material: HKDF-SHA256, info {@link METADATA_PURPOSE}, so it is independent of the
+ * store's own keys.
+ *
+ * @param material - the key material (bytes or a secret KeyObject).
+ * @returns the key.
+ * @see https://www.rfc-editor.org/rfc/rfc5869#section-2
+ */
+export function deriveMetadataKey(material: Uint8Array | KeyObject): KeyObject {
+  const raw = Buffer.from(hkdfSync('sha256', material, HKDF_SALT, METADATA_PURPOSE, 32))
+  const key = createSecretKey(raw)
+  raw.fill(0)
+  return key
+}
+
 function hmac16(key: KeyObject, data: string): Buffer {
   return createHmac('sha256', key).update(data).digest().subarray(0, CHECK_BYTES)
 }

@@ -13,16 +13,19 @@ import { randomBytes } from 'node:crypto'
 import {
   closeSync,
   existsSync,
+  fstatSync,
   fsyncSync,
   linkSync,
   openSync,
+  readdirSync,
   readFileSync,
+  statSync,
   unlinkSync,
   writeSync,
 } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { ConfigError, StoreError } from '../errors.js'
-import { fsyncDirectory } from './file.js'
+import { fsyncDirectory, storeFsError } from './file.js'
 
 /** The least number of bytes of key material accepted. */
 export const MIN_KEY_BYTES = 32
@@ -58,10 +61,32 @@ export interface KeyMaterial {
   readonly path: string
 }
 
-function readConfiguredKey(path: string, what: string): Buffer {
+/** A generation temporary younger than this may belong to a process generating the key now. */
+const KEY_TEMP_GRACE_MS = 5_000
+/** Key files already warned about in this process (warn once, as ssh does). */
+const warnedOpen = new Set<string>()
+
+function readConfiguredKey(
+  path: string,
+  what: string,
+  onWarning: ((message: string) => void) | undefined,
+): Buffer {
   let bytes: Buffer
   try {
-    bytes = readFileSync(path)
+    const fd = openSync(path, 'r')
+    try {
+      const mode = fstatSync(fd).mode
+      if ((mode & 0o077) !== 0 && !warnedOpen.has(path)) {
+        warnedOpen.add(path)
+        onWarning?.(
+          `key file ${path} is accessible by others (mode ${(mode & 0o777).toString(8).padStart(4, '0')}); ` +
+            `restrict it with chmod 600 ${path}`,
+        )
+      }
+      bytes = readFileSync(fd)
+    } finally {
+      closeSync(fd)
+    }
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code ?? 'error'
     throw new ConfigError(`${what}: cannot read key file ${path} (${code})`, { key: what, cause: err })
@@ -88,13 +113,17 @@ export function loadKeyMaterial(options: LoadKeyMaterialOptions): KeyMaterial {
   if (configured !== undefined && configured !== '') {
     const path = resolve(configured)
     const what = options.keyFile !== undefined ? 'keyFile (EDGETOKEN_KEY_FILE)' : 'EDGETOKEN_KEY_FILE'
-    return { material: readConfiguredKey(path, what), source: 'key-file', path }
+    return { material: readConfiguredKey(path, what, options.onWarning), source: 'key-file', path }
   }
   const credentials = options.env.CREDENTIALS_DIRECTORY
   if (credentials) {
     const path = join(credentials, CREDENTIAL_NAME)
     if (existsSync(path))
-      return { material: readConfiguredKey(path, 'CREDENTIALS_DIRECTORY'), source: 'credential', path }
+      return {
+        material: readConfiguredKey(path, 'CREDENTIALS_DIRECTORY', options.onWarning),
+        source: 'credential',
+        path,
+      }
   }
   return generatedKey(options)
 }
@@ -110,23 +139,33 @@ function generatedKey(options: LoadKeyMaterialOptions): KeyMaterial {
   // Written whole to a private temporary name, then linked into place: link() fails if another
   // process won the race, and nobody ever sees a half-written key.
   const temp = `${path}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`
-  const fd = openSync(temp, 'wx', 0o600)
-  try {
-    writeSync(fd, randomBytes(MIN_KEY_BYTES))
-    fsyncSync(fd)
-  } finally {
-    closeSync(fd)
-  }
   let created = false
   try {
-    linkSync(temp, path)
-    created = true
+    const fd = openSync(temp, 'wx', 0o600)
+    try {
+      writeSync(fd, randomBytes(MIN_KEY_BYTES))
+      fsyncSync(fd)
+    } finally {
+      closeSync(fd)
+    }
+    try {
+      linkSync(temp, path)
+      created = true
+    } catch (err) {
+      // EEXIST: another process won the race. ENOENT: it won and, opening, swept our temporary.
+      const code = (err as NodeJS.ErrnoException).code
+      if (code !== 'EEXIST' && code !== 'ENOENT') throw err
+    }
+    fsyncDirectory(options.stateDir)
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
+    throw storeFsError(`key file ${path} cannot be created`, err)
   } finally {
-    unlinkSync(temp)
+    try {
+      unlinkSync(temp)
+    } catch {
+      // Already swept by another process.
+    }
   }
-  fsyncDirectory(options.stateDir)
   if (created) {
     options.onWarning?.(
       `generated a token store key at ${path}: a key next to the data protects only against other users; ` +
@@ -136,6 +175,35 @@ function generatedKey(options: LoadKeyMaterialOptions): KeyMaterial {
   const material = readGenerated(path)
   if (!material) throw new StoreError(`key file ${path} could not be created`)
   return { material, source: 'generated', path }
+}
+
+/**
+ * Removes the temporaries of a key generation that was killed (`store.key.tmp-…`, each a copy of
+ * key material): all of them once the key file exists (its generation is over), else those older
+ * than a few seconds.
+ *
+ * @param stateDir - the state directory.
+ */
+export function sweepKeyTemporaries(stateDir: string): void {
+  const prefix = `${GENERATED_KEY_NAME}.tmp-`
+  let entries: string[]
+  try {
+    entries = readdirSync(stateDir)
+  } catch {
+    return
+  }
+  const temps = entries.filter((e) => e.startsWith(prefix))
+  if (temps.length === 0) return
+  const keyExists = entries.includes(GENERATED_KEY_NAME)
+  for (const entry of temps) {
+    const file = join(stateDir, entry)
+    try {
+      if (!keyExists && Date.now() - statSync(file).mtimeMs <= KEY_TEMP_GRACE_MS) continue
+      unlinkSync(file)
+    } catch {
+      // Gone already.
+    }
+  }
 }
 
 function readGenerated(path: string): Buffer | undefined {

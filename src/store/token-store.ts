@@ -7,15 +7,16 @@
  * `when-exit`) re-raises SIGINT/SIGTERM, which turns a graceful stop into an immediate exit; it does
  * not fsync the directory; and its encryption is not the protection we need anyway.
  */
+import { createSecretKey, type KeyObject } from 'node:crypto'
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { EdgeTokenError, StoreError } from '../errors.js'
 import { sweepTempFiles, writeFileAtomic } from '../lib/durable-file.js'
 import { isObject, parseJson } from '../lib/validate.js'
 import { emptyDocument, isStoreDocument, type StoreDocument, validateDocument } from './document.js'
-import { deriveStoreKeys, type EnvelopeContext, open, seal } from './envelope.js'
-import { ensureStateDir, readTextIfExists } from './file.js'
-import { type KeySource, loadKeyMaterial } from './keys.js'
+import { deriveMetadataKey, deriveStoreKeys, type EnvelopeContext, open, seal } from './envelope.js'
+import { ensureStateDir, readTextIfExists, storeFsError } from './file.js'
+import { type KeySource, loadKeyMaterial, sweepKeyTemporaries } from './keys.js'
 import { DEFAULT_MACHINE_ID_PATH, readMachineId } from './machine-id.js'
 
 /** The store file's base name and extension. */
@@ -25,6 +26,13 @@ const STORE_EXTENSION = 'store'
 export const STORE_FILE = `${STORE_NAME}.${STORE_EXTENSION}`
 /** The lock file's name in the state directory. */
 export const LOCK_FILE = 'tokens.lock'
+/** The metadata cache's file (`metadata-cache.ts`, not imported here: the cached path skips it). */
+const METADATA_NAME = 'metadata.json'
+/**
+ * A store or metadata temporary this old is a killed writer's leftover: a live writer's is seconds
+ * old at most. Younger ones are left to the sweep under the lock (store) or to their writer.
+ */
+const STALE_TEMP_MS = 60_000
 
 /**
  * Whether a state directory holds a token store file, without opening it (and so without creating
@@ -84,8 +92,19 @@ export interface TokenStore {
   /**
    * Runs `fn` holding the store lock: first in this process (callers queue), then across processes.
    * Re-read the store inside: another process may have changed it while this one waited.
+   *
+   * @throws StoreError `ERR_UNAVAILABLE` (exit 5) when another live process holds the lock past
+   *   the timeout; `ERR_STORE_UNREADABLE` (exit 6) when the lock cannot be created (EACCES...).
    */
   withLock<T>(fn: () => Promise<T>, options?: WithLockOptions): Promise<T>
+  /**
+   * The key that authenticates the discovery cache (`fileMetadataCache(stateDir, { key })`),
+   * derived with HKDF from this store's key material on first call (the cached `token` path never
+   * pays for it).
+   *
+   * @returns an HMAC-SHA256 key.
+   */
+  metadataKey(): KeyObject
 }
 
 class FileTokenStore implements TokenStore {
@@ -96,13 +115,21 @@ class FileTokenStore implements TokenStore {
   readonly #lockPath: string
   readonly #lockStaleMs: number | undefined
   readonly #lockTimeoutMs: number | undefined
+  readonly #material: KeyObject
+  #metadataKey: KeyObject | undefined
   #swept = false
 
-  constructor(options: OpenTokenStoreOptions, keySource: KeySource, context: EnvelopeContext) {
+  constructor(
+    options: OpenTokenStoreOptions,
+    keySource: KeySource,
+    context: EnvelopeContext,
+    material: KeyObject,
+  ) {
     this.stateDir = options.stateDir
     this.path = context.path
     this.keySource = keySource
     this.#context = context
+    this.#material = material
     this.#lockPath = join(options.stateDir, LOCK_FILE)
     this.#lockStaleMs = options.lockStaleMs
     this.#lockTimeoutMs = options.lockTimeoutMs
@@ -130,12 +157,13 @@ class FileTokenStore implements TokenStore {
     try {
       await writeFileAtomic(this.path, this.#serialize(doc))
     } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code ?? 'error'
-      throw new StoreError(`token store ${this.path} cannot be written (${code})`, {
-        code: 'ERR_IO',
-        cause: err,
-      })
+      throw storeFsError(`token store ${this.path} cannot be written`, err)
     }
+  }
+
+  metadataKey(): KeyObject {
+    this.#metadataKey ??= deriveMetadataKey(this.#material)
+    return this.#metadataKey
   }
 
   async withLock<T>(fn: () => Promise<T>, options: WithLockOptions = {}): Promise<T> {
@@ -146,7 +174,13 @@ class FileTokenStore implements TokenStore {
       staleMs: this.#lockStaleMs,
       timeoutMs: this.#lockTimeoutMs,
       signal: options.signal,
-      ioError: (message: string, cause?: unknown) => new StoreError(message, { code: 'ERR_IO', cause }),
+      ioError: (message: string, cause?: unknown) =>
+        cause === undefined
+          ? new StoreError(message, { code: 'ERR_IO' })
+          : storeFsError(`token store lock ${this.#lockPath} cannot be created`, cause),
+      // Another live process is working on the store (a refresh cannot take 90 s unless the IdP
+      // hangs): transient and local, so "unavailable, try again later" (exit 5), not a bug (exit 1).
+      busyError: (message: string) => new StoreError(message, { code: 'ERR_UNAVAILABLE' }),
     }
     return withFileLock(this.#lockPath, lockOptions, async () => {
       if (!this.#swept) {
@@ -166,7 +200,9 @@ class FileTokenStore implements TokenStore {
  *
  * @param options - state directory, environment, key file, machine-id file, warning sink.
  * @returns the store.
- * @throws ConfigError (exit 2) for a bad configured key file; StoreError (exit 6) for a missing or damaged generated key.
+ * @throws ConfigError (exit 2) for a bad configured key file or a shared, foreign or symlinked
+ *   state directory; StoreError (exit 6) for a missing or damaged generated key or an unusable
+ *   state directory (`ERR_IO`, exit 1, when the disk is full).
  * @example
  * ```ts
  * const store = await openTokenStore({ stateDir, env: process.env, onWarning: console.warn })
@@ -175,6 +211,9 @@ class FileTokenStore implements TokenStore {
  */
 export async function openTokenStore(options: OpenTokenStoreOptions): Promise<TokenStore> {
   ensureStateDir(options.stateDir)
+  // Leftovers of writers killed mid-write, some of them copies of the key material.
+  sweepTempFiles(options.stateDir, [STORE_FILE, METADATA_NAME], { olderThanMs: STALE_TEMP_MS })
+  sweepKeyTemporaries(options.stateDir)
   const path = join(options.stateDir, STORE_FILE)
   const key = loadKeyMaterial({
     stateDir: options.stateDir,
@@ -184,9 +223,10 @@ export async function openTokenStore(options: OpenTokenStoreOptions): Promise<To
     onWarning: options.onWarning,
   })
   const keys = deriveStoreKeys(key.material)
+  const material = createSecretKey(key.material)
   key.material.fill(0)
   const machineIdPath =
     options.machineIdPath ?? (options.env.EDGETOKEN_MACHINE_ID_FILE || DEFAULT_MACHINE_ID_PATH)
   const context: EnvelopeContext = { keys, machineId: readMachineId(machineIdPath), path }
-  return new FileTokenStore(options, key.source, context)
+  return new FileTokenStore(options, key.source, context, material)
 }

@@ -3,12 +3,15 @@
  */
 import assert from 'node:assert/strict'
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { isEdgeTokenError } from '../../src/errors.js'
 import { resolveAuthority } from '../../src/oauth/authority.js'
 import { refreshTokenGrant } from '../../src/oauth/refresh.js'
+import { fileMetadataCache } from '../../src/store/metadata-cache.js'
 import { runCli, seedSignIn } from '../support/cli.js'
 import { startTestIdp, type TestIdp } from '../support/idp.js'
 
@@ -20,7 +23,7 @@ const SCOPES = ['openid', 'offline_access', 'telemetry:write']
 function device(idp: TestIdp) {
   const stateDir = join(root, `d${n++}`, 'state')
   const keyFile = join(root, `key${n}`)
-  writeFileSync(keyFile, 'k'.repeat(48))
+  writeFileSync(keyFile, 'k'.repeat(48), { mode: 0o600 })
   return {
     stateDir,
     env: {
@@ -92,6 +95,84 @@ describe('edgetoken logout', () => {
     // Under --json, the human line goes to stderr too; stdout carries only the event.
     assert.match(r.stderr, /\nsigned out: the tokens were removed\n$/)
     assert.deepEqual(JSON.parse(r.stdout), { event: 'signed_out', revoked: false, removed: true })
+    const status = JSON.parse((await runCli(['status', '--json'], { env: d.env })).stdout)
+    assert.equal(status.account, null)
+  })
+
+  /**
+   * Puts the IdP's real discovery document, changed, into the device's (authenticated) discovery
+   * cache, which `logout` reads before asking the IdP.
+   */
+  async function cacheDiscovery(
+    d: ReturnType<typeof device>,
+    change: (doc: Record<string, unknown>) => void,
+  ): Promise<void> {
+    const url = `${idp.issuer}/.well-known/openid-configuration`
+    const doc = (await (await fetch(url)).json()) as Record<string, unknown>
+    change(doc)
+    const cache = fileMetadataCache(d.stateDir, { env: { EDGETOKEN_KEY_FILE: d.env.EDGETOKEN_KEY_FILE } })
+    await cache.set(`openid-configuration ${url}`, doc, 3600)
+  }
+
+  test('an IdP without a revocation endpoint: a warning, the tokens are removed locally, exit 0', async () => {
+    const d = device(idp)
+    const tokens = await seedSignIn({
+      issuer: idp.issuer,
+      clientId: idp.publicClientId,
+      scopes: SCOPES,
+      stateDir: d.stateDir,
+      env: d.env,
+    })
+    await cacheDiscovery(d, (doc) => {
+      delete doc.revocation_endpoint
+    })
+    const r = await runCli(['logout', '--json'], { env: d.env })
+    assert.equal(r.code, 0, r.stderr)
+    assert.match(
+      r.stderr,
+      /^edgetoken: warning: the authorization server offers no revocation; the refresh token stays valid until it expires\n/,
+    )
+    assert.deepEqual(JSON.parse(r.stdout), { event: 'signed_out', revoked: false, removed: true })
+    // Nothing was revoked: the refresh token still works at the IdP.
+    const server = await resolveAuthority(idp.issuer)
+    await refreshTokenGrant(server, { clientId: idp.publicClientId }, tokens.refreshToken ?? '', SCOPES)
+    const status = JSON.parse((await runCli(['status', '--json'], { env: d.env })).stdout)
+    assert.equal(status.account, null)
+  })
+
+  test('RFC 7009 §2.2.1: an unsupported_token_type answer is a warning, not a failure: removed locally, exit 0', async () => {
+    const requests: string[] = []
+    const revocation = createServer((req, res) => {
+      let body = ''
+      req.on('data', (c: Buffer) => {
+        body += c.toString()
+      })
+      req.on('end', () => {
+        requests.push(`${req.method} ${body}`)
+        res.writeHead(400, { 'content-type': 'application/json' })
+        res.end(JSON.stringify({ error: 'unsupported_token_type' }))
+      })
+    })
+    await new Promise<void>((resolve) => revocation.listen(0, '127.0.0.1', resolve))
+    after(() => revocation.close())
+    const d = device(idp)
+    await seedSignIn({
+      issuer: idp.issuer,
+      clientId: idp.publicClientId,
+      scopes: SCOPES,
+      stateDir: d.stateDir,
+      env: d.env,
+    })
+    const port = (revocation.address() as AddressInfo).port
+    await cacheDiscovery(d, (doc) => {
+      doc.revocation_endpoint = `http://127.0.0.1:${port}/revoke`
+    })
+    const r = await runCli(['logout', '--json'], { env: d.env })
+    assert.equal(r.code, 0, r.stderr)
+    assert.match(r.stderr, /^edgetoken: warning: [^\n]*revocation[^\n]*\n/)
+    assert.deepEqual(JSON.parse(r.stdout), { event: 'signed_out', revoked: false, removed: true })
+    assert.equal(requests.length, 1)
+    assert.match(requests[0] ?? '', /^POST .*token_type_hint=refresh_token/)
     const status = JSON.parse((await runCli(['status', '--json'], { env: d.env })).stdout)
     assert.equal(status.account, null)
   })

@@ -2,7 +2,7 @@
  * `edgetoken status` end to end against the real test IdP.
  */
 import assert from 'node:assert/strict'
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { chmodSync, existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
@@ -28,7 +28,7 @@ describe('edgetoken status', () => {
   function device() {
     const stateDir = join(root, `d${n++}`, 'state')
     const keyFile = join(root, `key${n}`)
-    writeFileSync(keyFile, 'k'.repeat(48))
+    writeFileSync(keyFile, 'k'.repeat(48), { mode: 0o600 })
     return {
       stateDir,
       env: {
@@ -116,5 +116,60 @@ describe('edgetoken status', () => {
     assert.deepEqual(body.account, { id: 'device-user' })
     const human = await runCli(['status'], { env: d.env })
     assert.match(human.stdout, /^signed in: no \(sign-in required/)
+  })
+
+  async function signedIn() {
+    const d = device()
+    await seedSignIn({
+      issuer: idp.issuer,
+      clientId: idp.publicClientId,
+      scopes: SCOPES,
+      stateDir: d.stateDir,
+      env: d.env,
+    })
+    return d
+  }
+
+  test('a state directory shared with others (1777) is a config error (exit 2), and is left as it is', async () => {
+    const d = await signedIn()
+    chmodSync(d.stateDir, 0o1777)
+    try {
+      const r = await runCli(['status'], { env: d.env })
+      assert.equal(r.code, 2, r.stderr)
+      assert.equal(
+        r.stderr,
+        `edgetoken: state directory ${d.stateDir} is writable by others (mode 1777); use a private subdirectory (e.g. ${d.stateDir}/edgetoken)\n`,
+      )
+      assert.equal(statSync(d.stateDir).mode & 0o7777, 0o1777)
+    } finally {
+      chmodSync(d.stateDir, 0o700)
+    }
+  })
+
+  test('an unreadable store file exits 6 with one line naming the file and errno', {
+    skip: process.getuid?.() === 0 && 'root reads any file',
+  }, async () => {
+    const d = await signedIn()
+    const store = join(d.stateDir, 'tokens.store')
+    chmodSync(store, 0o000)
+    try {
+      const r = await runCli(['status', '--json'], { env: d.env })
+      assert.equal(r.code, 6, r.stderr)
+      assert.equal(r.stderr, `edgetoken: token store ${store} cannot be read (EACCES)\n`)
+    } finally {
+      chmodSync(store, 0o600)
+    }
+  })
+
+  test('a key file readable by others is used, with one warning', async () => {
+    const d = await signedIn()
+    chmodSync(d.env.EDGETOKEN_KEY_FILE, 0o644)
+    const r = await runCli(['status'], { env: d.env })
+    assert.equal(r.code, 0, r.stderr)
+    const key = d.env.EDGETOKEN_KEY_FILE
+    assert.equal(
+      r.stderr,
+      `edgetoken: warning: key file ${key} is accessible by others (mode 0644); restrict it with chmod 600 ${key}\n`,
+    )
   })
 })

@@ -7,6 +7,7 @@ import {
   readFileSync,
   rmSync,
   statSync,
+  utimesSync,
   writeFileSync,
 } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -87,5 +88,15 @@ describe('durable atomic replace', () => {
     assert.equal(sweepTempFiles(dir, ['tokens.store', 'tokens.lock']), 2)
     assert.deepEqual(readdirSync(dir).sort(), ['other.tmp-ef', 'tokens.store'])
     assert.equal(sweepTempFiles(join(dir, 'missing'), ['x']), 0)
+  })
+
+  test('without the lock, sweeps only temporaries older than the bound (a live writer keeps its own)', () => {
+    const dir = newDir()
+    writeFileSync(join(dir, 'metadata.json.tmp-1-old'), '')
+    writeFileSync(join(dir, 'metadata.json.tmp-2-new'), '')
+    const old = new Date(Date.now() - 120_000)
+    utimesSync(join(dir, 'metadata.json.tmp-1-old'), old, old)
+    assert.equal(sweepTempFiles(dir, ['metadata.json'], { olderThanMs: 60_000 }), 1)
+    assert.deepEqual(readdirSync(dir), ['metadata.json.tmp-2-new'])
   })
 })

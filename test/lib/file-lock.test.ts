@@ -14,7 +14,12 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, describe, test } from 'node:test'
 import { EdgeTokenError, StoreError } from '../../src/errors.js'
-import { type AcquireFileLockOptions, acquireFileLock, withFileLock } from '../../src/lib/file-lock.js'
+import {
+  type AcquireFileLockOptions,
+  acquireFileLock,
+  currentBootId,
+  withFileLock,
+} from '../../src/lib/file-lock.js'
 
 const root = mkdtempSync(join(tmpdir(), 'edgetoken-lock-'))
 after(() => rmSync(root, { recursive: true, force: true }))
@@ -25,6 +30,25 @@ const lockPath = () => join(root, `l${n++}.lock`)
 const store: AcquireFileLockOptions = {
   what: 'token store',
   ioError: (message, cause) => new StoreError(message, { code: 'ERR_IO', cause }),
+}
+
+/** Writes a lock as a holder would: the lock directory with its one owner file. */
+function writeLock(
+  path: string,
+  content: { pid: number; at: number; nonce: string; boot?: string },
+  mtime?: Date,
+): string {
+  mkdirSync(path)
+  const owner = join(path, `owner-${content.nonce}`)
+  writeFileSync(owner, JSON.stringify(content))
+  if (mtime) utimesSync(owner, mtime, mtime)
+  return owner
+}
+
+function ownerFile(path: string): string {
+  const owner = readdirSync(path).find((e) => e.startsWith('owner-'))
+  assert.ok(owner, 'the lock has an owner file')
+  return join(path, owner)
 }
 
 function deadPid(): number {
@@ -53,21 +77,72 @@ describe('lock file', () => {
 
   test('a lock whose owner died is recovered at once', async () => {
     const path = lockPath()
+    writeLock(path, { pid: deadPid(), at: Date.now(), nonce: 'dead' })
+    const lock = await acquireFileLock(path, { ...store, noWait: true })
+    assert.equal(existsSync(join(path, 'owner-dead')), false)
+    await lock.release()
+    assert.equal(existsSync(path), false)
+  })
+
+  test('a lock file of an earlier version whose owner died is recovered at once', async () => {
+    const path = lockPath()
     writeFileSync(path, JSON.stringify({ pid: deadPid(), at: Date.now(), nonce: 'dead' }))
-    const started = Date.now()
-    const lock = await acquireFileLock(path, { ...store, timeoutMs: 5000 })
-    assert.ok(Date.now() - started < 2000)
+    const lock = await acquireFileLock(path, { ...store, noWait: true })
+    assert.ok(statSync(path).isDirectory())
     await lock.release()
   })
 
   test('a lock older than the bound is recovered even if its pid is alive', async () => {
     const path = lockPath()
     // Our parent: alive, and not us (our own pid would be judged recycled, see below).
-    writeFileSync(path, JSON.stringify({ pid: process.ppid, at: 0, nonce: 'old' }))
-    const old = new Date(Date.now() - 120_000)
-    utimesSync(path, old, old)
-    const lock = await acquireFileLock(path, { ...store, staleMs: 60_000, timeoutMs: 5000 })
+    writeLock(path, { pid: process.ppid, at: 0, nonce: 'old' }, new Date(Date.now() - 120_000))
+    const lock = await acquireFileLock(path, { ...store, staleMs: 60_000, noWait: true })
     await lock.release()
+  })
+
+  test('a lock from another boot is recovered at once even if its pid is now a live process', async () => {
+    const path = lockPath()
+    const boot = currentBootId()
+    const other = boot === undefined ? 'other' : boot.replace(/^./, (c) => (c === '0' ? '1' : '0'))
+    writeLock(path, { pid: process.ppid, at: Date.now(), nonce: 'before-reboot', boot: other })
+    const lock = await acquireFileLock(path, { ...store, noWait: true })
+    await lock.release()
+  })
+
+  test('a lock whose owner file lost its content is recovered after a few seconds', async () => {
+    const path = lockPath()
+    mkdirSync(path)
+    writeFileSync(join(path, 'owner-lost'), '')
+    await assert.rejects(acquireFileLock(path, { ...store, noWait: true }), StoreError)
+    const old = new Date(Date.now() - 10_000)
+    utimesSync(join(path, 'owner-lost'), old, old)
+    const lock = await acquireFileLock(path, { ...store, noWait: true })
+    await lock.release()
+  })
+
+  test('a directory at the lock path that is not a lock is an error, not broken', async () => {
+    const path = lockPath()
+    mkdirSync(path)
+    writeFileSync(join(path, 'something'), 'x')
+    await assert.rejects(
+      acquireFileLock(path, { ...store, noWait: true }),
+      (err: unknown) => err instanceof StoreError && err.code === 'ERR_IO' && /not a lock/.test(err.message),
+    )
+    assert.equal(existsSync(join(path, 'something')), true)
+  })
+
+  test('the busy error can differ from the I/O error', async () => {
+    const path = lockPath()
+    const held = await acquireFileLock(path, store)
+    await assert.rejects(
+      acquireFileLock(path, {
+        ...store,
+        noWait: true,
+        busyError: (message) => new StoreError(message, { code: 'ERR_UNAVAILABLE' }),
+      }),
+      (err: unknown) => err instanceof StoreError && err.code === 'ERR_UNAVAILABLE',
+    )
+    await held.release()
   })
 
   test('an unreadable (foreign) lock is recovered only by age', async () => {
@@ -103,10 +178,12 @@ describe('lock file', () => {
   test('release does not remove a lock that is no longer ours', async () => {
     const path = lockPath()
     const lock = await acquireFileLock(path, store)
-    writeFileSync(path, JSON.stringify({ pid: process.pid, at: Date.now(), nonce: 'someone-else' }))
+    // Another process judged ours stale (say we were stopped for minutes), broke it and took it.
+    rmSync(path, { recursive: true })
+    const owner = writeLock(path, { pid: process.ppid, at: Date.now(), nonce: 'someone-else' })
     await lock.release()
-    assert.equal(existsSync(path), true)
-    rmSync(path)
+    assert.equal(existsSync(owner), true)
+    rmSync(path, { recursive: true })
   })
 
   test('leaves no temporary files behind', async () => {
@@ -139,10 +216,10 @@ describe('lock file', () => {
     const path = lockPath()
     const uploader = await acquireFileLock(path, { what: 'spool uploader' })
     const old = new Date(Date.now() - 30_000)
-    utimesSync(path, old, old)
+    utimesSync(ownerFile(path), old, old)
     t.mock.timers.tick(10_000)
     await new Promise((r) => setTimeout(r, 50))
-    assert.ok(Date.now() - statSync(path).mtimeMs < 5_000, 'the holder touches its lock')
+    assert.ok(Date.now() - statSync(ownerFile(path)).mtimeMs < 5_000, 'the holder touches its lock')
     await assert.rejects(
       acquireFileLock(path, { what: 'spool uploader', staleMs: 20_000, noWait: true }),
       (err: unknown) =>
@@ -178,15 +255,24 @@ describe('lock file', () => {
     )
   })
 
-  test('sweeps what killed lock takers left, but not a fresh break-aside', async () => {
+  test("sweeps what killed lock takers left, but not a live taker's temporary or a fresh break-aside", async () => {
     const dir = join(root, `sweep${n++}`)
     mkdirSync(dir)
     const path = join(dir, 'spool.lock')
+    const dead = deadPid()
+    writeLock(`${path}.tmp-${dead}-aa`, { pid: dead, at: 0, nonce: 'aa' })
+    // Alive but untouched for longer than the bound: abandoned (a waiting taker touches it).
+    writeLock(`${path}.tmp-${process.ppid}-bb`, { pid: process.ppid, at: 0, nonce: 'bb' }, new Date(0))
+    writeLock(`${path}.tmp-${process.ppid}-cc`, { pid: process.ppid, at: 0, nonce: 'cc' })
+    mkdirSync(`${path}.tmp-gone-dd`)
     writeFileSync(`${path}.tmp-0123456789abcdef01234567`, '{}')
     writeFileSync(`${path}.tmp-break-aabbccddeeff`, '{}')
     const lock = await acquireFileLock(path, { what: 'spool' })
     await lock.release()
-    assert.deepEqual(readdirSync(dir), ['spool.lock.tmp-break-aabbccddeeff'])
+    assert.deepEqual(readdirSync(dir).sort(), [
+      `spool.lock.tmp-${process.ppid}-cc`,
+      'spool.lock.tmp-break-aabbccddeeff',
+    ])
   })
 
   test('withFileLock runs the callers of one process one at a time', async () => {

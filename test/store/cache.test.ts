@@ -231,7 +231,7 @@ describe('silent acquisition', () => {
     assert.equal(kept.fromCache, true)
   })
 
-  test('a server that does not rotate keeps the old refresh token', async () => {
+  test('RFC 6749 §6: a refresh response without a new refresh token keeps the old one in use', async () => {
     const store = await signedIn()
     const now = () => T0 + 3600_000
     const refresh = async () => tokenSet(5, now(), 3600, { refreshToken: undefined })

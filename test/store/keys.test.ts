@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict'
-import { mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, describe, test } from 'node:test'
@@ -35,6 +35,36 @@ describe('store key material', () => {
         loadKeyMaterial({ stateDir: d, env: { EDGETOKEN_KEY_FILE: join(d, 'missing') }, storeExists: false }),
       (err: unknown) => err instanceof ConfigError && /ENOENT/.test(err.message),
     )
+  })
+
+  test('warns once when EDGETOKEN_KEY_FILE is readable by group or others, as ssh does', () => {
+    const d = dir()
+    const open = join(d, 'open.key')
+    writeFileSync(open, Buffer.alloc(32, 7))
+    chmodSync(open, 0o644)
+    const warnings: string[] = []
+    const load = () =>
+      loadKeyMaterial({
+        stateDir: d,
+        env: { EDGETOKEN_KEY_FILE: open },
+        storeExists: false,
+        onWarning: (m) => warnings.push(m),
+      })
+    assert.equal(load().material.length, 32, 'still used')
+    load()
+    assert.deepEqual(warnings, [
+      `key file ${open} is accessible by others (mode 0644); restrict it with chmod 600 ${open}`,
+    ])
+    const tight = join(d, 'tight.key')
+    writeFileSync(tight, Buffer.alloc(32, 7))
+    chmodSync(tight, 0o600)
+    loadKeyMaterial({
+      stateDir: d,
+      env: { EDGETOKEN_KEY_FILE: tight },
+      storeExists: false,
+      onWarning: (m) => warnings.push(m),
+    })
+    assert.equal(warnings.length, 1, 'no warning for a 0600 key file')
   })
 
   test('a systemd credential is used when no key file is set', () => {

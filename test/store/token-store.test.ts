@@ -1,18 +1,22 @@
 import assert from 'node:assert/strict'
 import {
   chmodSync,
+  existsSync,
+  lchownSync,
   mkdirSync,
   mkdtempSync,
   readdirSync,
   readFileSync,
   rmSync,
   statSync,
+  symlinkSync,
+  utimesSync,
   writeFileSync,
 } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, describe, test } from 'node:test'
-import { EdgeTokenError, StoreError } from '../../src/errors.js'
+import { ConfigError, EdgeTokenError, StoreError } from '../../src/errors.js'
 import { emptyDocument, type StoreDocument } from '../../src/store/document.js'
 import { LOCK_FILE, openTokenStore, STORE_FILE, tokenStoreExists } from '../../src/store/token-store.js'
 
@@ -63,12 +67,170 @@ describe('token store file', () => {
     assert.deepEqual(readdirSync(dir).sort(), ['store.key', 'tokens.store'].sort())
   })
 
-  test('tightens a state directory that is too open', async () => {
+  test('creates a missing state directory with mode 0700 whatever the umask', async () => {
     const dir = stateDir()
-    mkdirSync(dir, { recursive: true, mode: 0o755 })
+    const previous = process.umask(0o002)
+    try {
+      await openTokenStore({ stateDir: dir, env: {} })
+    } finally {
+      process.umask(previous)
+    }
+    assert.equal(statSync(dir).mode & 0o7777, 0o700)
+  })
+
+  test('never changes an existing state directory (a home directory stays 0755)', async () => {
+    const dir = stateDir()
+    mkdirSync(dir, { recursive: true })
     chmodSync(dir, 0o755)
     await openTokenStore({ stateDir: dir, env: {} })
-    assert.equal(statSync(dir).mode & 0o777, 0o700)
+    assert.equal(statSync(dir).mode & 0o7777, 0o755)
+  })
+
+  test('refuses a shared (1777) state directory with a config error and leaves its mode alone', async () => {
+    const dir = stateDir()
+    mkdirSync(dir, { recursive: true })
+    chmodSync(dir, 0o1777)
+    await assert.rejects(
+      openTokenStore({ stateDir: dir, env: {} }),
+      (err: unknown) =>
+        err instanceof ConfigError &&
+        err.code === 'ERR_CONFIG' &&
+        err.message ===
+          `state directory ${dir} is writable by others (mode 1777); use a private subdirectory (e.g. ${dir}/edgetoken)`,
+    )
+    assert.equal(statSync(dir).mode & 0o7777, 0o1777, 'the sticky bit is kept')
+    assert.deepEqual(readdirSync(dir), [], 'nothing was created in it')
+    // The suggested subdirectory is accepted.
+    await openTokenStore({ stateDir: join(dir, 'edgetoken'), env: {} })
+  })
+
+  test('refuses a group-writable state directory', async () => {
+    const dir = stateDir()
+    mkdirSync(dir, { recursive: true })
+    chmodSync(dir, 0o770)
+    await assert.rejects(openTokenStore({ stateDir: dir, env: {} }), ConfigError)
+    assert.equal(statSync(dir).mode & 0o7777, 0o770)
+  })
+
+  test('refuses a state directory that is a symbolic link someone other than root made', async () => {
+    const target = stateDir()
+    mkdirSync(target, { recursive: true, mode: 0o700 })
+    const link = `${target}-link`
+    symlinkSync(target, link)
+    const uid = process.getuid?.() ?? 0
+    // As root, hand the link to another user (an attacker's link); otherwise it is already ours.
+    if (uid === 0) lchownSync(link, 65534, 65534)
+    await assert.rejects(
+      openTokenStore({ stateDir: link, env: {} }),
+      (err: unknown) =>
+        err instanceof ConfigError && / is a symbolic link; use a private subdirectory/.test(err.message),
+    )
+    assert.deepEqual(readdirSync(target), [])
+  })
+
+  test('follows a root-owned link to a private directory (systemd StateDirectory= with DynamicUser=yes)', {
+    skip: process.getuid?.() !== 0 && 'only root makes root-owned links',
+  }, async () => {
+    const target = stateDir()
+    mkdirSync(target, { recursive: true, mode: 0o700 })
+    const link = `${target}-root-link`
+    symlinkSync(target, link)
+    const store = await openTokenStore({ stateDir: link, env: {} })
+    await store.withLock(() => store.write(doc()))
+    assert.equal(existsSync(join(target, STORE_FILE)), true)
+  })
+
+  test('refuses a state directory of another user', { skip: process.getuid?.() !== 0 }, async () => {
+    const dir = stateDir()
+    mkdirSync(dir, { recursive: true, mode: 0o700 })
+    chmodSync(dir, 0o700)
+    const { chownSync } = await import('node:fs')
+    chownSync(dir, 65534, 65534)
+    await assert.rejects(
+      openTokenStore({ stateDir: dir, env: {} }),
+      (err: unknown) =>
+        err instanceof ConfigError && /belongs to another user \(uid 65534\)/.test(err.message),
+    )
+  })
+
+  test('refuses a state directory that is a file, as a config error', async () => {
+    const dir = stateDir()
+    mkdirSync(join(dir, '..'), { recursive: true })
+    writeFileSync(dir, 'x')
+    await assert.rejects(openTokenStore({ stateDir: dir, env: {} }), ConfigError)
+  })
+
+  test('an unreadable store file is ERR_STORE_UNREADABLE naming the file and errno', {
+    skip: process.getuid?.() === 0 && 'root reads any file',
+  }, async () => {
+    const dir = stateDir()
+    const store = await openTokenStore({ stateDir: dir, env: {} })
+    await store.withLock(() => store.write(doc()))
+    const path = join(dir, STORE_FILE)
+    chmodSync(path, 0o000)
+    try {
+      await assert.rejects(
+        store.read(),
+        (err: unknown) =>
+          err instanceof StoreError &&
+          err.code === 'ERR_STORE_UNREADABLE' &&
+          err.category === 'store' &&
+          err.message === `token store ${path} cannot be read (EACCES)`,
+      )
+    } finally {
+      chmodSync(path, 0o600)
+    }
+  })
+
+  test('an unusable state directory (not writable) is ERR_STORE_UNREADABLE, not an internal error', {
+    skip: process.getuid?.() === 0 && 'root writes anywhere',
+  }, async () => {
+    const dir = stateDir()
+    const store = await openTokenStore({ stateDir: dir, env: {} })
+    chmodSync(dir, 0o500)
+    try {
+      await assert.rejects(
+        store.withLock(() => store.write(doc())),
+        (err: unknown) =>
+          err instanceof StoreError &&
+          err.code === 'ERR_STORE_UNREADABLE' &&
+          err.message === `token store lock ${join(dir, LOCK_FILE)} cannot be created (EACCES)`,
+      )
+    } finally {
+      chmodSync(dir, 0o700)
+    }
+  })
+
+  test('sweeps leftovers of killed writers at open: old store and metadata temporaries, key copies', async () => {
+    const dir = stateDir()
+    await openTokenStore({ stateDir: dir, env: {} })
+    const old = new Date(Date.now() - 120_000)
+    const leftovers = [`${STORE_FILE}.tmp-1-aa`, 'metadata.json.tmp-1-bb', 'store.key.tmp-1-cc']
+    for (const name of leftovers) writeFileSync(join(dir, name), 'x')
+    // Fresh ones: a live writer's store or metadata temporary stays; a key copy goes once the key exists.
+    writeFileSync(join(dir, `${STORE_FILE}.tmp-2-dd`), 'x')
+    writeFileSync(join(dir, 'store.key.tmp-2-ee'), 'x')
+    for (const name of leftovers) utimesSync(join(dir, name), old, old)
+    await openTokenStore({ stateDir: dir, env: {} })
+    assert.deepEqual(
+      readdirSync(dir)
+        .filter((f) => f.includes('.tmp-'))
+        .sort(),
+      [`${STORE_FILE}.tmp-2-dd`],
+    )
+  })
+
+  test('a fresh key copy is left to its writer while no key exists yet, an old one is swept', async () => {
+    const dir = stateDir()
+    mkdirSync(dir, { recursive: true, mode: 0o700 })
+    writeFileSync(join(dir, 'store.key.tmp-9-fresh'), 'x')
+    writeFileSync(join(dir, 'store.key.tmp-9-old'), 'x')
+    const old = new Date(Date.now() - 60_000)
+    utimesSync(join(dir, 'store.key.tmp-9-old'), old, old)
+    const { sweepKeyTemporaries } = await import('../../src/store/keys.js')
+    sweepKeyTemporaries(dir)
+    assert.deepEqual(readdirSync(dir), ['store.key.tmp-9-fresh'])
+    assert.equal(existsSync(join(dir, 'store.key')), false)
   })
 
   test('sweeps temporary files of interrupted writes before writing', async () => {
@@ -132,7 +294,8 @@ describe('token store file', () => {
       store.withLock(async () => {}),
       (err: unknown) =>
         err instanceof StoreError &&
-        err.code === 'ERR_IO' &&
+        err.code === 'ERR_UNAVAILABLE' &&
+        err.category === 'unavailable' &&
         err.message === `token store is locked by process ${process.pid}; gave up waiting`,
     )
     const controller = new AbortController()
