@@ -59,7 +59,7 @@ export interface DaemonOptions {
   refreshFor: (
     authority: string,
     clientId: string,
-    stateDir: string,
+    store: TokenStore,
     signal: AbortSignal | undefined,
   ) => RefreshFunction
   /**
@@ -178,7 +178,7 @@ export async function runDaemon(options: DaemonOptions): Promise<DaemonSummary> 
       scopes: identity.scopes,
       forceRefresh,
       signal: tokenSignal,
-      refresh: options.refreshFor(identity.authority, identity.clientId, config.stateDir, tokenSignal),
+      refresh: options.refreshFor(identity.authority, identity.clientId, store, tokenSignal),
     })
 
   // --- sign-in state ------------------------------------------------------------------------

@@ -6,31 +6,32 @@
 import type { EdgeTokenConfig } from '../config/types.js'
 import { EdgeTokenError } from '../errors.js'
 import type { RefreshFunction } from '../store/cache.js'
+import type { TokenStore } from '../store/token-store.js'
 
 /**
  * The refresh callback of silent acquisition for one authority and client: discovery (cached in the
- * state directory) and the refresh grant. undici and jose are imported only when it runs, so the
+ * store's state directory, authenticated with its key) and the refresh grant. undici and jose are imported only when it runs, so the
  * cached `token` path never loads them.
  *
  * @param authority - the configured authority.
  * @param clientId - the public client's id.
- * @param stateDir - where the discovery cache lives.
+ * @param store - the token store, whose directory and key hold the discovery cache.
  * @param signal - cancels discovery and the grant.
  * @returns the callback for `acquireTokenSilent`.
  */
 export function refreshFor(
   authority: string,
   clientId: string,
-  stateDir: string,
+  store: TokenStore,
   signal: AbortSignal | undefined,
 ): RefreshFunction {
   return async (refreshToken, scopes) => {
-    const [{ resolveAuthority }, { refreshTokenGrant }, { fileMetadataCache }] = await Promise.all([
+    const [{ resolveAuthority }, { refreshTokenGrant }, { storeMetadataCache }] = await Promise.all([
       import('../oauth/authority.js'),
       import('../oauth/refresh.js'),
       import('../store/metadata-cache.js'),
     ])
-    const server = await resolveAuthority(authority, { cache: fileMetadataCache(stateDir), signal })
+    const server = await resolveAuthority(authority, { cache: storeMetadataCache(store), signal })
     return refreshTokenGrant(server, { clientId }, refreshToken, scopes, { signal })
   }
 }
@@ -98,7 +99,7 @@ export async function createTokenSource(
       minTtlSeconds: options.minTtlSeconds,
       forceRefresh,
       signal: options.signal,
-      refresh: refreshFor(authority, clientId, config.stateDir, options.signal),
+      refresh: refreshFor(authority, clientId, store, options.signal),
     })
     if (result.warning) options.onWarning?.(result.warning)
     const now = Date.now()

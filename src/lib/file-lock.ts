@@ -187,7 +187,9 @@ async function observe(path: string): Promise<Observed | undefined> {
     if (owner === undefined) return entries.length === 0 ? { kind: 'free' } : { kind: 'foreign' }
     return { kind: 'held', owner, ...(await readContent(join(path, owner))) }
   } catch (err) {
-    if (isCode(err, 'ENOENT')) return undefined
+    // Gone, or replaced by the other kind (a legacy lock file broken and a lock directory renamed
+    // into place between our lstat and our read, or the reverse): it changed while looking.
+    if (isCode(err, 'ENOENT', 'EISDIR', 'ENOTDIR')) return undefined
     throw err
   }
 }

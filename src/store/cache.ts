@@ -227,7 +227,8 @@ export async function saveSignIn(store: TokenStore, options: SaveSignInOptions):
  *
  * @param store - the opened store.
  * @param options - identity, scopes, freshness wishes and the refresh function.
- * @returns the token, its expiry and scopes, and a warning when `minTtlSeconds` cannot be met.
+ * @returns the token, its expiry and scopes, and a warning when `minTtlSeconds` cannot be met or
+ *   the refresh response came with one.
  * @throws EdgeTokenError `ERR_SIGNIN_REQUIRED` when no account or no usable refresh token is stored;
  *   whatever `refresh` throws (ERR_UNAVAILABLE, ERR_OAUTH, ...); StoreError when the store does not open.
  */
@@ -290,7 +291,11 @@ export async function acquireTokenSilent(
       // Durable before returning: with rotation, the old refresh token is now spent.
       await store.write(doc)
       const freshest = cached && cached.expiresAt > fresh.expiresAt ? cached : fresh
-      return result(freshest, freshest !== fresh, now(), minTtl)
+      const out = result(freshest, freshest !== fresh, now(), minTtl)
+      // E.g. the id_token of a refresh could not be verified and was dropped (the tokens are kept).
+      if (tokenSet.warning)
+        out.warning = out.warning ? `${tokenSet.warning}; ${out.warning}` : tokenSet.warning
+      return out
     },
     { signal: options.signal },
   )

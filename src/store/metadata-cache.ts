@@ -6,31 +6,20 @@
  * material. A damaged, foreign or forged file is a cache miss (discovery again), never an error.
  */
 import { createHmac, type KeyObject, timingSafeEqual } from 'node:crypto'
-import { existsSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { writeFileAtomic } from '../lib/durable-file.js'
 import { isFiniteNumber, isObject, parseJson } from '../lib/validate.js'
 import type { MetadataCache } from '../oauth/types.js'
-import { deriveMetadataKey } from './envelope.js'
-import { GENERATED_KEY_NAME, loadKeyMaterial } from './keys.js'
+import type { TokenStore } from './token-store.js'
 
 /** The cache file's name in the state directory. */
 export const METADATA_FILE = 'metadata.json'
 
 /** Options of {@link fileMetadataCache}. */
 export interface FileMetadataCacheOptions {
-  /**
-   * The HMAC key: `TokenStore.metadataKey()`. When absent, it is derived from the key material
-   * found as the token store finds it (`keyFile`, `EDGETOKEN_KEY_FILE`, the systemd credential,
-   * an existing generated `store.key`), never generating one; without key material the cache is
-   * off (every `get` misses, `set` stores nothing).
-   */
-  key?: KeyObject | undefined
-  /** The environment, when `key` is absent. Default `process.env`. */
-  env?: NodeJS.ProcessEnv | undefined
-  /** A key file from the configuration, when `key` is absent. */
-  keyFile?: string | undefined
+  /** The HMAC key: `TokenStore.metadataKey()`, derived from the store's key material. */
+  key: KeyObject
   /** The clock, epoch ms (tests). Default `Date.now`. */
   now?: (() => number) | undefined
 }
@@ -43,27 +32,6 @@ interface Entry {
 
 function mac(key: KeyObject, data: string): Buffer {
   return createHmac('sha256', key).update(data).digest()
-}
-
-function findKey(stateDir: string, options: FileMetadataCacheOptions): KeyObject | undefined {
-  const env = options.env ?? process.env
-  const configured = options.keyFile ?? env.EDGETOKEN_KEY_FILE
-  const credential = env.CREDENTIALS_DIRECTORY
-  if (
-    !configured &&
-    !(credential && existsSync(join(credential, 'edgetoken.key'))) &&
-    !existsSync(join(stateDir, GENERATED_KEY_NAME))
-  ) {
-    return undefined
-  }
-  try {
-    const found = loadKeyMaterial({ stateDir, env, keyFile: options.keyFile, storeExists: true })
-    const key = deriveMetadataKey(found.material)
-    found.material.fill(0)
-    return key
-  } catch {
-    return undefined
-  }
 }
 
 async function readAll(path: string, key: KeyObject): Promise<Record<string, Entry>> {
@@ -87,8 +55,7 @@ async function readAll(path: string, key: KeyObject): Promise<Record<string, Ent
  * Creates the metadata cache of a state directory.
  *
  * @param stateDir - the state directory (must exist).
- * @param options - the HMAC key (`store.metadataKey()`), or where to find the key material; a bare
- *   function is the clock (the former signature).
+ * @param options - the HMAC key (`store.metadataKey()`) and, for tests, the clock.
  * @returns a cache whose `get` misses on any doubt and whose `set` never throws.
  * @example
  * ```ts
@@ -96,23 +63,12 @@ async function readAll(path: string, key: KeyObject): Promise<Record<string, Ent
  * const cache = fileMetadataCache(stateDir, { key: store.metadataKey() })
  * ```
  */
-export function fileMetadataCache(
-  stateDir: string,
-  options: FileMetadataCacheOptions | (() => number) = {},
-): MetadataCache {
-  const opts: FileMetadataCacheOptions = typeof options === 'function' ? { now: options } : options
-  const now = opts.now ?? Date.now
+export function fileMetadataCache(stateDir: string, options: FileMetadataCacheOptions): MetadataCache {
+  const now = options.now ?? Date.now
   const path = join(stateDir, METADATA_FILE)
-  let key: KeyObject | undefined | null = opts.key ?? null
-  // Derived on first use: the cache is used on refresh and login only.
-  const getKey = (): KeyObject | undefined => {
-    if (key === null) key = findKey(stateDir, opts)
-    return key
-  }
+  const k = options.key
   return {
     async get(name) {
-      const k = getKey()
-      if (!k) return undefined
       const item = (await readAll(path, k))[name]
       if (!item) return undefined
       const t = now()
@@ -121,8 +77,6 @@ export function fileMetadataCache(
     },
     async set(name, value, ttlSeconds) {
       try {
-        const k = getKey()
-        if (!k) return
         const all = await readAll(path, k)
         const t = now()
         for (const [n, item] of Object.entries(all)) if (item.expiresAt <= t) delete all[n]
@@ -138,4 +92,14 @@ export function fileMetadataCache(
       }
     },
   }
+}
+
+/**
+ * The discovery cache of a token store: in its state directory, authenticated with its key.
+ *
+ * @param store - the opened token store.
+ * @returns the cache, for `resolveAuthority({ cache })`.
+ */
+export function storeMetadataCache(store: Pick<TokenStore, 'stateDir' | 'metadataKey'>): MetadataCache {
+  return fileMetadataCache(store.stateDir, { key: store.metadataKey() })
 }

@@ -11,7 +11,8 @@ import { after, before, describe, test } from 'node:test'
 import { isEdgeTokenError } from '../../src/errors.js'
 import { resolveAuthority } from '../../src/oauth/authority.js'
 import { refreshTokenGrant } from '../../src/oauth/refresh.js'
-import { fileMetadataCache } from '../../src/store/metadata-cache.js'
+import { storeMetadataCache } from '../../src/store/metadata-cache.js'
+import { openTokenStore } from '../../src/store/token-store.js'
 import { runCli, seedSignIn } from '../support/cli.js'
 import { startTestIdp, type TestIdp } from '../support/idp.js'
 
@@ -110,7 +111,8 @@ describe('edgetoken logout', () => {
     const url = `${idp.issuer}/.well-known/openid-configuration`
     const doc = (await (await fetch(url)).json()) as Record<string, unknown>
     change(doc)
-    const cache = fileMetadataCache(d.stateDir, { env: { EDGETOKEN_KEY_FILE: d.env.EDGETOKEN_KEY_FILE } })
+    const store = await openTokenStore({ stateDir: d.stateDir, env: d.env })
+    const cache = storeMetadataCache(store)
     await cache.set(`openid-configuration ${url}`, doc, 3600)
   }
 

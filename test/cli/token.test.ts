@@ -44,7 +44,7 @@ function newDevice(idp: TestIdp): Device {
   const stateDir = join(base, 'state')
   const keyFile = join(root, `key${n}`)
   const machineIdFile = join(root, `machine-id${n}`)
-  writeFileSync(keyFile, Buffer.from('0123456789abcdef0123456789abcdef0123456789'))
+  writeFileSync(keyFile, Buffer.from('0123456789abcdef0123456789abcdef0123456789'), { mode: 0o600 })
   writeFileSync(machineIdFile, '5c4e3d2f1a0b49c8a7d6e5f4c3b2a190\n')
   return {
     stateDir,
@@ -281,7 +281,7 @@ describe('edgetoken token', () => {
         name: 'wrong key',
         setup: () => {
           const key = join(root, `wrong-key-${n++}`)
-          writeFileSync(key, Buffer.alloc(32, 9))
+          writeFileSync(key, Buffer.alloc(32, 9), { mode: 0o600 })
           return { EDGETOKEN_KEY_FILE: key }
         },
         message: /encrypted with a different key/,

@@ -239,6 +239,17 @@ describe('silent acquisition', () => {
     assert.equal(await readRefreshToken(store, ids), 'rt-0')
   })
 
+  test('a warning that came with the refresh response (an id_token dropped) reaches the caller', async () => {
+    const store = await signedIn()
+    const now = () => T0 + 3600_000
+    const warning = 'the id_token of the refresh response could not be verified; it was not kept'
+    const refresh = async () => tokenSet(6, now(), 3600, { warning })
+    const got = await acquireTokenSilent(store, { ...ids, scopes: SCOPES, refresh, now })
+    assert.equal(got.accessToken, 'at-6')
+    assert.equal(got.warning, warning)
+    assert.equal(await readRefreshToken(store, ids), 'rt-6', 'the rotated refresh token is kept')
+  })
+
   test('other scopes are requested and cached separately, from the same refresh token', async () => {
     const store = await signedIn()
     const now = () => T0 + 60_000

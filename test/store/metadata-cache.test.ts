@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, test } from 'node:test'
 import { deriveMetadataKey } from '../../src/store/envelope.js'
-import { fileMetadataCache, METADATA_FILE } from '../../src/store/metadata-cache.js'
+import { fileMetadataCache, METADATA_FILE, storeMetadataCache } from '../../src/store/metadata-cache.js'
 import { openTokenStore } from '../../src/store/token-store.js'
 
 const root = mkdtempSync(join(tmpdir(), 'edgetoken-meta-'))
@@ -69,18 +69,14 @@ test('an expiry beyond now + TTL (written while the clock was ahead) is a miss',
   assert.equal(await cache.get('disc'), undefined)
 })
 
-test('without a key the cache finds the store key material itself, and is off when there is none', async () => {
+test('storeMetadataCache uses the store directory and key; another key material is a miss', async () => {
   const dir = freshDir()
-  const off = fileMetadataCache(dir, { env: {} })
-  await off.set('k', 1, 60)
-  assert.equal(await off.get('k'), undefined)
   const store = await openTokenStore({ stateDir: dir, env: {} })
-  // Written under the store's key, read by a cache that loads the (generated) key from the directory.
-  await fileMetadataCache(dir, { key: store.metadataKey() }).set('k', 1, 60)
-  assert.equal(await fileMetadataCache(dir, { env: {} }).get('k'), 1)
-  assert.equal(await fileMetadataCache(dir, () => Date.now()).get('k'), 1, 'the former signature still works')
+  await storeMetadataCache(store).set('k', 1, 60)
+  assert.equal(await storeMetadataCache(store).get('k'), 1)
+  assert.equal(await fileMetadataCache(dir, { key: store.metadataKey() }).get('k'), 1)
   const keyFile = join(root, `k${n++}`)
   writeFileSync(keyFile, randomBytes(32), { mode: 0o600 })
-  const withKeyFile = fileMetadataCache(dir, { env: { EDGETOKEN_KEY_FILE: keyFile } })
-  assert.equal(await withKeyFile.get('k'), undefined, 'another key material: a miss')
+  const other = await openTokenStore({ stateDir: freshDir(), env: { EDGETOKEN_KEY_FILE: keyFile } })
+  assert.equal(await fileMetadataCache(dir, { key: other.metadataKey() }).get('k'), undefined)
 })

@@ -155,7 +155,7 @@ async function run(ctx: CommandContext): Promise<number> {
   let flow: Awaited<ReturnType<typeof device.startDeviceAuthorization>>
   try {
     server = await resolveAuthority(identity.authority, {
-      cache: metadata.fileMetadataCache(config.stateDir),
+      cache: metadata.storeMetadataCache(tokenStore),
       signal,
     })
     flow = await device.startDeviceAuthorization(server, client, signInScopes(identity.scopes), { signal })

@@ -5,7 +5,7 @@
  */
 import { loadConfig, requireIdentity } from '../../config/load.js'
 import { readRefreshToken, removeAccount } from '../../store/cache.js'
-import { openTokenStore, tokenStoreExists } from '../../store/token-store.js'
+import { openTokenStore, type TokenStore, tokenStoreExists } from '../../store/token-store.js'
 import type { CommandContext, CommandModule } from '../context.js'
 import { ExitCode } from '../exit-codes.js'
 
@@ -23,17 +23,17 @@ async function revoke(
   ctx: CommandContext,
   authority: string,
   clientId: string,
-  stateDir: string,
+  store: TokenStore,
   refreshToken: string,
 ): Promise<boolean> {
   try {
-    const [{ resolveAuthority }, { revokeToken }, { fileMetadataCache }] = await Promise.all([
+    const [{ resolveAuthority }, { revokeToken }, { storeMetadataCache }] = await Promise.all([
       import('../../oauth/authority.js'),
       import('../../oauth/refresh.js'),
       import('../../store/metadata-cache.js'),
     ])
     const server = await resolveAuthority(authority, {
-      cache: fileMetadataCache(stateDir),
+      cache: storeMetadataCache(store),
       signal: ctx.signal,
     })
     const revoked = await revokeToken(server, { clientId }, refreshToken, 'refresh_token', {
@@ -65,8 +65,7 @@ async function run(ctx: CommandContext): Promise<number> {
       onWarning: (line) => ctx.warn(line),
     })
     const refreshToken = await readRefreshToken(store, { authority, clientId })
-    if (refreshToken !== undefined)
-      revoked = await revoke(ctx, authority, clientId, config.stateDir, refreshToken)
+    if (refreshToken !== undefined) revoked = await revoke(ctx, authority, clientId, store, refreshToken)
     removed = await removeAccount(store, { authority, clientId }, { signal: ctx.signal })
   }
   ctx.emit({ event: 'signed_out', revoked, removed })

@@ -76,7 +76,7 @@ async function run(ctx: CommandContext): Promise<number> {
     minTtlSeconds,
     forceRefresh: ctx.options['force-refresh'] === true,
     signal: ctx.signal,
-    refresh: refreshFor(authority, clientId, config.stateDir, ctx.signal),
+    refresh: refreshFor(authority, clientId, store, ctx.signal),
   })
   if (result.warning) ctx.warn(result.warning)
   const line = ctx.json
