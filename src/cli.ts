@@ -23,7 +23,10 @@ process.stdout.on('error', (err: NodeJS.ErrnoException) => {
 const code = await main({
   argv: process.argv.slice(2),
   env: process.env,
-  stdin: process.stdin,
+  // A getter: creating the stdin stream costs a few ms, and only `send` reads it.
+  get stdin() {
+    return process.stdin
+  },
   stdout: process.stdout,
   stderr: process.stderr,
   signal: controller.signal,

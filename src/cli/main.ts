@@ -150,7 +150,9 @@ export async function main(io: MainIo): Promise<number> {
       args: positionals.slice(1),
       json: wantsJson,
       debug,
-      stdin: io.stdin,
+      get stdin() {
+        return io.stdin
+      },
       stdout: io.stdout,
       stderr: io.stderr,
       env: io.env,

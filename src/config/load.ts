@@ -6,7 +6,7 @@
  *
  * @packageDocumentation
  */
-import { access, readFile } from 'node:fs/promises'
+import { existsSync, readFileSync } from 'node:fs'
 import { homedir, hostname } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import type { OptionValues } from '../cli/context.js'
@@ -180,21 +180,16 @@ async function findConfigFile(
     join(env.XDG_CONFIG_HOME || join(home, '.config'), 'edgetoken', 'config.json'),
     '/etc/edgetoken/config.json',
   ]
-  for (const candidate of candidates) {
-    try {
-      await access(candidate)
-      return candidate
-    } catch {
-      // Not there (or not readable): the next candidate, then environment and defaults only.
-    }
-  }
-  return undefined
+  // Not there: the next candidate, then environment and defaults only. (existsSync: no exception
+  // to build on the common path, which is the cached `token`.)
+  return candidates.find((candidate) => existsSync(candidate))
 }
 
 async function readConfigFile(file: string): Promise<unknown> {
   let text: string
   try {
-    const bytes = await readFile(file)
+    // Synchronous: one small file, and no fs/promises machinery on the cached `token` path.
+    const bytes = readFileSync(file)
     if (bytes.length > MAX_CONFIG_BYTES) {
       throw new ConfigError(`config: ${file} is larger than 1 MiB`, { key: 'config' })
     }
@@ -211,8 +206,11 @@ async function readConfigFile(file: string): Promise<unknown> {
   try {
     return JSON.parse(text) as unknown
   } catch (err) {
-    const detail = (err as Error).message.replace(/\s+/g, ' ').slice(0, 120)
-    throw new ConfigError(`config: ${file} is not valid JSON (${detail})`, { key: 'config', cause: err })
+    // V8's message quotes a piece of the file, which may be a secret (mqtt.password): give only
+    // the position.
+    const position = /position (\d+)/.exec((err as Error).message)?.[1]
+    const where = position === undefined ? '' : ` (at character ${position})`
+    throw new ConfigError(`config: ${file} is not valid JSON${where}`, { key: 'config' })
   }
 }
 
