@@ -151,6 +151,9 @@ describe('sd_notify over a real datagram socket', { skip }, () => {
       'STOPPING=1',
     ])
     // systemd-notify waited for "PID 1" each time: no attribution race after the child exits.
+    // (The receiver prints the last barrier just after closing its fd, which is what released
+    // stopping(): give that line a moment to arrive.)
+    for (let i = 0; i < 200 && rx.messages.length < 8; i++) await new Promise((r) => setTimeout(r, 10))
     assert.deepEqual(
       rx.messages,
       got.flatMap((m) => [m, 'BARRIER=1']),
