@@ -8,9 +8,10 @@
  */
 import { createHash, createPrivateKey, type KeyObject, X509Certificate } from 'node:crypto'
 import { ConfigError } from '../errors.js'
-import { type AuthorizationServer, parseAuthority, resolveAuthority } from '../oauth/authority.js'
+import { type AuthorizationServer, parseAuthority } from '../oauth/authority.js'
 import { clientCredentialsGrant, onBehalfOfGrant, tokenExchangeGrant } from '../oauth/grants.js'
 import type { ClientAuth, MetadataCache, OAuthClient, TokenSet } from '../oauth/types.js'
+import { authorityResolver } from './resolver.js'
 
 /** A client secret credential. */
 export interface ClientSecretCredential {
@@ -210,7 +211,7 @@ export class ConfidentialClient {
   readonly #options: Readonly<Omit<ConfidentialClientOptions, 'credential'>>
   readonly #client: OAuthClient
   readonly #tokens = new Map<string, CacheEntry>()
-  #server: Promise<AuthorizationServer> | undefined
+  readonly #resolve: (signal?: AbortSignal) => Promise<AuthorizationServer>
 
   /**
    * @param options - authority, client id, credential, cache settings.
@@ -222,6 +223,7 @@ export class ConfidentialClient {
     const auth = clientAuthFor(options.credential, parsed.kind === 'entra')
     const { credential: _credential, ...rest } = options
     this.#options = Object.freeze(rest)
+    this.#resolve = authorityResolver(this.#options)
     this.#client = Object.freeze({ clientId: options.clientId, auth })
   }
 
@@ -247,16 +249,7 @@ export class ConfidentialClient {
    * @see https://openid.net/specs/openid-connect-discovery-1_0.html#ProviderConfig
    */
   resolve(signal?: AbortSignal): Promise<AuthorizationServer> {
-    this.#server ??= resolveAuthority(this.#options.authority, {
-      cache: this.#options.cache,
-      cacheTtlSeconds: this.#options.cacheTtlSeconds,
-      timeoutMs: this.#options.timeoutMs,
-      signal,
-    }).catch((err: unknown) => {
-      this.#server = undefined
-      throw err
-    })
-    return this.#server
+    return this.#resolve(signal)
   }
 
   /**

@@ -5,7 +5,7 @@
  *
  * @packageDocumentation
  */
-import { type AuthorizationServer, parseAuthority, resolveAuthority } from '../oauth/authority.js'
+import { type AuthorizationServer, parseAuthority } from '../oauth/authority.js'
 import {
   type DeviceAuthorization,
   type PollDeviceAuthorizationOptions,
@@ -25,6 +25,7 @@ import { type RefreshOptions, refreshTokenGrant, revokeToken } from '../oauth/re
 import { signInScopes } from '../oauth/scopes.js'
 import { accountFromTokenSet } from '../oauth/tokens.js'
 import type { Account, MetadataCache, OAuthClient, TokenSet } from '../oauth/types.js'
+import { authorityResolver } from './resolver.js'
 
 /** Options of {@link PublicClient}. */
 export interface PublicClientOptions {
@@ -126,7 +127,7 @@ export interface AuthorizationRequest {
 export class PublicClient {
   readonly #options: PublicClientOptions
   readonly #client: OAuthClient
-  #server: Promise<AuthorizationServer> | undefined
+  readonly #resolve: (signal?: AbortSignal) => Promise<AuthorizationServer>
 
   /**
    * @param options - authority, client id, metadata cache.
@@ -135,6 +136,7 @@ export class PublicClient {
   constructor(options: PublicClientOptions) {
     parseAuthority(options.authority)
     this.#options = Object.freeze({ ...options })
+    this.#resolve = authorityResolver(this.#options)
     this.#client = Object.freeze({ clientId: options.clientId, auth: { method: 'none' } as const })
   }
 
@@ -155,16 +157,7 @@ export class PublicClient {
    * @returns the authorization server.
    */
   resolve(signal?: AbortSignal): Promise<AuthorizationServer> {
-    this.#server ??= resolveAuthority(this.#options.authority, {
-      cache: this.#options.cache,
-      cacheTtlSeconds: this.#options.cacheTtlSeconds,
-      timeoutMs: this.#options.timeoutMs,
-      signal,
-    }).catch((err: unknown) => {
-      this.#server = undefined
-      throw err
-    })
-    return this.#server
+    return this.#resolve(signal)
   }
 
   /**

@@ -13,6 +13,7 @@ import {
   OAuthServerError,
   UnavailableError,
 } from '../errors.js'
+import { ASYMMETRIC_JWS_ALGORITHMS } from '../lib/jws.js'
 import { parseRetryAfter } from '../lib/retry-after.js'
 import { isNonEmptyString, isObject, isPrintable, type JsonObject } from '../lib/validate.js'
 import { type AuthorizationServer, expectedIssuer } from './authority.js'
@@ -29,19 +30,7 @@ const MAX_EXPIRES_IN_SECONDS = 366 * 86400
 /** Lifetime assumed when a token response omits `expires_in` (RFC 6749 §5.1 only recommends it). */
 export const DEFAULT_EXPIRES_IN_SECONDS = 3600
 /** The asymmetric JWS algorithms accepted for id_tokens; `none` and HMAC never. */
-export const ID_TOKEN_ALGORITHMS = [
-  'RS256',
-  'RS384',
-  'RS512',
-  'PS256',
-  'PS384',
-  'PS512',
-  'ES256',
-  'ES384',
-  'ES512',
-  'EdDSA',
-  'Ed25519',
-]
+export const ID_TOKEN_ALGORITHMS = ASYMMETRIC_JWS_ALGORITHMS
 
 /**
  * Reads a numeric response parameter, normalising the one known quirk: numbers sent as decimal
@@ -317,7 +306,7 @@ export async function verifyIdToken(
     const { payload } = await jwtVerify(idToken, jwksKeyResolver(server.jwksUri, options), {
       issuer,
       audience: clientId,
-      algorithms: ID_TOKEN_ALGORITHMS,
+      algorithms: [...ID_TOKEN_ALGORITHMS],
       clockTolerance: CLOCK_SKEW_SECONDS,
       currentDate: new Date(now()),
       requiredClaims: ['iss', 'sub', 'aud', 'exp', 'iat'],

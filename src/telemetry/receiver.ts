@@ -14,6 +14,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import { createRemoteJWKSet, customFetch, type FetchImplementation, type JWTPayload, jwtVerify } from 'jose'
 import { fetch as undiciFetch } from 'undici'
 import { EdgeTokenError } from '../errors.js'
+import { ASYMMETRIC_JWS_ALGORITHMS } from '../lib/jws.js'
 import { assertSecureUrl } from '../lib/url.js'
 import { isNonEmptyString, isObject, parseJson } from '../lib/validate.js'
 
@@ -85,18 +86,6 @@ export interface Receiver {
 const DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 const DEFAULT_MAX_REMEMBERED_KEYS = 100_000
 const DEFAULT_REMEMBER_KEY_SECONDS = 86_400
-const DEFAULT_ALGORITHMS = [
-  'RS256',
-  'RS384',
-  'RS512',
-  'PS256',
-  'PS384',
-  'PS512',
-  'ES256',
-  'ES384',
-  'ES512',
-  'EdDSA',
-] as const
 const ASYMMETRIC_ALGORITHM = /^(?:RS|PS|ES)(?:256|384|512)$|^ES256K$|^EdDSA$|^Ed25519$|^Ed448$/
 const DISCOVERY_TIMEOUT_MS = 10_000
 const MAX_DISCOVERY_BYTES = 512 * 1024
@@ -265,7 +254,7 @@ export function createReceiver(options: ReceiverOptions): Receiver {
   const maxKeys = Math.max(1, Math.floor(options.maxRememberedKeys ?? DEFAULT_MAX_REMEMBERED_KEYS))
   const keyTtlMs = Math.max(1, options.rememberKeySeconds ?? DEFAULT_REMEMBER_KEY_SECONDS) * 1000
   const now = options.now ?? Date.now
-  const algorithms = [...(options.algorithms ?? DEFAULT_ALGORITHMS)]
+  const algorithms = [...(options.algorithms ?? ASYMMETRIC_JWS_ALGORITHMS)]
   if (algorithms.length === 0 || !algorithms.every((alg) => ASYMMETRIC_ALGORITHM.test(alg))) {
     throw new EdgeTokenError(
       'ERR_CONFIG',
