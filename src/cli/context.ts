@@ -4,8 +4,9 @@
  */
 import type { Readable, Writable } from 'node:stream'
 
-/** Parsed option values (strings, booleans, repeated strings). */
-export type OptionValues = Readonly<Record<string, string | boolean | string[] | undefined>>
+import type { OptionValues } from '../config/types.js'
+
+export type { OptionValues }
 
 /** The context a command runs in. */
 export interface CommandContext {

@@ -9,10 +9,9 @@
 import { existsSync, readFileSync } from 'node:fs'
 import { homedir, hostname } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
-import type { OptionValues } from '../cli/context.js'
 import { ConfigError } from '../errors.js'
 import { checkTogether, envLayer, fileLayer, flagLayer, type Layer, RULES } from './rules.js'
-import type { DisplayName, EdgeTokenConfig, MqttConfig, TelemetryConfig } from './types.js'
+import type { DisplayName, EdgeTokenConfig, MqttConfig, OptionValues, TelemetryConfig } from './types.js'
 
 /** Where configuration comes from. */
 export interface LoadConfigSource {

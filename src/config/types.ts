@@ -72,3 +72,6 @@ export interface EdgeTokenConfig {
   /** Telemetry settings (always filled by `loadConfig`). */
   readonly telemetry?: TelemetryConfig | undefined
 }
+
+/** Parsed command-line option values (strings, booleans, repeated strings), flags only. */
+export type OptionValues = Readonly<Record<string, string | boolean | string[] | undefined>>
