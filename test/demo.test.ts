@@ -21,7 +21,7 @@ test('the demo runs headless to completion: signed in, renewed, telemetry receiv
     [
       '--import',
       'tsx',
-      'scripts/demo.ts',
+      'test/demo.ts',
       '--auto-approve',
       '--duration-seconds',
       '15',

@@ -376,7 +376,7 @@ export async function resolve(specifier, context, next) {
     assert.match(refreshed, /\/node_modules\/undici\//)
     assert.match(refreshed, /\/node_modules\/jose\//)
 
-    // The built CLI (what users run; `npm run build` bundles its hot path, scripts/bundle-cli.mjs):
+    // The built CLI (what users run; `npm run build` bundles its hot path, config/bundle-cli.mjs):
     // the cached path loads three of our modules and no package; a refresh reaches the lazily
     // loaded protocol modules through the rewritten import paths.
     if (!existsSync(join(ROOT, 'dist', 'cli.js'))) {

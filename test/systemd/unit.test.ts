@@ -1,5 +1,5 @@
 /**
- * The systemd unit: scripts/check-systemd.sh (systemd-analyze verify + offline security exposure
+ * The systemd unit: systemd/check.sh (systemd-analyze verify + offline security exposure
  * <= 2.0) passes on it and fails on broken or weak units; and the settings the daemon relies on are
  * there. systemd-analyze works without systemd running; the checks skip only when it is absent.
  */
@@ -12,7 +12,7 @@ import { after, describe, test } from 'node:test'
 import { fileURLToPath } from 'node:url'
 
 const root = fileURLToPath(new URL('../..', import.meta.url))
-const script = join(root, 'scripts', 'check-systemd.sh')
+const script = join(root, 'systemd', 'check.sh')
 const unitPath = join(root, 'systemd', 'edgetoken.service')
 const unit = readFileSync(unitPath, 'utf8')
 
@@ -37,7 +37,7 @@ function values(key: string): string[] {
     .map((line) => line.slice(key.length + 1))
 }
 
-describe('scripts/check-systemd.sh', { skip }, () => {
+describe('systemd/check.sh', { skip }, () => {
   test('passes on systemd/edgetoken.service and prints the exposure (<= 2.0)', (t) => {
     const { status, out } = check()
     assert.equal(status, 0, out)

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Runs every scripts/bench-*.mjs in turn. Benchmarks print figures; they never fail on a number.
+// Runs every test/bench/bench-*.mjs in turn. Benchmarks print figures; they never fail on a number.
 // `npm run bench -- token` runs only the benchmarks whose name contains "token".
 import { spawnSync } from 'node:child_process'
 import { readdirSync } from 'node:fs'

@@ -5,7 +5,7 @@
 //      (goal >= 50k records/s and >= 0.8x raw);
 //   3. start-up time and RSS of a process opening a spool with a large backlog (default 1024 MiB,
 //      the size a device reaches after days offline; goal: flat RSS, start < 1 s).
-// Usage: node scripts/bench-spool.mjs [--records N] [--backlog-mib M] [--only append|upload|backlog]
+// Usage: node test/bench/bench-spool.mjs [--records N] [--backlog-mib M] [--only append|upload|backlog]
 // Runs the TypeScript sources through tsx (re-executes itself with --import tsx when needed).
 import { spawnSync } from 'node:child_process'
 import { mkdtemp, rm } from 'node:fs/promises'
@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 
-const root = new URL('..', import.meta.url).pathname
+const root = new URL('../..', import.meta.url).pathname
 if (!process.env.EDGETOKEN_BENCH_TSX) {
   const res = spawnSync(
     process.execPath,
@@ -38,7 +38,7 @@ const { values } = parseArgs({
   },
 })
 
-const { openSpool } = await import('../src/telemetry/spool.ts')
+const { openSpool } = await import('../../src/telemetry/spool.ts')
 
 // Child mode: open a spool with a backlog, read one batch, report time and RSS.
 if (values['child-open']) {
@@ -59,8 +59,8 @@ if (values['child-open']) {
 // Child mode: the IdP and the API in their own process, so client and server do not share a CPU
 // thread (as on a real device); prints the endpoint and a token, runs until stdin closes.
 if (values['child-api']) {
-  const { startTestIdp } = await import('../test/support/idp.ts')
-  const { startTestApi } = await import('../test/support/api.ts')
+  const { startTestIdp } = await import('../support/idp.ts')
+  const { startTestApi } = await import('../support/api.ts')
   const idp = await startTestIdp({ accessTokenTtlSeconds: 3600 })
   const api = await startTestApi({ issuer: idp.issuer, audience: idp.audience })
   const token = await idp.signAccessToken()
@@ -125,7 +125,7 @@ async function benchAppend() {
 
 async function benchUpload() {
   const { spawn } = await import('node:child_process')
-  const { Uploader } = await import('../src/telemetry/uploader.ts')
+  const { Uploader } = await import('../../src/telemetry/uploader.ts')
   const { Pool } = await import('undici')
   const server = spawn(
     process.execPath,

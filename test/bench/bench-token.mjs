@@ -3,7 +3,7 @@
 // token against a bare `node -e 0`, wall time over N runs and peak RSS.
 // Goal on a Raspberry-Pi-class machine and here: <= 1.4x the bare node start, <= 50 MiB.
 //
-// Usage: npm run build && node scripts/bench-token.mjs [--runs 20] [--cli dist/cli.js]
+// Usage: npm run build && node test/bench/bench-token.mjs [--runs 20] [--cli dist/cli.js]
 // It seeds a throw-away state directory with a signed-in account (no IdP needed: the cached
 // path makes no request), so it measures exactly: config, key file, HKDF, read + AES-GCM decrypt.
 import { spawnSync } from 'node:child_process'
@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 
-const root = new URL('..', import.meta.url).pathname
+const root = new URL('../..', import.meta.url).pathname
 const { values } = parseArgs({
   options: {
     runs: { type: 'string', default: '20' },

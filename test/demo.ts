@@ -28,8 +28,8 @@ import { parseArgs } from 'node:util'
 import { startDisplaySimulator } from '../firmware-bridge/simulators/display.js'
 import { startSensorSimulator } from '../firmware-bridge/simulators/sensor.js'
 import { createReceiver } from '../src/telemetry/receiver.js'
-import { approveDevice } from '../test/support/headless-user.js'
-import { startTestIdp } from '../test/support/idp.js'
+import { approveDevice } from './support/headless-user.js'
+import { startTestIdp } from './support/idp.js'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const CLI = fileURLToPath(new URL('../src/cli.ts', import.meta.url))

@@ -2,7 +2,7 @@
 # CI check of the systemd unit: `systemd-analyze verify` must pass and the offline security exposure
 # must be <= 2.0. Both work without systemd running (a container, a CI runner).
 #
-# Usage: scripts/check-systemd.sh [UNIT_FILE] [MAX_EXPOSURE]
+# Usage: systemd/check.sh [UNIT_FILE] [MAX_EXPOSURE]
 #   UNIT_FILE     default: systemd/edgetoken.service next to this script
 #   MAX_EXPOSURE  default: 2.0 (0.0-10.0; systemd-analyze's --threshold is the same x10)
 # Also checks systemd/install.sh with `bash -n` (and shellcheck, when installed) for the default unit.
@@ -77,8 +77,8 @@ if [[ $# -eq 0 ]]; then
   echo "check-systemd: bash -n systemd/install.sh"
   bash -n "$install_sh" || status=1
   if command -v shellcheck >/dev/null 2>&1; then
-    echo "check-systemd: shellcheck systemd/install.sh scripts/check-systemd.sh"
-    shellcheck "$install_sh" "$root/scripts/check-systemd.sh" || status=1
+    echo "check-systemd: shellcheck systemd/install.sh systemd/check.sh"
+    shellcheck "$install_sh" "$root/systemd/check.sh" || status=1
   else
     echo "check-systemd: shellcheck not installed; skipped"
   fi

@@ -5,7 +5,7 @@
 // Goals on a Raspberry-Pi-class machine and here: idle RSS <= 60 MiB, <= 1 wake-up/s; an idle
 // daemon must also not write to the SD card (it takes no lock file while idle).
 //
-// Usage: npm run build && node scripts/bench-daemon.mjs [--seconds 30] [--warmup-seconds 15] [--cli dist/cli.js]
+// Usage: npm run build && node test/bench/bench-daemon.mjs [--seconds 30] [--warmup-seconds 15] [--cli dist/cli.js]
 //
 // The warm-up is 15 s because V8's memory reducer runs up to three compacting GCs about 8-10 s after
 // start (start-up grew the heap); each wakes all V8 worker threads dozens of times. That one-time
@@ -24,7 +24,7 @@ import { join, resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { parseArgs } from 'node:util'
 
-const root = new URL('..', import.meta.url).pathname
+const root = new URL('../..', import.meta.url).pathname
 const { values } = parseArgs({
   options: {
     seconds: { type: 'string', default: '30' },
