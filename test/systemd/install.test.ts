@@ -11,9 +11,9 @@ import { fileURLToPath } from 'node:url'
 
 const root = fileURLToPath(new URL('../..', import.meta.url))
 const installSh = join(root, 'systemd', 'install.sh')
-const checkSh = join(root, 'scripts', 'check-systemd.sh')
+const checkSh = join(root, 'systemd', 'check.sh')
 
-test('install.sh and check-systemd.sh parse (bash -n) and are executable', () => {
+test('install.sh and check.sh parse (bash -n) and are executable', () => {
   for (const file of [installSh, checkSh]) {
     const res = spawnSync('bash', ['-n', file], { encoding: 'utf8' })
     assert.equal(res.status, 0, `${file}: ${res.stderr}`)
