@@ -7,12 +7,12 @@
  * @see ../shared/CONTRACT.md "Exit codes"
  */
 import assert from 'node:assert/strict'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { createServer, type ServerResponse } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
-import { type CliResult, runCli } from '../support/cli.js'
+import { type CliResult, newTestDevice, runCli } from '../support/cli.js'
 import { closeServer, listen } from '../support/net.js'
 
 const PLANTED = 'PLANTED-device-code-4f1c9e7a0b2d'
@@ -37,25 +37,9 @@ const json =
 
 const root = mkdtempSync(join(tmpdir(), 'edgetoken-login-hostile-'))
 after(() => rmSync(root, { recursive: true, force: true }))
-let n = 0
 
 function deviceEnv(issuer: string): Record<string, string> {
-  n += 1
-  const keyFile = join(root, `key${n}`)
-  const machineIdFile = join(root, `machine-id${n}`)
-  writeFileSync(keyFile, Buffer.from('0123456789abcdef0123456789abcdef0123456789'), { mode: 0o600 })
-  writeFileSync(machineIdFile, '5c4e3d2f1a0b49c8a7d6e5f4c3b2a190\n')
-  return {
-    EDGETOKEN_AUTHORITY: issuer,
-    EDGETOKEN_CLIENT_ID: 'edgetoken-device',
-    EDGETOKEN_SCOPES: 'openid offline_access telemetry:write',
-    EDGETOKEN_STATE_DIR: join(root, `state${n}`),
-    EDGETOKEN_KEY_FILE: keyFile,
-    EDGETOKEN_MACHINE_ID_FILE: machineIdFile,
-    EDGETOKEN_DEVICE_ID: `dev${n}`,
-    HOME: join(root, 'home'),
-    XDG_CONFIG_HOME: join(root, 'xdg'),
-  }
+  return newTestDevice(root, { issuer }).env
 }
 
 function ndjson(result: CliResult): Record<string, unknown>[] {

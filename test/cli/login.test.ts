@@ -4,12 +4,12 @@
  */
 import assert from 'node:assert/strict'
 import type { ChildProcess } from 'node:child_process'
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs'
 import { createServer } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
-import { type CliResult, collect, runCli, spawnCli } from '../support/cli.js'
+import { type CliResult, collect, newTestDevice, runCli, spawnCli } from '../support/cli.js'
 import { approveDevice, denyDevice } from '../support/headless-user.js'
 import { startTestIdp, type TestIdp } from '../support/idp.js'
 import { freePort, startBroker } from '../support/mosquitto.js'
@@ -18,29 +18,11 @@ import { closeServer, listen } from '../support/net.js'
 
 const root = mkdtempSync(join(tmpdir(), 'edgetoken-login-cli-'))
 after(() => rmSync(root, { recursive: true, force: true }))
-let n = 0
 const SCOPES = ['openid', 'offline_access', 'telemetry:write']
 const TIMEOUT_MS = 60_000
 
 function deviceEnv(issuer: string, extra: Record<string, string> = {}): Record<string, string> {
-  n += 1
-  const keyFile = join(root, `key${n}`)
-  const machineIdFile = join(root, `machine-id${n}`)
-  writeFileSync(keyFile, Buffer.from('0123456789abcdef0123456789abcdef0123456789'), { mode: 0o600 })
-  writeFileSync(machineIdFile, '5c4e3d2f1a0b49c8a7d6e5f4c3b2a190\n')
-  return {
-    EDGETOKEN_AUTHORITY: issuer,
-    EDGETOKEN_CLIENT_ID: 'edgetoken-device',
-    EDGETOKEN_SCOPES: SCOPES.join(' '),
-    EDGETOKEN_STATE_DIR: join(root, `state${n}`),
-    EDGETOKEN_KEY_FILE: keyFile,
-    EDGETOKEN_MACHINE_ID_FILE: machineIdFile,
-    EDGETOKEN_DEVICE_ID: `dev${n}`,
-    // Keep the developer's config files out.
-    HOME: join(root, 'home'),
-    XDG_CONFIG_HOME: join(root, 'xdg'),
-    ...extra,
-  }
+  return newTestDevice(root, { issuer, scopes: SCOPES, extra }).env
 }
 
 interface Running {

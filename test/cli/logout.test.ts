@@ -2,7 +2,7 @@
  * `edgetoken logout` end to end against the real test IdP.
  */
 import assert from 'node:assert/strict'
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -13,28 +13,15 @@ import { resolveAuthority } from '../../src/oauth/authority.js'
 import { refreshTokenGrant } from '../../src/oauth/refresh.js'
 import { storeMetadataCache } from '../../src/store/metadata-cache.js'
 import { openTokenStore } from '../../src/store/token-store.js'
-import { runCli, seedSignIn } from '../support/cli.js'
+import { newTestDevice, runCli, seedSignIn } from '../support/cli.js'
 import { startTestIdp, type TestIdp } from '../support/idp.js'
 
 const root = mkdtempSync(join(tmpdir(), 'edgetoken-logout-cli-'))
 after(() => rmSync(root, { recursive: true, force: true }))
-let n = 0
 const SCOPES = ['openid', 'offline_access', 'telemetry:write']
 
 function device(idp: TestIdp) {
-  const stateDir = join(root, `d${n++}`, 'state')
-  const keyFile = join(root, `key${n}`)
-  writeFileSync(keyFile, 'k'.repeat(48), { mode: 0o600 })
-  return {
-    stateDir,
-    env: {
-      EDGETOKEN_AUTHORITY: idp.issuer,
-      EDGETOKEN_CLIENT_ID: idp.publicClientId,
-      EDGETOKEN_SCOPES: SCOPES.join(' '),
-      EDGETOKEN_STATE_DIR: stateDir,
-      EDGETOKEN_KEY_FILE: keyFile,
-    },
-  }
+  return newTestDevice(root, { issuer: idp.issuer, clientId: idp.publicClientId, scopes: SCOPES })
 }
 
 describe('edgetoken logout', () => {

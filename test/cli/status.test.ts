@@ -2,19 +2,18 @@
  * `edgetoken status` end to end against the real test IdP.
  */
 import assert from 'node:assert/strict'
-import { chmodSync, existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { chmodSync, existsSync, mkdtempSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { resolveAuthority } from '../../src/oauth/authority.js'
 import { revokeToken } from '../../src/oauth/refresh.js'
 import { openSpool } from '../../src/telemetry/spool.js'
-import { runCli, seedSignIn } from '../support/cli.js'
+import { newTestDevice, runCli, seedSignIn } from '../support/cli.js'
 import { startTestIdp, type TestIdp } from '../support/idp.js'
 
 const root = mkdtempSync(join(tmpdir(), 'edgetoken-status-cli-'))
 after(() => rmSync(root, { recursive: true, force: true }))
-let n = 0
 const SCOPES = ['openid', 'offline_access', 'telemetry:write']
 const ISO = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/
 
@@ -26,19 +25,7 @@ describe('edgetoken status', () => {
   after(() => idp?.close())
 
   function device() {
-    const stateDir = join(root, `d${n++}`, 'state')
-    const keyFile = join(root, `key${n}`)
-    writeFileSync(keyFile, 'k'.repeat(48), { mode: 0o600 })
-    return {
-      stateDir,
-      env: {
-        EDGETOKEN_AUTHORITY: idp.issuer,
-        EDGETOKEN_CLIENT_ID: idp.publicClientId,
-        EDGETOKEN_SCOPES: SCOPES.join(' '),
-        EDGETOKEN_STATE_DIR: stateDir,
-        EDGETOKEN_KEY_FILE: keyFile,
-      },
-    }
+    return newTestDevice(root, { issuer: idp.issuer, clientId: idp.publicClientId, scopes: SCOPES })
   }
 
   test('a fresh machine is not signed in, and no key or store is created', async () => {

@@ -23,7 +23,7 @@ import { resolveAuthority } from '../../src/oauth/authority.js'
 import { refreshTokenGrant } from '../../src/oauth/refresh.js'
 import { acquireTokenSilent, readAccountStatus } from '../../src/store/cache.js'
 import { openTokenStore, STORE_FILE } from '../../src/store/token-store.js'
-import { type CliResult, collect, ROOT, runCli, seedSignIn, spawnCli } from '../support/cli.js'
+import { type CliResult, collect, newTestDevice, ROOT, runCli, seedSignIn, spawnCli } from '../support/cli.js'
 import { startTestIdp, type TestIdp } from '../support/idp.js'
 
 const root = mkdtempSync(join(tmpdir(), 'edgetoken-token-cli-'))
@@ -40,23 +40,7 @@ interface Device {
 }
 
 function newDevice(idp: TestIdp): Device {
-  const base = join(root, `d${n++}`)
-  const stateDir = join(base, 'state')
-  const keyFile = join(root, `key${n}`)
-  const machineIdFile = join(root, `machine-id${n}`)
-  writeFileSync(keyFile, Buffer.from('0123456789abcdef0123456789abcdef0123456789'), { mode: 0o600 })
-  writeFileSync(machineIdFile, '5c4e3d2f1a0b49c8a7d6e5f4c3b2a190\n')
-  return {
-    stateDir,
-    env: {
-      EDGETOKEN_AUTHORITY: idp.issuer,
-      EDGETOKEN_CLIENT_ID: idp.publicClientId,
-      EDGETOKEN_SCOPES: SCOPES.join(' '),
-      EDGETOKEN_STATE_DIR: stateDir,
-      EDGETOKEN_KEY_FILE: keyFile,
-      EDGETOKEN_MACHINE_ID_FILE: machineIdFile,
-    },
-  }
+  return newTestDevice(root, { issuer: idp.issuer, clientId: idp.publicClientId, scopes: SCOPES })
 }
 
 async function signIn(idp: TestIdp): Promise<Device> {

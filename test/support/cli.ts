@@ -7,7 +7,8 @@
  * (or `entry: 'dist'`) to run the built `dist/cli.js` instead.
  */
 import { type ChildProcess, spawn } from 'node:child_process'
-import { existsSync } from 'node:fs'
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 /** The project root. */
@@ -192,4 +193,55 @@ export async function seedSignIn(
     requestedAt,
   })
   return tokenSet
+}
+
+/** A signed-out device for CLI tests: its state directory and the environment that points at it. */
+export interface TestDevice {
+  readonly stateDir: string
+  readonly env: Record<string, string> & {
+    EDGETOKEN_STATE_DIR: string
+    EDGETOKEN_KEY_FILE: string
+    EDGETOKEN_MACHINE_ID_FILE: string
+  }
+}
+
+/**
+ * Makes a fresh device under `root`: a state directory (not created: the CLI creates it), a 0600
+ * key file, a fixed machine-id file, a device id, and HOME/XDG_CONFIG_HOME of its own so the
+ * developer's config files stay out.
+ *
+ * @param root - the test's temporary directory.
+ * @param options - the IdP's issuer, client id (default `edgetoken-device`), scopes, extra variables.
+ * @returns the device.
+ */
+export function newTestDevice(
+  root: string,
+  options: {
+    issuer: string
+    clientId?: string
+    scopes?: readonly string[]
+    extra?: Record<string, string>
+  },
+): TestDevice {
+  const dir = mkdtempSync(join(root, 'device-'))
+  const stateDir = join(dir, 'state')
+  const keyFile = join(dir, 'key')
+  const machineIdFile = join(dir, 'machine-id')
+  writeFileSync(keyFile, Buffer.from('0123456789abcdef0123456789abcdef0123456789'), { mode: 0o600 })
+  writeFileSync(machineIdFile, '5c4e3d2f1a0b49c8a7d6e5f4c3b2a190\n')
+  return {
+    stateDir,
+    env: {
+      EDGETOKEN_AUTHORITY: options.issuer,
+      EDGETOKEN_CLIENT_ID: options.clientId ?? 'edgetoken-device',
+      EDGETOKEN_SCOPES: (options.scopes ?? ['openid', 'offline_access', 'telemetry:write']).join(' '),
+      EDGETOKEN_STATE_DIR: stateDir,
+      EDGETOKEN_KEY_FILE: keyFile,
+      EDGETOKEN_MACHINE_ID_FILE: machineIdFile,
+      EDGETOKEN_DEVICE_ID: dir.slice(dir.lastIndexOf('device-')),
+      HOME: join(dir, 'home'),
+      XDG_CONFIG_HOME: join(dir, 'xdg'),
+      ...options.extra,
+    },
+  }
 }
