@@ -2,12 +2,12 @@
  * The command-line entry: parses argv, loads the one command asked for, maps errors to the
  * contract's exit codes and prints them as one line (a stack trace only with `--debug`).
  */
-import { parseArgs } from 'node:util'
 import { EdgeTokenError } from '../errors.js'
 import { VERSION } from '../version.js'
-import type { CommandContext, OptionSpec, OptionValues } from './context.js'
+import { envBoolean, parseCommandLine } from './command-line.js'
+import type { CommandContext } from './context.js'
 import { ExitCode, exitCodeFor } from './exit-codes.js'
-import { COMMANDS, GLOBAL_OPTIONS, OPTION_ENV } from './registry.js'
+import { COMMANDS } from './registry.js'
 
 /** The process-like environment main() runs in (injectable for tests). */
 export interface MainIo {
@@ -53,34 +53,6 @@ function oneLine(text: string): string {
  * @param io - argv (without node and script), environment, streams, and the stop signal.
  * @returns the exit code.
  */
-/**
- * Reads a boolean option's environment variable: `1`/`true`/`yes` or `0`/`false`/`no`.
- *
- * @returns the value, or undefined when unset or empty.
- * @throws ConfigError-like usage error naming the variable for any other text.
- */
-function envBoolean(env: NodeJS.ProcessEnv, name: string): boolean | undefined {
-  const text = env[name]?.trim().toLowerCase()
-  if (text === undefined || text === '') return undefined
-  if (['1', 'true', 'yes'].includes(text)) return true
-  if (['0', 'false', 'no'].includes(text)) return false
-  throw new EdgeTokenError('ERR_USAGE', `${name} must be 1/true/yes or 0/false/no`)
-}
-
-/** Fills options not given as flags from their environment variables (flags win). */
-function applyOptionEnv(values: Record<string, unknown>, spec: OptionSpec, env: NodeJS.ProcessEnv): void {
-  for (const [option, name] of Object.entries(OPTION_ENV)) {
-    const type = spec[option]?.type
-    if (type === undefined || values[option] !== undefined) continue
-    if (type === 'boolean') {
-      const value = envBoolean(env, name)
-      if (value !== undefined) values[option] = value
-    } else if (env[name] !== undefined && env[name] !== '') {
-      values[option] = env[name]
-    }
-  }
-}
-
 export async function main(io: MainIo): Promise<number> {
   let wantsJson = io.argv.includes('--json')
   let debug = io.argv.includes('--debug')
@@ -98,46 +70,17 @@ export async function main(io: MainIo): Promise<number> {
     return code
   }
 
-  const allOptions: Record<string, OptionSpec[string]> = { ...GLOBAL_OPTIONS }
-  for (const entry of Object.values(COMMANDS)) Object.assign(allOptions, entry.options)
-  let values: OptionValues
-  let positionals: string[]
-  try {
-    const parsed = parseArgs({
-      args: [...io.argv],
-      options: allOptions,
-      allowPositionals: true,
-      strict: true,
-    })
-    values = parsed.values as OptionValues
-    positionals = parsed.positionals
-  } catch (err) {
-    return fail(ExitCode.usage, 'config', `${(err as Error).message} (see 'edgetoken --help')`)
-  }
-
-  const name = positionals[0]
-  if (values.version) {
+  const line = parseCommandLine(io.argv, io.env)
+  if (line.kind === 'error') return fail(ExitCode.usage, 'config', line.message)
+  if (line.kind === 'version') {
     io.stdout.write(`${VERSION}\n`)
     return ExitCode.ok
   }
-  if (name === undefined) {
-    ;(values.help ? io.stdout : io.stderr).write(`${usage()}\n`)
-    return values.help ? ExitCode.ok : ExitCode.usage
+  if (line.kind === 'usage') {
+    ;(line.help ? io.stdout : io.stderr).write(`${usage()}\n`)
+    return line.help ? ExitCode.ok : ExitCode.usage
   }
-  const entry = Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined
-  if (!entry) return fail(ExitCode.usage, 'config', `unknown command '${name}' (see 'edgetoken --help')`)
-  for (const key of Object.keys(values)) {
-    if (!(key in GLOBAL_OPTIONS) && !(key in entry.options)) {
-      return fail(ExitCode.usage, 'config', `option '--${key}' is not valid for '${name}'`)
-    }
-  }
-  try {
-    const filled: Record<string, unknown> = { ...values }
-    applyOptionEnv(filled, { ...GLOBAL_OPTIONS, ...entry.options }, io.env)
-    values = filled as OptionValues
-  } catch (err) {
-    return fail(ExitCode.usage, 'config', (err as Error).message)
-  }
+  const { entry, options: values } = line
 
   try {
     const mod = (await entry.load()).default
@@ -147,7 +90,7 @@ export async function main(io: MainIo): Promise<number> {
     }
     const ctx: CommandContext = {
       options: values,
-      args: positionals.slice(1),
+      args: line.args,
       json: wantsJson,
       debug,
       get stdin() {
@@ -161,7 +104,7 @@ export async function main(io: MainIo): Promise<number> {
         if (wantsJson) io.stdout.write(`${JSON.stringify(event)}\n`)
       },
       say,
-      warn: (line) => io.stderr.write(`edgetoken: warning: ${oneLine(line)}\n`),
+      warn: (text) => io.stderr.write(`edgetoken: warning: ${oneLine(text)}\n`),
     }
     return await mod.run(ctx)
   } catch (err) {

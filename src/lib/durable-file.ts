@@ -1,6 +1,7 @@
 /**
  * The atomic (and by default durable) whole-file replace shared by the token store and the
- * telemetry spool, with the directory fsync and the sweep of temporaries a killed writer left.
+ * telemetry spool, with the directory fsync. The sweep of temporaries a killed writer left is in
+ * ./temp-files.ts (the cached `token` path sweeps but never writes, and skips this module).
  *
  * A durable replace is: write a temporary file, fsync it, rename it over the target, then fsync the
  * directory so the rename itself survives a power cut. A reader sees the old file or the new one,
@@ -8,10 +9,10 @@
  *
  * @internal
  */
-import { randomBytes } from 'node:crypto'
-import { closeSync, fsyncSync, openSync, readdirSync, statSync, unlinkSync } from 'node:fs'
+import { closeSync, fsyncSync, openSync } from 'node:fs'
 import { open, rename, unlink } from 'node:fs/promises'
-import { dirname, join } from 'node:path'
+import { dirname } from 'node:path'
+import { tempFileName } from './temp-files.js'
 
 /**
  * Fsyncs a directory, so a created, renamed or deleted entry in it survives power loss.
@@ -73,7 +74,7 @@ export async function writeFileAtomic(
   options: WriteFileAtomicOptions = {},
 ): Promise<void> {
   const durable = options.durable ?? true
-  const temp = `${path}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`
+  const temp = tempFileName(path)
   let renamed = false
   try {
     const handle = await open(temp, 'wx', 0o600)
@@ -89,50 +90,4 @@ export async function writeFileAtomic(
   } finally {
     if (!renamed) await unlink(temp).catch(() => {})
   }
-}
-
-/** Options of {@link sweepTempFiles}. */
-export interface SweepTempFilesOptions {
-  /**
-   * Remove only temporaries last modified longer ago than this (default 0: all). For a sweep
-   * without the writers' lock: a live writer's temporary is seconds old at most.
-   */
-  olderThanMs?: number
-}
-
-/**
- * Removes temporary files of interrupted writes (`<name>.tmp-…`). Without `olderThanMs`, call it
- * only while holding the lock that serialises the writers of these files, when no other writer
- * can be mid-write.
- *
- * @param dir - the directory.
- * @param names - the base names whose temporaries to remove.
- * @param options - the least age of a temporary to remove.
- * @returns how many files were removed.
- */
-export function sweepTempFiles(
-  dir: string,
-  names: readonly string[],
-  options: SweepTempFilesOptions = {},
-): number {
-  const olderThanMs = options.olderThanMs ?? 0
-  let removed = 0
-  let entries: string[]
-  try {
-    entries = readdirSync(dir)
-  } catch {
-    return 0
-  }
-  for (const entry of entries) {
-    if (!names.some((name) => entry.startsWith(`${name}.tmp-`))) continue
-    try {
-      const file = join(dir, entry)
-      if (olderThanMs > 0 && Date.now() - statSync(file).mtimeMs <= olderThanMs) continue
-      unlinkSync(file)
-      removed += 1
-    } catch {
-      // Already gone (another sweeper) or not ours to remove: neither blocks a write.
-    }
-  }
-  return removed
 }

@@ -217,6 +217,33 @@ export async function saveSignIn(store: TokenStore, options: SaveSignInOptions):
   )
 }
 
+/** Options of {@link cachedTokenResult}: the freshness part of {@link AcquireTokenSilentOptions}. */
+export type CachedTokenOptions = Pick<
+  AcquireTokenSilentOptions,
+  'authority' | 'clientId' | 'scopes' | 'minTtlSeconds' | 'expiryMarginSeconds' | 'now'
+>
+
+/**
+ * The answer of silent acquisition that needs no refresh: the cached token for these scopes, when
+ * it is good enough (the expiry margin, `minTtlSeconds`, `refresh_in`). No lock, no write, no network.
+ *
+ * @param doc - the store's document, as read.
+ * @param options - identity, scopes and freshness wishes.
+ * @returns the token, or undefined when no account is stored or a refresh is needed.
+ */
+export function cachedTokenResult(
+  doc: StoreDocument,
+  options: CachedTokenOptions,
+): SilentTokenResult | undefined {
+  const now = options.now ?? Date.now
+  const entry = doc.accounts[accountKey(options.authority, options.clientId)]
+  if (!entry) return undefined
+  const margin = options.expiryMarginSeconds ?? DEFAULT_EXPIRY_MARGIN_SECONDS
+  const minTtl = Math.max(0, options.minTtlSeconds ?? 0)
+  const cached = pick(entry, options.scopes)
+  return cached && usable(cached, now(), margin, minTtl) ? result(cached, true, now(), minTtl) : undefined
+}
+
 /**
  * Returns a valid access token: the cached one when it is good enough (no network, no lock), else
  * one refresh under the store lock. Inside the lock the store is read again: another caller (here
@@ -242,11 +269,11 @@ export async function acquireTokenSilent(
   const minTtl = Math.max(0, options.minTtlSeconds ?? 0)
   const key = accountKey(options.authority, options.clientId)
 
-  const first = (await store.read()).accounts[key]
-  if (!first) throw notSignedIn()
+  const first = await store.read()
+  if (!first.accounts[key]) throw notSignedIn()
   if (!options.forceRefresh) {
-    const cached = pick(first, options.scopes)
-    if (cached && usable(cached, now(), margin, minTtl)) return result(cached, true, now(), minTtl)
+    const hit = cachedTokenResult(first, options)
+    if (hit) return hit
   }
 
   return store.withLock(

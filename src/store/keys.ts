@@ -17,14 +17,13 @@ import {
   fsyncSync,
   linkSync,
   openSync,
-  readdirSync,
   readFileSync,
-  statSync,
   unlinkSync,
   writeSync,
 } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { ConfigError, StoreError } from '../errors.js'
+import { sweepTempFiles, tempFileName } from '../lib/temp-files.js'
 import { fsyncDirectory, storeFsError } from './file.js'
 
 /** The least number of bytes of key material accepted. */
@@ -138,7 +137,7 @@ function generatedKey(options: LoadKeyMaterialOptions): KeyMaterial {
   }
   // Written whole to a private temporary name, then linked into place: link() fails if another
   // process won the race, and nobody ever sees a half-written key.
-  const temp = `${path}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`
+  const temp = tempFileName(path)
   let created = false
   try {
     const fd = openSync(temp, 'wx', 0o600)
@@ -185,25 +184,8 @@ function generatedKey(options: LoadKeyMaterialOptions): KeyMaterial {
  * @param stateDir - the state directory.
  */
 export function sweepKeyTemporaries(stateDir: string): void {
-  const prefix = `${GENERATED_KEY_NAME}.tmp-`
-  let entries: string[]
-  try {
-    entries = readdirSync(stateDir)
-  } catch {
-    return
-  }
-  const temps = entries.filter((e) => e.startsWith(prefix))
-  if (temps.length === 0) return
-  const keyExists = entries.includes(GENERATED_KEY_NAME)
-  for (const entry of temps) {
-    const file = join(stateDir, entry)
-    try {
-      if (!keyExists && Date.now() - statSync(file).mtimeMs <= KEY_TEMP_GRACE_MS) continue
-      unlinkSync(file)
-    } catch {
-      // Gone already.
-    }
-  }
+  const keyExists = existsSync(join(stateDir, GENERATED_KEY_NAME))
+  sweepTempFiles(stateDir, [GENERATED_KEY_NAME], { olderThanMs: keyExists ? 0 : KEY_TEMP_GRACE_MS })
 }
 
 function readGenerated(path: string): Buffer | undefined {

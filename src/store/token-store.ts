@@ -11,7 +11,7 @@ import { createSecretKey, type KeyObject } from 'node:crypto'
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { EdgeTokenError, StoreError } from '../errors.js'
-import { sweepTempFiles, writeFileAtomic } from '../lib/durable-file.js'
+import { sweepTempFiles } from '../lib/temp-files.js'
 import { isObject, parseJson } from '../lib/validate.js'
 import { emptyDocument, isStoreDocument, type StoreDocument, validateDocument } from './document.js'
 import { deriveMetadataKey, deriveStoreKeys, type EnvelopeContext, open, seal } from './envelope.js'
@@ -154,6 +154,8 @@ class FileTokenStore implements TokenStore {
       throw new EdgeTokenError('ERR_INTERNAL', 'refusing to write a malformed token store')
     // Never replace a store that does not open: that would be the silent reset we promise not to do.
     await this.read()
+    // Loaded here: the cached `token` path only reads, and skips node:fs/promises.
+    const { writeFileAtomic } = await import('../lib/durable-file.js')
     try {
       await writeFileAtomic(this.path, this.#serialize(doc))
     } catch (err) {

@@ -76,8 +76,8 @@ const env = {
 }
 
 // Seed the store through the built library, as `login` would.
-const { openTokenStore } = await import(join(dist, 'store', 'token-store.js'))
-const { saveSignIn } = await import(join(dist, 'store', 'cache.js'))
+const { openTokenStore } = await import(join(dist, 'lib', 'store', 'token-store.js'))
+const { saveSignIn } = await import(join(dist, 'lib', 'store', 'cache.js'))
 const store = await openTokenStore({ stateDir, env })
 await saveSignIn(store, {
   authority,

@@ -45,8 +45,8 @@ const env = {
 }
 
 // Seed the store through the built library, as `login` would.
-const { openTokenStore } = await import(join(dist, 'store', 'token-store.js'))
-const { saveSignIn } = await import(join(dist, 'store', 'cache.js'))
+const { openTokenStore } = await import(join(dist, 'lib', 'store', 'token-store.js'))
+const { saveSignIn } = await import(join(dist, 'lib', 'store', 'cache.js'))
 const store = await openTokenStore({ stateDir, env })
 const accessToken = `bench-access-token-${Date.now()}`
 await saveSignIn(store, {

@@ -13,12 +13,8 @@ import {
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, describe, test } from 'node:test'
-import {
-  fsyncDirectory,
-  fsyncDirectorySync,
-  sweepTempFiles,
-  writeFileAtomic,
-} from '../../src/lib/durable-file.js'
+import { fsyncDirectory, fsyncDirectorySync, writeFileAtomic } from '../../src/lib/durable-file.js'
+import { sweepTempFiles, tempFileName } from '../../src/lib/temp-files.js'
 
 const root = mkdtempSync(join(tmpdir(), 'edgetoken-durable-'))
 after(() => rmSync(root, { recursive: true, force: true }))
@@ -78,6 +74,16 @@ describe('durable atomic replace', () => {
     await fsyncDirectory(dir)
     fsyncDirectorySync(dir)
     await assert.rejects(fsyncDirectory(join(dir, 'missing')), { code: 'ENOENT' })
+  })
+
+  test('temporary names are unique and recognised by the sweep', () => {
+    const dir = newDir()
+    const a = tempFileName(join(dir, 'tokens.store'))
+    const b = tempFileName(join(dir, 'tokens.store'))
+    assert.notEqual(a, b)
+    writeFileSync(a, '')
+    writeFileSync(b, '')
+    assert.equal(sweepTempFiles(dir, ['tokens.store']), 2)
   })
 
   test('sweeps only the temporaries of the named files', () => {

@@ -7,6 +7,7 @@
  * (or `entry: 'dist'`) to run the built `dist/cli.js` instead.
  */
 import { type ChildProcess, spawn } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
 import { existsSync, mkdtempSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -70,6 +71,18 @@ export function cliEnv(options: RunCliOptions = {}): NodeJS.ProcessEnv {
 }
 
 /**
+ * The command that starts the CLI, for tests that spawn it with stdio of their own.
+ *
+ * @param entry - `src` (tsx) or `dist`; default from `EDGETOKEN_TEST_CLI`, else `src`.
+ * @returns node's path, its flags and the script; append the command line.
+ */
+export function cliCommand(entry?: 'src' | 'dist'): string[] {
+  const which = entry ?? (process.env.EDGETOKEN_TEST_CLI === 'dist' ? 'dist' : 'src')
+  if (which === 'dist' && !existsSync(DIST_CLI)) throw new Error('dist/cli.js is missing: run npm run build')
+  return [process.execPath, ...(which === 'dist' ? [DIST_CLI] : ['--import', 'tsx', SRC_CLI])]
+}
+
+/**
  * Starts the CLI without waiting (for tests that signal or kill it).
  *
  * @param args - the command line after `edgetoken`.
@@ -77,10 +90,8 @@ export function cliEnv(options: RunCliOptions = {}): NodeJS.ProcessEnv {
  * @returns the child process (stdout/stderr piped).
  */
 export function spawnCli(args: readonly string[], options: RunCliOptions = {}): ChildProcess {
-  const entry = options.entry ?? (process.env.EDGETOKEN_TEST_CLI === 'dist' ? 'dist' : 'src')
-  if (entry === 'dist' && !existsSync(DIST_CLI)) throw new Error('dist/cli.js is missing: run npm run build')
-  const script = entry === 'dist' ? [DIST_CLI] : ['--import', 'tsx', SRC_CLI]
-  return spawn(process.execPath, [...(options.nodeArgs ?? []), ...script, ...args], {
+  const [node, ...script] = cliCommand(options.entry)
+  return spawn(node as string, [...(options.nodeArgs ?? []), ...script, ...args], {
     cwd: options.cwd ?? ROOT,
     env: cliEnv(options),
     stdio: ['pipe', 'pipe', 'pipe'],
@@ -244,4 +255,53 @@ export function newTestDevice(
       ...options.extra,
     },
   }
+}
+
+/** Options of {@link seedCachedToken}. */
+export interface SeedCachedTokenOptions {
+  /** The access token's lifetime, ms. Default one hour. */
+  lifetimeMs?: number
+  /** How long ago it was obtained, ms. Default 0. */
+  ageMs?: number
+}
+
+/**
+ * Stores a signed-in account with an access token for the device's scopes, without an IdP (the
+ * cached `token` path makes no request): for tests of what happens before any network.
+ *
+ * @param device - from {@link newTestDevice} (its authority names the account).
+ * @param options - the token's lifetime and age.
+ * @returns the access token and its expiry, epoch ms.
+ */
+export async function seedCachedToken(
+  device: TestDevice,
+  options: SeedCachedTokenOptions = {},
+): Promise<{ token: string; expiresAt: number }> {
+  const [{ openTokenStore }, { saveSignIn }] = await Promise.all([
+    import('../../src/store/token-store.js'),
+    import('../../src/store/cache.js'),
+  ])
+  const authority = device.env.EDGETOKEN_AUTHORITY
+  const clientId = device.env.EDGETOKEN_CLIENT_ID
+  if (authority === undefined || clientId === undefined)
+    throw new Error('the device has no authority or client id')
+  const requestedAt = Date.now() - (options.ageMs ?? 0)
+  const expiresAt = requestedAt + (options.lifetimeMs ?? 3600_000)
+  const token = `access-${randomBytes(12).toString('base64url')}`
+  const store = await openTokenStore({ stateDir: device.stateDir, env: device.env })
+  await saveSignIn(store, {
+    authority,
+    clientId,
+    account: { id: 'user-1', issuer: authority },
+    tokenSet: {
+      accessToken: token,
+      tokenType: 'bearer',
+      expiresAt,
+      scopes: ['telemetry:write'],
+      refreshToken: 'r',
+    },
+    requestedScopes: (device.env.EDGETOKEN_SCOPES ?? '').split(' '),
+    requestedAt,
+  })
+  return { token, expiresAt }
 }

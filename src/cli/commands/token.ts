@@ -6,14 +6,10 @@
  * ({@link refreshFor}), which runs only when the cached token is not good enough.
  */
 
-import { assertSaneClock } from '../../agent/clock.js'
-import { loadConfig, requireIdentity } from '../../config/load.js'
-import { ConfigError, EdgeTokenError } from '../../errors.js'
-import { isoSeconds } from '../../lib/time.js'
 import { acquireTokenSilent } from '../../store/cache.js'
-import { openTokenStore, tokenStoreExists } from '../../store/token-store.js'
 import type { CommandContext, CommandModule } from '../context.js'
 import { ExitCode } from '../exit-codes.js'
+import { openTokenRequest, tokenLine } from '../token-request.js'
 import { refreshFor } from '../token-source.js'
 
 const HELP = `Usage: edgetoken token [--scope S]... [--min-ttl-seconds N] [--force-refresh] [--json]
@@ -34,59 +30,20 @@ Options:
 Exit codes: 0 ok, 2 usage/config, 3 sign-in required, 5 authorization server unavailable,
             6 token store unreadable.`
 
-function parseMinTtl(value: unknown): number {
-  if (value === undefined) return 0
-  if (typeof value !== 'string' || !/^\d{1,9}$/.test(value)) {
-    throw new ConfigError(`--min-ttl-seconds must be a whole number of seconds, got '${String(value)}'`, {
-      key: 'min-ttl-seconds',
-      code: 'ERR_USAGE',
-    })
-  }
-  return Number(value)
-}
-
-function requestedScopes(value: unknown, configured: readonly string[]): readonly string[] {
-  if (!Array.isArray(value) || value.length === 0) return configured
-  // `--scope "a b"` and `--scope a --scope b` mean the same.
-  const scopes = value.flatMap((s) => String(s).split(/\s+/)).filter((s) => s.length > 0)
-  if (scopes.length === 0)
-    throw new ConfigError('--scope must not be empty', { key: 'scope', code: 'ERR_USAGE' })
-  return scopes
-}
-
 async function run(ctx: CommandContext): Promise<number> {
-  const minTtlSeconds = parseMinTtl(ctx.options['min-ttl-seconds'])
-  assertSaneClock()
-  const config = await loadConfig({ options: ctx.options, env: ctx.env })
-  const { authority, clientId, scopes: configured } = requireIdentity(config)
-  const scopes = requestedScopes(ctx.options.scope, configured)
-  if (!tokenStoreExists(config.stateDir)) {
-    throw new EdgeTokenError('ERR_SIGNIN_REQUIRED', "not signed in: run 'edgetoken login'")
-  }
-  const store = await openTokenStore({
-    stateDir: config.stateDir,
-    env: ctx.env,
-    keyFile: config.keyFile,
-    onWarning: (line) => ctx.warn(line),
-  })
+  const request = await openTokenRequest(ctx.options, ctx.env, (line) => ctx.warn(line))
+  const { authority, clientId, scopes, minTtlSeconds, forceRefresh, store } = request
   const result = await acquireTokenSilent(store, {
     authority,
     clientId,
     scopes,
     minTtlSeconds,
-    forceRefresh: ctx.options['force-refresh'] === true,
+    forceRefresh,
     signal: ctx.signal,
     refresh: refreshFor(authority, clientId, store, ctx.signal),
   })
   if (result.warning) ctx.warn(result.warning)
-  const line = ctx.json
-    ? JSON.stringify({
-        access_token: result.accessToken,
-        expires_at: isoSeconds(result.expiresAt),
-        scope: result.scopes.join(' '),
-      })
-    : result.accessToken
-  ctx.stdout.write(`${line}\n`)
+  ctx.stdout.write(tokenLine(result, ctx.json))
   return ExitCode.ok
 }
 

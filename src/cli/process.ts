@@ -1,0 +1,44 @@
+/**
+ * Runs the full CLI in this process: SIGINT/SIGTERM become the commands' stop signal, a closed
+ * stdout pipe is no error, and {@link main}'s answer becomes the exit code. Loaded by the
+ * executable (../cli.ts) for everything its cached `token` answer does not cover.
+ */
+import { main } from './main.js'
+
+/**
+ * Runs one command line and sets `process.exitCode`.
+ *
+ * @param argv - the arguments after node and the script.
+ * @returns when the command has finished (handles it opened are closed; see the guard below).
+ */
+export async function runProcess(argv: readonly string[]): Promise<void> {
+  const controller = new AbortController()
+  let stops = 0
+  const onSignal = (sig: NodeJS.Signals) => {
+    stops += 1
+    // A second Ctrl-C means "now": the first one asked the command to stop cleanly.
+    if (stops > 1) process.exit(130)
+    controller.abort(sig)
+  }
+  process.on('SIGINT', onSignal)
+  process.on('SIGTERM', onSignal)
+  // A closed pipe (`edgetoken token | head -c0`) is not an error worth a stack trace.
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0)
+  })
+
+  const code = await main({
+    argv,
+    env: process.env,
+    // A getter: creating the stdin stream costs a few ms, and only `send` reads it.
+    get stdin() {
+      return process.stdin
+    },
+    stdout: process.stdout,
+    stderr: process.stderr,
+    signal: controller.signal,
+  })
+  process.exitCode = code
+  // Commands close what they open; this only guards against a stray handle keeping a script waiting.
+  setTimeout(() => process.exit(code), 2000).unref()
+}
