@@ -3,7 +3,7 @@
 // token against a bare `node -e 0`, wall time over N runs and peak RSS.
 // Goal on a Raspberry-Pi-class machine and here: <= 1.4x the bare node start, <= 50 MiB.
 //
-// Usage: npm run build && node test/bench/bench-token.mjs [--runs 20] [--cli dist/cli.js]
+// Usage: npm run build && node test/bench/bench-token.mjs [--runs 100] [--cli dist/cli.js]
 // It seeds a throw-away state directory with a signed-in account (no IdP needed: the cached
 // path makes no request), so it measures exactly: config, key file, HKDF, read + AES-GCM decrypt.
 import { spawnSync } from 'node:child_process'
@@ -15,11 +15,11 @@ import { parseArgs } from 'node:util'
 const root = new URL('../..', import.meta.url).pathname
 const { values } = parseArgs({
   options: {
-    runs: { type: 'string', default: '20' },
+    runs: { type: 'string', default: '100' },
     cli: { type: 'string', default: join(root, 'dist', 'cli.js') },
   },
 })
-const runs = Math.max(3, Number(values.runs) || 20)
+const runs = Math.max(3, Number(values.runs) || 100)
 const cli = resolve(values.cli)
 if (!existsSync(cli)) {
   console.error(`bench-token: ${cli} is missing; run 'npm run build' first`)
