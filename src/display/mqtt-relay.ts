@@ -228,7 +228,10 @@ export function createMqttRelay(options: MqttRelayOptions): MqttRelay {
     everConnected = true
     if (presence) void publish(topics.status, 'online', { qos: 1, retain: true })
     publishPending()
-    void publishSignin()
+    if (signin) void publishSignin()
+    // Cleared while the broker was unreachable: it may still hold our notice (a network outage
+    // or a persistent broker keeps retained messages).
+    else if (signinOnBroker && !pending) void clearSignin()
   }
 
   const onError = (err: Error) => {

@@ -347,6 +347,39 @@ describe('MQTT relay', () => {
     await assertLoginTopicEmpty(broker)
   })
 
+  test('sign-in required cleared while the broker is unreachable: cleared once it is back', async (t) => {
+    const broker = await startBroker()
+    t.after(() => broker.close())
+    const proxy = await startProxy(broker.port)
+    t.after(() => proxy.close())
+    const relay = createMqttRelay({
+      config: { ...configFor(broker), url: proxy.url },
+      deviceId: DEVICE,
+      onWarning: () => {},
+      reconnectBaseMs: 100,
+      publishTimeoutMs: 500,
+    })
+    t.after(() => relay.close())
+    await relay.announceSigninRequired({ since: Date.now(), pair: false })
+    await retainedLogin(broker, isSignin)
+    proxy.down()
+    await until('a reconnect attempt', () => proxy.refused() > 0)
+    // Signed in again (a login next to the daemon) while the relay cannot reach the broker.
+    await relay.clearSigninRequired()
+    await retainedLogin(broker, isSignin)
+    proxy.up()
+    // Polled: the clear follows the reconnect, whose timing is mqtt.js's.
+    for (let i = 0; ; i++) {
+      const late = await startRecorder(broker, LOGIN)
+      await late.settle()
+      const left = late.messages.length
+      await late.close()
+      if (left === 0) break
+      assert.ok(i < 100, 'the retained notice is still there 10 s after the broker came back')
+      await sleep(100)
+    }
+  })
+
   test('connection lost at end(): once it is back, the end state is published and the retained code cleared', async (t) => {
     const broker = await startBroker()
     t.after(() => broker.close())
