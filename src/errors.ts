@@ -31,6 +31,8 @@ export type ErrorCode =
   | 'ERR_SIGNIN_REQUIRED'
   /** A server could not be reached or kept failing (network, timeout, 429/5xx after retries). */
   | 'ERR_UNAVAILABLE'
+  /** Another process holds what this operation needs (the spool's upload lock): try again later. */
+  | 'ERR_BUSY'
   /** A server answered with something that is not a valid response (HTML, bad JSON, missing fields, too large). */
   | 'ERR_INVALID_RESPONSE'
   /** A JWT (id_token) failed verification. */
@@ -69,6 +71,7 @@ const CATEGORY: Readonly<Record<ErrorCode, ErrorCategory>> = {
   ERR_CANCELLED: 'cancelled',
   ERR_SIGNIN_REQUIRED: 'signin_required',
   ERR_UNAVAILABLE: 'unavailable',
+  ERR_BUSY: 'unavailable',
   ERR_INVALID_RESPONSE: 'unavailable',
   ERR_JWT_INVALID: 'unavailable',
   ERR_STORE_UNREADABLE: 'store',

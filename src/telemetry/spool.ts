@@ -53,6 +53,13 @@ export interface OpenSpoolOptions {
   segmentBytes?: number
   /** The file writes (tests inject failures). */
   io?: SpoolIo
+  /**
+   * How long reading batches waits for another process's upload lock (`edgetoken upload` while the
+   * daemon delivers), ms. Default 0: fail at once with `ERR_BUSY`.
+   */
+  uploadLockWaitMs?: number
+  /** Stops waiting for the upload lock (`ERR_CANCELLED`). */
+  signal?: AbortSignal | undefined
 }
 
 /** A batch read from the spool: consecutive records from the acknowledged position. */
@@ -153,6 +160,8 @@ export class Spool {
   readonly dir: string
   readonly #log: SegmentLog
   readonly #readerLockPath: string
+  readonly #readerWaitMs: number
+  readonly #readerSignal: AbortSignal | undefined
   #readerLock: FileLock | undefined
   #state: SpoolState | undefined
   #prepared: SpoolBatch | undefined
@@ -198,6 +207,8 @@ export class Spool {
       ackedHint: () => this.#state?.acked,
     })
     this.#readerLockPath = join(dir, 'upload.lock')
+    this.#readerWaitMs = Math.max(0, options.uploadLockWaitMs ?? 0)
+    this.#readerSignal = options.signal
   }
 
   /**
@@ -301,14 +312,10 @@ export class Spool {
     if (!this.#readerLock) {
       this.#readerLock = await acquireFileLock(this.#readerLockPath, {
         ...spoolLockOptions('spool uploader'),
-        noWait: true,
-      }).catch((err: unknown) => {
-        if (err instanceof EdgeTokenError && err.code === 'ERR_IO' && /locked/.test(err.message)) {
-          throw new EdgeTokenError('ERR_UNAVAILABLE', 'another edgetoken process is uploading this spool', {
-            cause: err,
-          })
-        }
-        throw err
+        noWait: this.#readerWaitMs === 0,
+        timeoutMs: this.#readerWaitMs,
+        signal: this.#readerSignal,
+        busyError: () => new EdgeTokenError('ERR_BUSY', 'another edgetoken process is uploading this spool'),
       })
     }
     const loaded = parseSpoolState(await readJsonFile(join(this.dir, STATE_FILE)))
@@ -400,8 +407,8 @@ export class Spool {
    *
    * @param limits - record count and byte limits.
    * @returns the batch, or undefined when nothing is pending.
-   * @throws EdgeTokenError `ERR_UNAVAILABLE` when another process holds the uploader lock,
-   *   `ERR_IO` when the state cannot be written.
+   * @throws EdgeTokenError `ERR_BUSY` when another process holds the uploader lock (past
+   *   `uploadLockWaitMs`), `ERR_IO` when the state cannot be written.
    */
   async readBatch(limits: ReadBatchOptions = {}): Promise<SpoolBatch | undefined> {
     this.#lastLimits = {
@@ -657,6 +664,26 @@ export class Spool {
     await this.#settled()
     state.lastUpload = { ...result, at: result.at ?? isoNow() }
     await this.#locked('saving the upload result', () => this.#saveState(false))
+  }
+
+  /**
+   * Gives up the uploader lock, once every acknowledgement is on disk: the daemon does this while
+   * the spool is empty, so `edgetoken upload` can run meanwhile and nothing is written while idle
+   * (a held lock is touched every 10 s). The next {@link Spool.readBatch} takes it again and reloads
+   * the position, which another uploader may have moved.
+   *
+   * @throws EdgeTokenError `ERR_IO` when a state write failed (the lock is then kept).
+   */
+  async releaseReader(): Promise<void> {
+    if (!this.#readerLock) return
+    await this.#settled()
+    const lock = this.#readerLock
+    this.#readerLock = undefined
+    this.#state = undefined
+    this.#prepared = undefined
+    this.#prefetch = undefined
+    this.#restartLimits = undefined
+    await lock.release()
   }
 
   /**

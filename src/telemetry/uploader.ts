@@ -22,7 +22,7 @@
  * @packageDocumentation
  */
 import type { Dispatcher } from 'undici'
-import { EdgeTokenError, InvalidResponseError, UnavailableError } from '../errors.js'
+import { EdgeTokenError, InvalidResponseError, isEdgeTokenError, UnavailableError } from '../errors.js'
 import { backoffDelayMs } from '../lib/backoff.js'
 import { parseRetryAfter } from '../lib/retry-after.js'
 import { isoSeconds } from '../lib/time.js'
@@ -513,6 +513,8 @@ export class Uploader {
         this.#appended = false
         const pending = await this.#spool.pollPending()
         if (pending === 0) {
+          // Idle: let `edgetoken upload` in, and stop touching the lock.
+          await this.#spool.releaseReader()
           await this.#idle(idleMs, signal)
           continue
         }
@@ -520,7 +522,16 @@ export class Uploader {
           await this.#sleep(this.#lingerMs, signal)
           if (signal.aborted) break
         }
-        const batch = await this.#spool.readBatch({ maxRecords: this.#maxRecords, maxBytes: this.#maxBytes })
+        let batch: SpoolBatch | undefined
+        try {
+          batch = await this.#spool.readBatch({ maxRecords: this.#maxRecords, maxBytes: this.#maxBytes })
+        } catch (err) {
+          // `edgetoken upload` is delivering these records: look again after an idle period (not at
+          // the next append, which would retry the lock per reading).
+          if (!isEdgeTokenError(err, 'ERR_BUSY')) throw err
+          await this.#sleep(idleMs, signal)
+          continue
+        }
         if (!batch) {
           await this.#idle(idleMs, signal)
           continue
@@ -578,8 +589,9 @@ export class Uploader {
     const onAbort = () => woken.abort()
     signal.addEventListener('abort', onAbort, { once: true })
     this.#wakeIdle = onAbort
-    // Appended while the spool was being looked at: look again instead of sleeping.
-    if (this.#appended) woken.abort()
+    // Appended while the spool was being looked at: look again instead of sleeping. Stopped
+    // meanwhile: the listener above came too late to hear it.
+    if (this.#appended || signal.aborted) woken.abort()
     try {
       await this.#sleep(ms, woken.signal)
     } finally {

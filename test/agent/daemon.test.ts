@@ -32,12 +32,13 @@ interface Cli {
   exit: Promise<number | null>
 }
 
-function startCli(args: string[], env: NodeJS.ProcessEnv): Cli {
+function startCli(args: string[], env: NodeJS.ProcessEnv, stdin?: string): Cli {
   const child = spawn(process.execPath, ['--import', 'tsx', CLI, ...args], {
     cwd: ROOT,
     env: { ...process.env, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
+    stdio: [stdin === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
   })
+  child.stdin?.end(stdin)
   const events: Record<string, unknown>[] = []
   let buffered = ''
   let err = ''
@@ -259,6 +260,39 @@ describe('edgetoken run (daemon)', { timeout: 180_000 }, () => {
     )
     restarted.child.kill('SIGTERM')
     assert.equal(await restarted.exit, 0, restarted.stderr())
+  })
+
+  test('`send` and `upload` next to the running daemon: upload exits 0 and every record arrives once', async () => {
+    const env = await setup('beside', 'gw-beside')
+    await login(env)
+    const daemon = startCli(['run', '--json'], env)
+    children.push(daemon.child)
+    await daemon.waitForEvent((e) => e.event === 'ready', 'ready')
+    const mine = () =>
+      api.receiver.batches
+        .filter((b) => b.deviceId === 'gw-beside')
+        .flatMap((b) => b.records as { seq: number }[])
+    const send = async (from: number) => {
+      const records = Array.from({ length: 50 }, (_, i) => JSON.stringify({ seq: from + i }))
+      const cli = startCli(['send', '--json'], env, `${records.join('\n')}\n`)
+      assert.equal(await cli.exit, 0, cli.stderr())
+    }
+    // The daemon delivers these itself (its idle check finds them), taking the upload lock...
+    await send(0)
+    await waitUntil(() => mine().length >= 50, 'the daemon delivering 50 records', 30_000, daemon.stderr)
+    // ...and gives it up once the spool is empty: `upload` delivers the next ones and exits 0.
+    await send(50)
+    const upload = startCli(['upload', '--json'], env)
+    assert.equal(await upload.exit, 0, upload.stderr())
+    assert.equal(upload.events.find((e) => e.event === 'uploaded')?.pending, 0)
+    assert.equal(mine().length, 100)
+    assert.deepEqual(
+      mine().map((r) => r.seq),
+      Array.from({ length: 100 }, (_, i) => i),
+      'every record once, in order',
+    )
+    daemon.child.kill('SIGTERM')
+    assert.equal(await daemon.exit, 0, daemon.stderr())
   })
 
   test('not signed in: sign-in required is announced, readings are spooled, a pair request signs in', async () => {

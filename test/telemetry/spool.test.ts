@@ -322,9 +322,51 @@ describe('spool', () => {
     t.after(() => Promise.all([a.close(), b.close()]).then(() => {}))
     await a.append(recs(0, 1))
     assert.ok(await a.readBatch())
-    await assert.rejects(b.readBatch(), (err) => isEdgeTokenError(err, 'ERR_UNAVAILABLE'))
+    await assert.rejects(b.readBatch(), (err) => isEdgeTokenError(err, 'ERR_BUSY'))
     await b.append(recs(1, 1))
     assert.equal((await a.stats()).pending, 2)
+  })
+
+  test('a released upload lock passes to another uploader, and the first one then resumes where it left off', async (t) => {
+    const dir = await tempDir(t)
+    const daemon = await openSpool(dir)
+    const cli = await openSpool(dir, { uploadLockWaitMs: 5_000 })
+    t.after(() => Promise.all([daemon.close(), cli.close()]).then(() => {}))
+    await daemon.append(recs(0, 3))
+    const first = await daemon.readBatch({ maxRecords: 2 })
+    assert.deepEqual(nums(first?.records ?? []), [0, 1])
+    // The CLI waits for the lock: the daemon acknowledges, then releases it.
+    const waiting = cli.readBatch({ maxRecords: 2 })
+    await daemon.ack(first as NonNullable<typeof first>)
+    await daemon.releaseReader()
+    const second = await waiting
+    assert.deepEqual(nums(second?.records ?? []), [2])
+    assert.equal(second?.seq, (first?.seq ?? 0) + 1)
+    // The daemon cannot read while the CLI holds the lock...
+    await assert.rejects(daemon.readBatch(), (err) => isEdgeTokenError(err, 'ERR_BUSY'))
+    await cli.ack(second as NonNullable<typeof second>)
+    await cli.releaseReader()
+    // ...and afterwards starts from the CLI's position: nothing is read twice.
+    await daemon.append(recs(3, 1))
+    const third = await daemon.readBatch()
+    assert.deepEqual(nums(third?.records ?? []), [3])
+    assert.equal(third?.seq, (second?.seq ?? 0) + 1)
+    assert.equal((await daemon.stats()).pending, 1)
+  })
+
+  test('waiting for the upload lock ends with ERR_BUSY after the bound, or ERR_CANCELLED on the signal', async (t) => {
+    const dir = await tempDir(t)
+    const holder = await openSpool(dir)
+    await holder.append(recs(0, 1))
+    assert.ok(await holder.readBatch())
+    const bounded = await openSpool(dir, { uploadLockWaitMs: 200 })
+    const controller = new AbortController()
+    const cancelled = await openSpool(dir, { uploadLockWaitMs: 60_000, signal: controller.signal })
+    t.after(() => Promise.all([holder.close(), bounded.close(), cancelled.close()]).then(() => {}))
+    await assert.rejects(bounded.readBatch(), (err) => isEdgeTokenError(err, 'ERR_BUSY'))
+    const waiting = cancelled.readBatch()
+    setTimeout(() => controller.abort(), 100)
+    await assert.rejects(waiting, (err) => isEdgeTokenError(err, 'ERR_CANCELLED'))
   })
 
   test('fully delivered segments are deleted', async (t) => {

@@ -202,6 +202,34 @@ describe('uploader: endpoint errors, token per batch, quiet idle loop', () => {
     assert.deepEqual(asked, [false, false, true])
   })
 
+  test('run() stopped just before its idle wait returns at once, not after the idle period', async (t) => {
+    const controller = new AbortController()
+    // Only a wake-up ends this wait: were the stop missed, run() would never return.
+    const sleep = (_ms: number, signal?: AbortSignal) =>
+      new Promise<void>((resolve) => {
+        if (signal?.aborted) resolve()
+        else signal?.addEventListener('abort', () => resolve(), { once: true })
+      })
+    const { spool, uploader } = await setup(t, { lingerMs: 0, sleep })
+    // The stop arrives while the loop looks at the spool, after its `while (!aborted)` check.
+    const pollPending = spool.pollPending.bind(spool)
+    spool.pollPending = async () => {
+      const pending = await pollPending()
+      controller.abort()
+      return pending
+    }
+    const running = uploader.run({ signal: controller.signal, idlePollMs: 60_000 })
+    let timer: NodeJS.Timeout | undefined
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error('run() did not return after the stop')), 5_000)
+    })
+    try {
+      await Promise.race([running, late])
+    } finally {
+      clearTimeout(timer)
+    }
+  })
+
   test('idle run() takes no lock (no file created in the spool) and an append wakes it at once', async (t) => {
     const controller = new AbortController()
     let spoolDir = ''

@@ -245,6 +245,65 @@ describe('uploader against the reference API', () => {
     )
   })
 
+  test('run(): idle, it gives up the upload lock so `upload` can drain; while another uploads, it waits', async (t) => {
+    const controller = new AbortController()
+    const shortSleep = (ms: number, signal?: AbortSignal) =>
+      new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, Math.min(ms, 20))
+        signal?.addEventListener('abort', () => {
+          clearTimeout(timer)
+          resolve()
+        })
+      })
+    const { spool, uploader, dir } = await setup(t, { lingerMs: 0, sleep: shortSleep, deviceId: 'pi-8' })
+    const mark = api.receiver.batches.length
+    const mine = () =>
+      api.receiver.batches
+        .slice(mark)
+        .filter((b) => b.deviceId === 'pi-8')
+        .flatMap((b) => b.records.map((r) => (r as { n: number }).n))
+    const until = async (pred: () => boolean) => {
+      for (let i = 0; i < 500 && !pred(); i++) await new Promise((r) => setTimeout(r, 10))
+      assert.ok(pred())
+    }
+    const running = uploader.run({ signal: controller.signal, idlePollMs: 10 })
+    await spool.append(recs(0, 5))
+    await until(() => mine().length === 5)
+
+    // `edgetoken upload` in another process: it gets the lock from the idle daemon.
+    const other = await openSpool(dir, { uploadLockWaitMs: 5_000 })
+    const cli = new Uploader({
+      spool: other,
+      endpoint: api.url,
+      deviceId: 'pi-8',
+      getAccessToken: () => idp.signAccessToken(),
+    })
+    t.after(async () => {
+      await cli.close()
+      await other.close()
+    })
+    await other.append(recs(5, 5))
+    await cli.drain()
+    await until(() => mine().length === 10)
+
+    // The other process holds the lock (a batch read, not yet acknowledged): the daemon waits.
+    await other.append(recs(10, 1))
+    const held = await other.readBatch()
+    assert.ok(held)
+    await spool.append(recs(11, 2))
+    await new Promise((r) => setTimeout(r, 200))
+    assert.equal(mine().length, 10, 'nothing was sent while the other process held the lock')
+    // It lets go (its upload failed, say): the daemon delivers everything, once, in order.
+    await other.releaseReader()
+    await until(() => mine().length === 13)
+    controller.abort()
+    await running
+    assert.deepEqual(
+      mine(),
+      Array.from({ length: 13 }, (_, i) => i),
+    )
+  })
+
   test('the same batch re-sent after a crash carries the same Idempotency-Key and is stored once', async (t) => {
     const { spool, dir } = await setup(t)
     await spool.append(recs(0, 3))

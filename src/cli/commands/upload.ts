@@ -22,9 +22,14 @@ Options:
   --json   NDJSON events on stdout: {"event":"retry",...}, {"event":"dead_letter",...},
            then {"event":"uploaded","records","batches","dead_lettered","pending"}
 
+While 'edgetoken run' is delivering the same spool, upload waits up to 30 s for it to finish.
+
 Exit codes: 0 spool drained, 2 config, 3 sign-in required, 5 API unavailable, endpoint refused
-            (403, 404, ...) or a captive portal answered; with any non-zero code the spool keeps
-            what was not delivered.`
+            (403, 404, ...), a captive portal answered, or another process kept uploading for
+            30 s; with any non-zero code the spool keeps what was not delivered.`
+
+/** How long to wait for another uploader (the daemon) that holds the spool's upload lock, ms. */
+const UPLOAD_LOCK_WAIT_MS = 30_000
 
 async function run(ctx: CommandContext): Promise<number> {
   const config = await loadConfig({ options: ctx.options, env: ctx.env })
@@ -47,7 +52,13 @@ async function run(ctx: CommandContext): Promise<number> {
     signal: ctx.signal,
     onWarning: (line) => ctx.warn(line),
   })
-  const spool = await openSpool(config.stateDir, { maxBytes: telemetry?.spoolMaxBytes })
+  // The daemon holds the upload lock only while it delivers: wait for it to finish (then nothing is
+  // left, exit 0) rather than fail at once; it keeps the lock while the API is down (then exit 5).
+  const spool = await openSpool(config.stateDir, {
+    maxBytes: telemetry?.spoolMaxBytes,
+    uploadLockWaitMs: UPLOAD_LOCK_WAIT_MS,
+    signal: ctx.signal,
+  })
   const uploader = new Uploader({
     spool,
     endpoint,
