@@ -1,0 +1,128 @@
+/**
+ * The daemon's tokens: its one way to get an access token (silent acquisition from the store,
+ * refreshing through the injected callback, the same way `edgetoken token` does), and the
+ * renewer that keeps the stored token fresh, wired to the daemon's log and events.
+ *
+ * Separate from the daemon so that the uploader and the renewer are seen to share one acquisition
+ * path, and so that the renewal reporting (what counts as a renewal, when a failure is worth a
+ * warning) sits next to the renewer it reports on.
+ *
+ * @packageDocumentation
+ */
+import { isoSeconds } from '../lib/time.js'
+import type {
+  AccountIdentity,
+  AcquireTokenSilentOptions,
+  RefreshFunction,
+  SilentTokenResult,
+} from '../store/cache.js'
+import type { TokenStore } from '../store/token-store.js'
+import { type DaemonOutput, errorText } from './daemon-output.js'
+import { createRenewer, type Renewer } from './renewer.js'
+
+/** Builds the refresh grant for an authority and client (the CLI's `refreshFor`; agent/ does not import cli/). */
+export type RefreshFor = (
+  authority: string,
+  clientId: string,
+  store: TokenStore,
+  signal: AbortSignal | undefined,
+) => RefreshFunction
+
+/** Options of {@link createDaemonTokens}. */
+export interface DaemonTokensOptions {
+  /** The opened token store. */
+  store: TokenStore
+  /** Which account, and the scopes to ask for. */
+  identity: AccountIdentity & { readonly scopes: readonly string[] }
+  /** Silent acquisition (the token cache's `acquireTokenSilent`, loaded lazily by the daemon). */
+  acquireTokenSilent: (store: TokenStore, options: AcquireTokenSilentOptions) => Promise<SilentTokenResult>
+  /** The refresh grant's builder. */
+  refreshFor: RefreshFor
+  /** The daemon's stop signal: aborts acquisitions in flight. */
+  signal: AbortSignal
+  /** Renewal timing (tests, and fleets that want a wider window). */
+  renewal?: { marginMs?: number; jitterMs?: number } | undefined
+  /** Log, warnings and events. */
+  output: DaemonOutput
+  /** The refresh token is dead: renewal has stopped until the renewer is started again. */
+  onSigninRequired: (reason: string) => void
+}
+
+/** What {@link createDaemonTokens} returns. */
+export interface DaemonTokens {
+  /**
+   * An access token from the store, refreshed when stale or when forced.
+   *
+   * @param forceRefresh - refresh even when the cached token is still valid.
+   * @param signal - stops waiting; default the daemon's stop signal.
+   * @returns the token and its expiry.
+   * @throws EdgeTokenError `ERR_SIGNIN_REQUIRED` when no refresh is possible; others from the
+   *   store, the lock or the token endpoint.
+   */
+  getToken(forceRefresh: boolean, signal?: AbortSignal): Promise<SilentTokenResult>
+  /** The renewer; not started (the daemon starts it once it knows an account is signed in). */
+  readonly renewer: Renewer
+  /** Token requests the renewer made (cached reads do not count). */
+  readonly renewals: number
+}
+
+/**
+ * Wires token acquisition and renewal for the daemon.
+ *
+ * @param options - store, identity, the acquisition and refresh functions, signal and output.
+ * @returns the token getter, the (stopped) renewer and its renewal count.
+ */
+export function createDaemonTokens(options: DaemonTokensOptions): DaemonTokens {
+  const { store, identity, signal, output } = options
+  const { log, warn, emit } = output
+  let renewals = 0
+
+  const getToken = (forceRefresh: boolean, tokenSignal: AbortSignal = signal): Promise<SilentTokenResult> =>
+    options.acquireTokenSilent(store, {
+      authority: identity.authority,
+      clientId: identity.clientId,
+      scopes: identity.scopes,
+      forceRefresh,
+      signal: tokenSignal,
+      refresh: options.refreshFor(identity.authority, identity.clientId, store, tokenSignal),
+    })
+
+  const renewer = createRenewer({
+    renew: async (force, renewSignal) => {
+      const result = await getToken(force, AbortSignal.any([signal, renewSignal]))
+      return { expiresAt: result.expiresAt, fromCache: result.fromCache }
+    },
+    ...(options.renewal?.marginMs === undefined ? {} : { marginMs: options.renewal.marginMs }),
+    ...(options.renewal?.jitterMs === undefined ? {} : { jitterMs: options.renewal.jitterMs }),
+    onRenewed: (result, nextAt) => {
+      if (!result.fromCache) {
+        renewals += 1
+        log(
+          `edgetoken: renewed the access token; expires ${isoSeconds(result.expiresAt)}, next renewal ${isoSeconds(nextAt)}`,
+        )
+        emit({
+          event: 'renewed',
+          expires_at: isoSeconds(result.expiresAt),
+          next_renewal_at: isoSeconds(nextAt),
+        })
+      } else {
+        log(
+          `edgetoken: access token valid until ${isoSeconds(result.expiresAt)}; next renewal ${isoSeconds(nextAt)}`,
+        )
+      }
+    },
+    onRetry: (err, ms) => {
+      if (!signal.aborted)
+        warn(`token renewal failed (${errorText(err)}); retrying in ${Math.ceil(ms / 1000)} s`)
+    },
+    onSigninRequired: (err) => options.onSigninRequired(errorText(err)),
+  })
+
+  return {
+    getToken,
+    renewer,
+    get renewals() {
+      return renewals
+    },
+  }
+}
