@@ -6,7 +6,7 @@
  * token verification (RFC 6750, RFC 9068), `Idempotency-Key` deduplication, body validation and
  * a size cap. Accepted batches are kept in memory and handed to `onBatch`.
  *
- * @see ../../CONTRACT.md "Telemetry wire format"
+ * @see ../shared/CONTRACT.md "Telemetry wire format"
  * @packageDocumentation
  */
 import { createHash } from 'node:crypto'
