@@ -6,13 +6,12 @@ import assert from 'node:assert/strict'
 import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { PassThrough } from 'node:stream'
 import { after, describe, test } from 'node:test'
 import { cachedTokenAnswer } from '../../src/cli/cached-token.js'
-import { main } from '../../src/cli/main.js'
 import { STORE_FILE } from '../../src/store/token-store.js'
 import {
   newTestDevice,
+  runMain,
   type SeedCachedTokenOptions,
   seedCachedToken,
   type TestDevice,
@@ -42,29 +41,6 @@ function snapshot(dir: string): Record<string, string> {
   return out
 }
 
-/** The full CLI in this process, for the same command line. */
-async function full(argv: string[], env: NodeJS.ProcessEnv) {
-  const stdout = new PassThrough()
-  const stderr = new PassThrough()
-  let out = ''
-  let err = ''
-  stdout.on('data', (d) => {
-    out += d
-  })
-  stderr.on('data', (d) => {
-    err += d
-  })
-  const code = await main({
-    argv,
-    env,
-    stdin: new PassThrough(),
-    stdout,
-    stderr,
-    signal: AbortSignal.timeout(5000),
-  })
-  return { code, out, err }
-}
-
 describe('cached token answer', () => {
   test('answers what the full command prints: the token, or its --json line', async () => {
     const { device: d, token, expiresAt } = await device()
@@ -77,7 +53,7 @@ describe('cached token answer', () => {
     ] as const) {
       const environment = { ...d.env, ...env }
       const answer = await cachedTokenAnswer(argv, environment)
-      const control = await full([...argv], environment)
+      const control = await runMain(argv, environment)
       assert.equal(control.code, 0, control.err)
       assert.equal(control.err, '')
       assert.equal(answer, control.out, argv.join(' '))

@@ -1,33 +1,10 @@
 import assert from 'node:assert/strict'
 import { readFileSync } from 'node:fs'
-import { PassThrough } from 'node:stream'
 import { describe, test } from 'node:test'
 import { ExitCode, exitCodeFor } from '../../src/cli/exit-codes.js'
-import { main } from '../../src/cli/main.js'
 import { COMMANDS } from '../../src/cli/registry.js'
 import { VERSION } from '../../src/version.js'
-
-async function run(argv: string[], env: NodeJS.ProcessEnv = {}) {
-  const stdout = new PassThrough()
-  const stderr = new PassThrough()
-  let out = ''
-  let err = ''
-  stdout.on('data', (d) => {
-    out += d
-  })
-  stderr.on('data', (d) => {
-    err += d
-  })
-  const code = await main({
-    argv,
-    env,
-    stdin: new PassThrough(),
-    stdout,
-    stderr,
-    signal: new AbortController().signal,
-  })
-  return { code, out, err }
-}
+import { runMain } from '../support/cli.js'
 
 describe('cli dispatch', () => {
   test('--version prints the package version', async () => {
@@ -35,23 +12,23 @@ describe('cli dispatch', () => {
       version: string
     }
     assert.equal(VERSION, pkg.version)
-    const r = await run(['--version'])
+    const r = await runMain(['--version'])
     assert.equal(r.code, 0)
     assert.equal(r.out, `${VERSION}\n`)
   })
 
   test('no command prints usage to stderr and exits 2; --help exits 0', async () => {
-    const r = await run([])
+    const r = await runMain([])
     assert.equal(r.code, ExitCode.usage)
     assert.match(r.err, /Usage: edgetoken/)
-    const h = await run(['--help'])
+    const h = await runMain(['--help'])
     assert.equal(h.code, 0)
     assert.match(h.out, /Exit codes/)
   })
 
   test('every command answers --help with exit 0', async () => {
     for (const name of Object.keys(COMMANDS)) {
-      const r = await run([name, '--help'])
+      const r = await runMain([name, '--help'])
       assert.equal(r.code, 0, name)
       assert.match(r.out, new RegExp(`edgetoken ${name}`), name)
     }
@@ -59,7 +36,7 @@ describe('cli dispatch', () => {
 
   test('unknown command and unknown option are usage errors (exit 2), one line, no stack', async () => {
     for (const argv of [['frobnicate'], ['token', '--bogus'], ['login', '--scope', 'x']]) {
-      const r = await run(argv)
+      const r = await runMain(argv)
       assert.equal(r.code, 2, argv.join(' '))
       assert.equal(r.err.trim().split('\n').length, 1)
       assert.doesNotMatch(r.err, /\n\s+at /)
@@ -67,7 +44,7 @@ describe('cli dispatch', () => {
   })
 
   test('with --json a usage error is an NDJSON error event on stdout', async () => {
-    const r = await run(['frobnicate', '--json'])
+    const r = await runMain(['frobnicate', '--json'])
     assert.equal(r.code, 2)
     const event = JSON.parse(r.out.trim()) as Record<string, unknown>
     assert.equal(event.event, 'error')
@@ -75,35 +52,37 @@ describe('cli dispatch', () => {
   })
 
   test('options may stand before the command', async () => {
-    const r = await run(['--json', 'status', '--help'])
+    const r = await runMain(['--json', 'status', '--help'])
     assert.equal(r.code, 0)
   })
 
   test('options have environment variables; a flag wins over its variable', async () => {
-    const json = await run(['frobnicate'], { EDGETOKEN_JSON: '1' })
+    const json = await runMain(['frobnicate'], { EDGETOKEN_JSON: '1' })
     assert.equal(JSON.parse(json.out.trim()).event, 'error')
-    const bad = await run(['status'], { EDGETOKEN_JSON: 'maybe' })
+    const bad = await runMain(['status'], { EDGETOKEN_JSON: 'maybe' })
     assert.equal(bad.code, 2)
     assert.match(bad.err, /EDGETOKEN_JSON must be 1\/true\/yes or 0\/false\/no/)
-    const ttl = await run(['token'], {
+    const ttl = await runMain(['token'], {
       EDGETOKEN_MIN_TTL_SECONDS: 'soon',
       EDGETOKEN_AUTHORITY: 'http://127.0.0.1:9',
       EDGETOKEN_CLIENT_ID: 'c',
     })
     assert.equal(ttl.code, 2)
     assert.match(ttl.err, /--min-ttl-seconds must be a whole number/)
-    const flagWins = await run(['token', '--min-ttl-seconds', 'later'], { EDGETOKEN_MIN_TTL_SECONDS: '5' })
+    const flagWins = await runMain(['token', '--min-ttl-seconds', 'later'], {
+      EDGETOKEN_MIN_TTL_SECONDS: '5',
+    })
     assert.match(flagWins.err, /got 'later'/)
   })
 
   test('--debug prints the stack of an unexpected error; without it, one line', async () => {
-    const plain = await run(['token'], {
+    const plain = await runMain(['token'], {
       EDGETOKEN_AUTHORITY: 'http://127.0.0.1:9',
       EDGETOKEN_CLIENT_ID: 'c',
       EDGETOKEN_STATE_DIR: '/proc/version/x',
     })
     assert.equal(plain.err.trim().split('\n').length, 1, plain.err)
-    const debug = await run(['token', '--debug'], {
+    const debug = await runMain(['token', '--debug'], {
       EDGETOKEN_AUTHORITY: 'http://127.0.0.1:9',
       EDGETOKEN_CLIENT_ID: 'c',
       EDGETOKEN_STATE_DIR: '/proc/version/x',

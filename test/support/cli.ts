@@ -305,3 +305,40 @@ export async function seedCachedToken(
   })
   return { token, expiresAt }
 }
+
+/**
+ * Runs the CLI's `main()` in this process with captured output (no child, no build): for tests of
+ * dispatch and of what the full CLI prints for a command line.
+ *
+ * @param argv - the command line after `edgetoken`.
+ * @param env - the environment `main()` sees.
+ * @returns the exit code and what was written to stdout and stderr.
+ */
+export async function runMain(
+  argv: readonly string[],
+  env: NodeJS.ProcessEnv = {},
+): Promise<{ code: number; out: string; err: string }> {
+  const [{ main }, { PassThrough }] = await Promise.all([
+    import('../../src/cli/main.js'),
+    import('node:stream'),
+  ])
+  const stdout = new PassThrough()
+  const stderr = new PassThrough()
+  let out = ''
+  let err = ''
+  stdout.on('data', (d) => {
+    out += d
+  })
+  stderr.on('data', (d) => {
+    err += d
+  })
+  const code = await main({
+    argv,
+    env,
+    stdin: new PassThrough(),
+    stdout,
+    stderr,
+    signal: new AbortController().signal,
+  })
+  return { code, out, err }
+}
