@@ -13,6 +13,7 @@ import type { MqttClient } from 'mqtt'
 import type { MqttConfig } from '../config/types.js'
 import type { MqttTopics } from '../display/mqtt-options.js'
 import type { MqttRelay } from '../display/mqtt-relay.js'
+import { withDeadline } from '../lib/deadline.js'
 import type { Spool } from '../telemetry/spool.js'
 import { type DaemonOutput, errorText } from './daemon-output.js'
 import type { ReadingIngest } from './ingest.js'
@@ -22,6 +23,8 @@ import type { PairCounters, PairListener } from './pair.js'
 const LOG_INTERVAL_MS = 60_000
 /** How long the broker keeps the agent's session (and queues readings) while it is not running, s. */
 const MQTT_SESSION_EXPIRY_SECONDS = 86_400
+/** How long the start waits for the broker to acknowledge the subscriptions, ms. */
+const SUBSCRIBE_WAIT_MS = 5000
 
 /** What the MQTT side needs to hand a pair request on; see {@link DaemonMqttOptions.pair}. */
 export interface DaemonPairHooks {
@@ -150,5 +153,20 @@ export async function startDaemonMqtt(options: DaemonMqttOptions): Promise<Daemo
       onError: (err) => warn(`pair requests: ${errorText(err)}`),
     })
   }
+  // `ready` (and systemd's READY=1) must mean that readings and pair requests published from then on
+  // arrive, also on the very first start, when the broker has no session of ours yet: wait for the
+  // SUBACKs (mqtt.js sends the subscriptions once connected). Not past a failed connection attempt
+  // (they complete on a later connect) nor past a bound: the broker must not hold the agent back.
+  let onClose: (() => void) | undefined
+  const attemptFailed = new Promise<void>((resolve) => {
+    onClose = resolve
+    client.once('close', resolve)
+  })
+  await withDeadline(
+    Promise.race([Promise.all([ingest.ready, pairListener?.ready]), attemptFailed]).catch(() => undefined),
+    SUBSCRIBE_WAIT_MS,
+    { unref: true },
+  )
+  if (onClose) client.removeListener('close', onClose)
   return { client, topics, relay, ingest, pairListener, pairCounters }
 }

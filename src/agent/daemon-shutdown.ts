@@ -10,6 +10,8 @@
  *
  * @packageDocumentation
  */
+
+import { withDeadline } from '../lib/deadline.js'
 import type { Spool } from '../telemetry/spool.js'
 import type { DaemonMqtt } from './daemon-mqtt.js'
 import type { DaemonOutput } from './daemon-output.js'
@@ -45,23 +47,6 @@ export interface ShutdownParts {
   uploads: DaemonUploads | undefined
   /** The spool. */
   spool: Spool
-}
-
-/**
- * Resolves with the promise's value, or with undefined once `ms` have passed.
- *
- * @param promise - what to wait for (left running when the deadline passes).
- * @param ms - the bound, ms.
- * @returns the value, or undefined on timeout.
- */
-function withDeadline<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {
-  let timer: NodeJS.Timeout | undefined
-  return Promise.race([
-    promise,
-    new Promise<undefined>((resolve) => {
-      timer = setTimeout(() => resolve(undefined), Math.max(0, ms))
-    }),
-  ]).finally(() => clearTimeout(timer))
 }
 
 /**

@@ -18,6 +18,7 @@
  */
 import type { IPublishPacket, MqttClient } from 'mqtt'
 import { backoffDelayMs } from '../lib/backoff.js'
+import { withDeadline } from '../lib/deadline.js'
 import { isObject, type JsonObject } from '../lib/validate.js'
 
 /** Largest reading payload accepted, bytes (the schema's documented cap). */
@@ -232,17 +233,6 @@ function holdAck(client: MqttClient, packet: IPublishPacket, work: Promise<boole
   holds.set(packet, before ? Promise.all([before, work]).then(([a, b]) => a && b) : work)
 }
 
-function withTimeout(promise: Promise<unknown>, ms: number): Promise<unknown> {
-  let timer: NodeJS.Timeout | undefined
-  return Promise.race([
-    promise.catch(() => undefined),
-    new Promise((resolve) => {
-      timer = setTimeout(resolve, ms)
-      timer.unref()
-    }),
-  ]).finally(() => clearTimeout(timer))
-}
-
 /**
  * Subscribes to `topic` (QoS 1); the promise settles with the SUBACK.
  *
@@ -365,7 +355,12 @@ export function startReadingIngest(options: ReadingIngestOptions): ReadingIngest
       redeliveryTimer = undefined
       if (closeOptions.unsubscribe ?? true) {
         client.removeListener('message', onMessage)
-        if (client.connected) await withTimeout(client.unsubscribeAsync(topic), 2000)
+        if (client.connected)
+          await withDeadline(
+            client.unsubscribeAsync(topic).catch(() => undefined),
+            2000,
+            { unref: true },
+          )
       }
       await idle()
     },

@@ -23,8 +23,12 @@
  */
 import type { IClientPublishOptions, MqttClient } from 'mqtt'
 import type { MqttConfig } from '../config/types.js'
+import { withDeadline } from '../lib/deadline.js'
 import { connectMqtt, isRetriedWithOlderProtocol, mqttTopics } from './mqtt-options.js'
 import { type DisplayEndState, type DisplayFlow, isoSeconds, type LoginDisplay } from './types.js'
+
+/** The relay's waits must not keep a finished `login` alive. */
+const UNREF = { unref: true }
 
 /** What the relay says while the agent waits for a new sign-in. */
 export interface SigninRequiredNotice {
@@ -117,15 +121,6 @@ export function pendingPayload(flow: DisplayFlow): string {
   body.expires_at = isoSeconds(flow.expiresAt)
   if (flow.message !== undefined) body.message = flow.message
   return JSON.stringify(body)
-}
-
-function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {
-  let timer: NodeJS.Timeout | undefined
-  const timeout = new Promise<undefined>((resolve) => {
-    timer = setTimeout(() => resolve(undefined), ms)
-    timer.unref()
-  })
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
 }
 
 /** Resolves true once `client` is connected, false after `ms`. */
@@ -221,7 +216,7 @@ export function createMqttRelay(options: MqttRelayOptions): MqttRelay {
     signin = undefined
     if (!signinOnBroker || pending || !client?.connected) return
     signinOnBroker = false
-    await withTimeout(publish(topics.login, '', { qos: 1, retain: true }), publishTimeoutMs)
+    await withDeadline(publish(topics.login, '', { qos: 1, retain: true }), publishTimeoutMs, UNREF)
   }
 
   const onConnect = () => {
@@ -305,7 +300,7 @@ export function createMqttRelay(options: MqttRelayOptions): MqttRelay {
       // across its own restart). Wait a little for the connection to come back, then clear it.
       if (!(await connectedWithin(c, publishTimeoutMs)) || closed) return
       const wire = state === 'failed' ? 'cancelled' : state
-      await withTimeout(
+      await withDeadline(
         (async () => {
           await publish(topics.login, JSON.stringify({ state: wire }), { qos: 1, retain: false })
           await publish(topics.login, '', { qos: 1, retain: true })
@@ -314,6 +309,7 @@ export function createMqttRelay(options: MqttRelayOptions): MqttRelay {
           else signinOnBroker = false
         })(),
         publishTimeoutMs,
+        UNREF,
       )
     },
     async announceSigninRequired(notice) {
@@ -321,7 +317,7 @@ export function createMqttRelay(options: MqttRelayOptions): MqttRelay {
       signin = { since: notice.since, pair: notice.pair }
       const c = await start()
       if (!c?.connected) return
-      await withTimeout(publishSignin(), publishTimeoutMs)
+      await withDeadline(publishSignin(), publishTimeoutMs, UNREF)
     },
     suspendSigninRequired() {
       signin = undefined
@@ -341,11 +337,16 @@ export function createMqttRelay(options: MqttRelayOptions): MqttRelay {
       c.removeListener('error', onError)
       if (!own) return
       if (presence && c.connected) {
-        await withTimeout(publish(topics.status, 'offline', { qos: 1, retain: true }), publishTimeoutMs)
+        await withDeadline(
+          publish(topics.status, 'offline', { qos: 1, retain: true }),
+          publishTimeoutMs,
+          UNREF,
+        )
       }
-      const ended = await withTimeout(
+      const ended = await withDeadline(
         c.endAsync().then(() => true),
         publishTimeoutMs,
+        UNREF,
       )
       if (!ended) c.end(true)
     },
