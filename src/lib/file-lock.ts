@@ -16,7 +16,8 @@
  *   while a live one was moved aside, and both then held it). The then-empty directory is free.
  *
  * A lock is stale when
- * - its owner pid is gone;
+ * - its owner pid is gone, or now belongs to a process started after the lock was taken (the
+ *   holder's start time from `/proc/<pid>/stat` is stored in the lock);
  * - it was written during another boot (`/proc/sys/kernel/random/boot_id` is stored in the lock):
  *   after a reboot its pid may belong to any unrelated live process;
  * - it has no readable content (written by something else, or a disk that lost the data) and is
@@ -24,7 +25,10 @@
  * - its owner pid is ours but this process does not hold it (a pid recycled after a reboot: the
  *   lock was left by an earlier boot's process that happened to have our pid);
  * - it was not touched for `staleMs` (every holder touches its owner file while it holds it,
- *   however long: a lock whose pid was recycled by an unrelated process is freed this way).
+ *   however long), unless its holder is proven alive by pid, boot and start time: the age bound
+ *   only frees locks whose owner cannot be checked that way (no /proc, or written by an earlier
+ *   version). So a clock step (NTP at boot on a Pi without a real-time clock) never breaks a live
+ *   holder's lock; a live holder that hangs makes the others give up waiting instead (busy).
  *
  * A lock *file* at the path (left by an earlier edgetoken version) is judged the same way and
  * removed with unlink(), which cannot remove a directory lock taken meanwhile.
@@ -89,6 +93,8 @@ interface LockContent {
   nonce: string
   /** The kernel's boot id when the lock was taken (Linux); absent elsewhere. */
   boot?: string | undefined
+  /** The holder's start time (`/proc/<pid>/stat`, clock ticks since boot; Linux): tells it apart from a process that got its pid later. */
+  start?: string | undefined
 }
 
 /** What is at the lock path. */
@@ -145,6 +151,7 @@ function parseLock(text: string): LockContent | undefined {
       at: value.at,
       nonce: value.nonce,
       boot: typeof value.boot === 'string' ? value.boot : undefined,
+      start: typeof value.start === 'string' ? value.start : undefined,
     }
   }
   return undefined
@@ -161,11 +168,38 @@ function pidAlive(pid: number): boolean {
   }
 }
 
-function ownerAlive(path: string, owner: LockContent): boolean {
+/**
+ * A process's start time: field 22 of `/proc/<pid>/stat`, in clock ticks since boot. Read after the
+ * last `)`, since the command name in parentheses may itself hold spaces and parentheses.
+ *
+ * @returns the digits, or undefined without /proc or when the process is gone.
+ */
+export function processStartTime(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    // fields[0] is field 3 (state): field 22 is fields[19].
+    const start = fields[19]
+    return start !== undefined && /^\d+$/.test(start) ? start : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * Whether a lock's owner still runs: `dead` (another boot, pid gone, or the pid now belongs to a
+ * process started later), `proven` (this boot, and the very process that took it: pid and start
+ * time match, or it is this process), or `alive` (its pid runs, which may be a recycled pid).
+ */
+function ownerLiveness(path: string, owner: LockContent): 'dead' | 'alive' | 'proven' {
   const boot = currentBootId()
-  if (owner.boot !== undefined && boot !== undefined && owner.boot !== boot) return false
-  if (owner.pid === process.pid) return heldHere.get(path) === owner.nonce
-  return pidAlive(owner.pid)
+  if (owner.boot !== undefined && boot !== undefined && owner.boot !== boot) return 'dead'
+  if (owner.pid === process.pid) return heldHere.get(path) === owner.nonce ? 'proven' : 'dead'
+  if (!pidAlive(owner.pid)) return 'dead'
+  if (owner.start === undefined || owner.boot === undefined || boot === undefined) return 'alive'
+  const start = processStartTime(owner.pid)
+  if (start === undefined) return 'alive'
+  return start === owner.start ? 'proven' : 'dead'
 }
 
 function isCode(err: unknown, ...codes: string[]): boolean {
@@ -323,6 +357,7 @@ export async function acquireFileLock(path: string, options: AcquireFileLockOpti
     at: Date.now(),
     nonce: randomBytes(12).toString('hex'),
     boot: currentBootId(),
+    start: processStartTime(process.pid),
   }
   const temp = `${path}.tmp-${process.pid}-${content.nonce}`
   let prepared = false
@@ -351,11 +386,14 @@ export async function acquireFileLock(path: string, options: AcquireFileLockOpti
         const age = Date.now() - current.mtimeMs
         // A lock without readable content was not written whole by this code (it renames complete
         // owner files into place): a few seconds of age free it, so a partial write never locks forever.
+        // The age bound frees a lock whose pid an unrelated process recycled; it does not apply to
+        // an owner proven to be the process that took the lock (pid and start time), so a clock
+        // step (NTP at boot on a Pi without a real-time clock) never breaks a live holder's lock.
+        const liveness = current.content === undefined ? undefined : ownerLiveness(path, current.content)
         const stale =
-          age > staleMs ||
-          (current.content === undefined
+          liveness === undefined
             ? age > Math.min(staleMs, UNREADABLE_STALE_MS)
-            : !ownerAlive(path, current.content))
+            : liveness === 'dead' || (age > staleMs && liveness === 'alive')
         if (stale) {
           await breakStale(path, current)
           continue

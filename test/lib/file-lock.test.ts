@@ -5,6 +5,7 @@ import {
   mkdirSync,
   mkdtempSync,
   readdirSync,
+  readFileSync,
   rmSync,
   statSync,
   utimesSync,
@@ -18,6 +19,7 @@ import {
   type AcquireFileLockOptions,
   acquireFileLock,
   currentBootId,
+  processStartTime,
   withFileLock,
 } from '../../src/lib/file-lock.js'
 
@@ -35,7 +37,7 @@ const store: AcquireFileLockOptions = {
 /** Writes a lock as a holder would: the lock directory with its one owner file. */
 function writeLock(
   path: string,
-  content: { pid: number; at: number; nonce: string; boot?: string },
+  content: { pid: number; at: number; nonce: string; boot?: string; start?: string },
   mtime?: Date,
 ): string {
   mkdirSync(path)
@@ -92,11 +94,55 @@ describe('lock file', () => {
     await lock.release()
   })
 
-  test('a lock older than the bound is recovered even if its pid is alive', async () => {
+  test('a lock older than the bound is recovered when its live pid cannot be proven to be the holder', async () => {
     const path = lockPath()
     // Our parent: alive, and not us (our own pid would be judged recycled, see below).
     writeLock(path, { pid: process.ppid, at: 0, nonce: 'old' }, new Date(Date.now() - 120_000))
     const lock = await acquireFileLock(path, { ...store, staleMs: 60_000, noWait: true })
+    await lock.release()
+  })
+
+  test('the lock records the start time of its holder, as /proc gives it', async (t) => {
+    const mine = processStartTime(process.pid)
+    if (mine === undefined) {
+      t.skip('no /proc on this system')
+      return
+    }
+    assert.match(mine, /^\d+$/)
+    assert.equal(processStartTime(deadPid()), undefined)
+    const path = lockPath()
+    const lock = await acquireFileLock(path, { ...store, noWait: true })
+    assert.equal((JSON.parse(readFileSync(ownerFile(path), 'utf8')) as { start?: string }).start, mine)
+    await lock.release()
+  })
+
+  test('a lock whose holder is proven alive (pid and start time) is kept however old: a clock step breaks nothing', async (t) => {
+    const boot = currentBootId()
+    const start = processStartTime(process.ppid)
+    if (boot === undefined || start === undefined) {
+      t.skip('no /proc on this system')
+      return
+    }
+    const path = lockPath()
+    // Untouched for two minutes by the clock: what a forward NTP step does to a live holder's lock.
+    writeLock(path, { pid: process.ppid, at: 0, nonce: 'live', boot, start }, new Date(Date.now() - 120_000))
+    await assert.rejects(
+      acquireFileLock(path, { ...store, staleMs: 60_000, noWait: true }),
+      /locked by process/,
+    )
+    assert.ok(existsSync(ownerFile(path)))
+  })
+
+  test('a fresh lock whose pid now belongs to a later process (start time differs) is recovered at once', async (t) => {
+    const boot = currentBootId()
+    const start = processStartTime(process.ppid)
+    if (boot === undefined || start === undefined) {
+      t.skip('no /proc on this system')
+      return
+    }
+    const path = lockPath()
+    writeLock(path, { pid: process.ppid, at: Date.now(), nonce: 'recycled', boot, start: `${start}1` })
+    const lock = await acquireFileLock(path, { ...store, noWait: true })
     await lock.release()
   })
 
