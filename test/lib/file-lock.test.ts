@@ -59,6 +59,17 @@ function deadPid(): number {
   return Number(r.stdout.toString())
 }
 
+/** Our parent's boot id and start time (a live process that is not us), or undefined (skipped) without /proc. */
+function parentIdentity(t: { skip: (message: string) => void }): { boot: string; start: string } | undefined {
+  const boot = currentBootId()
+  const start = processStartTime(process.ppid)
+  if (boot === undefined || start === undefined) {
+    t.skip('no /proc on this system')
+    return undefined
+  }
+  return { boot, start }
+}
+
 describe('lock file', () => {
   test('excludes a second holder until released', async () => {
     const path = lockPath()
@@ -117,12 +128,9 @@ describe('lock file', () => {
   })
 
   test('a lock whose holder is proven alive (pid and start time) is kept however old: a clock step breaks nothing', async (t) => {
-    const boot = currentBootId()
-    const start = processStartTime(process.ppid)
-    if (boot === undefined || start === undefined) {
-      t.skip('no /proc on this system')
-      return
-    }
+    const parent = parentIdentity(t)
+    if (!parent) return
+    const { boot, start } = parent
     const path = lockPath()
     // Untouched for two minutes by the clock: what a forward NTP step does to a live holder's lock.
     writeLock(path, { pid: process.ppid, at: 0, nonce: 'live', boot, start }, new Date(Date.now() - 120_000))
@@ -134,12 +142,9 @@ describe('lock file', () => {
   })
 
   test('a fresh lock whose pid now belongs to a later process (start time differs) is recovered at once', async (t) => {
-    const boot = currentBootId()
-    const start = processStartTime(process.ppid)
-    if (boot === undefined || start === undefined) {
-      t.skip('no /proc on this system')
-      return
-    }
+    const parent = parentIdentity(t)
+    if (!parent) return
+    const { boot, start } = parent
     const path = lockPath()
     writeLock(path, { pid: process.ppid, at: Date.now(), nonce: 'recycled', boot, start: `${start}1` })
     const lock = await acquireFileLock(path, { ...store, noWait: true })
