@@ -6,10 +6,11 @@
 import { assertSaneClock } from '../agent/clock.js'
 import { loadConfig, requireIdentity } from '../config/load.js'
 import type { OptionValues } from '../config/types.js'
-import { ConfigError, EdgeTokenError } from '../errors.js'
+import { ConfigError } from '../errors.js'
 import { isoSeconds } from '../lib/time.js'
 import type { SilentTokenResult } from '../store/cache.js'
-import { openTokenStore, type TokenStore, tokenStoreExists } from '../store/token-store.js'
+import type { TokenStore } from '../store/token-store.js'
+import { openSignedInStore } from './configured-store.js'
 
 /** Reads `--min-ttl-seconds` (or `EDGETOKEN_MIN_TTL_SECONDS`): up to nine digits. */
 function parseMinTtl(value: unknown): number {
@@ -69,10 +70,7 @@ export async function openTokenRequest(
   const config = await loadConfig({ options, env })
   const { authority, clientId, scopes: configured } = requireIdentity(config)
   const scopes = requestedScopes(options.scope, configured)
-  if (!tokenStoreExists(config.stateDir)) {
-    throw new EdgeTokenError('ERR_SIGNIN_REQUIRED', "not signed in: run 'edgetoken login'")
-  }
-  const store = await openTokenStore({ stateDir: config.stateDir, env, keyFile: config.keyFile, onWarning })
+  const store = await openSignedInStore(config, env, onWarning)
   return {
     authority,
     clientId,

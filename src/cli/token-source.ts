@@ -4,7 +4,6 @@
  * grant (undici, jose) are imported only when a token is first asked for.
  */
 import type { EdgeTokenConfig } from '../config/types.js'
-import { EdgeTokenError } from '../errors.js'
 import type { RefreshFunction } from '../store/cache.js'
 import type { TokenStore } from '../store/token-store.js'
 
@@ -77,21 +76,11 @@ export async function createTokenSource(
     // After a 401 the store is read again: another process may have renewed the token.
     if (!forceRefresh && reuse && reuse.token !== rejected && Date.now() < reuse.until) return reuse.token
     reuse = undefined
-    const [{ acquireTokenSilent }, { openTokenStore, tokenStoreExists }] = await Promise.all([
+    const [{ acquireTokenSilent }, { openSignedInStore }] = await Promise.all([
       import('../store/cache.js'),
-      import('../store/token-store.js'),
+      import('./configured-store.js'),
     ])
-    if (!store) {
-      if (!tokenStoreExists(config.stateDir)) {
-        throw new EdgeTokenError('ERR_SIGNIN_REQUIRED', "not signed in: run 'edgetoken login'")
-      }
-      store = await openTokenStore({
-        stateDir: config.stateDir,
-        env: options.env,
-        keyFile: config.keyFile,
-        onWarning: options.onWarning,
-      })
-    }
+    store ??= await openSignedInStore(config, options.env, options.onWarning)
     const result = await acquireTokenSilent(store, {
       authority,
       clientId,

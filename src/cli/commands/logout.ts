@@ -5,7 +5,8 @@
  */
 import { loadConfig, requireIdentity } from '../../config/load.js'
 import { readRefreshToken, removeAccount } from '../../store/cache.js'
-import { openTokenStore, type TokenStore, tokenStoreExists } from '../../store/token-store.js'
+import type { TokenStore } from '../../store/token-store.js'
+import { openExistingStore } from '../configured-store.js'
 import type { CommandContext, CommandModule } from '../context.js'
 import { ExitCode } from '../exit-codes.js'
 
@@ -57,13 +58,8 @@ async function run(ctx: CommandContext): Promise<number> {
   const { authority, clientId } = requireIdentity(config)
   let revoked = false
   let removed = false
-  if (tokenStoreExists(config.stateDir)) {
-    const store = await openTokenStore({
-      stateDir: config.stateDir,
-      env: ctx.env,
-      keyFile: config.keyFile,
-      onWarning: (line) => ctx.warn(line),
-    })
+  const store = await openExistingStore(config, ctx.env, (line) => ctx.warn(line))
+  if (store) {
     const refreshToken = await readRefreshToken(store, { authority, clientId })
     if (refreshToken !== undefined) revoked = await revoke(ctx, authority, clientId, store, refreshToken)
     removed = await removeAccount(store, { authority, clientId }, { signal: ctx.signal })

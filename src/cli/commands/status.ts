@@ -6,8 +6,8 @@ import { loadConfig } from '../../config/load.js'
 import { isoSeconds } from '../../lib/time.js'
 import type { AccountStatus } from '../../store/cache.js'
 import { readAccountStatus } from '../../store/cache.js'
-import { openTokenStore, tokenStoreExists } from '../../store/token-store.js'
 import { readSpoolStatus } from '../../telemetry/spool-status.js'
+import { openExistingStore } from '../configured-store.js'
 import type { CommandContext, CommandModule } from '../context.js'
 import { ExitCode } from '../exit-codes.js'
 
@@ -35,15 +35,8 @@ async function run(ctx: CommandContext): Promise<number> {
     needsSignIn: false,
     accessTokenExpiresAt: null,
   }
-  if (tokenStoreExists(config.stateDir)) {
-    const store = await openTokenStore({
-      stateDir: config.stateDir,
-      env: ctx.env,
-      keyFile: config.keyFile,
-      onWarning: (line) => ctx.warn(line),
-    })
-    status = await readAccountStatus(store, identity)
-  }
+  const store = await openExistingStore(config, ctx.env, (line) => ctx.warn(line))
+  if (store) status = await readAccountStatus(store, identity)
   const spool = await readSpoolStatus(config.stateDir)
   const account = status.account
     ? {
