@@ -93,7 +93,12 @@ export {
   saveSignIn,
 } from './store/cache.js'
 export { fileMetadataCache } from './store/metadata-cache.js'
-export { type OpenTokenStoreOptions, openTokenStore, type TokenStore } from './store/token-store.js'
+export {
+  type OpenTokenStoreOptions,
+  openTokenStore,
+  type StoreWriteReservation,
+  type TokenStore,
+} from './store/token-store.js'
 // Telemetry
 export {
   createReceiver,

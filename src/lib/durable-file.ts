@@ -10,7 +10,7 @@
  * @internal
  */
 import { closeSync, fsyncSync, openSync } from 'node:fs'
-import { open, rename, unlink } from 'node:fs/promises'
+import { type FileHandle, open, rename, unlink } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { tempFileName } from './temp-files.js'
 
@@ -41,6 +41,17 @@ export function fsyncDirectorySync(dir: string): void {
   } finally {
     closeSync(fd)
   }
+}
+
+/**
+ * How {@link writeFileAtomic} and {@link reserveFileReplace} create their temporary files: a seam
+ * for tests, which hand out handles whose writes fail (ENOSPC) to play a full disk.
+ *
+ * @internal
+ */
+export const durableFileIo = {
+  /** Creates a temporary file exclusively, mode 0600. */
+  open: (path: string): Promise<FileHandle> => open(path, 'wx', 0o600),
 }
 
 /** Options of {@link writeFileAtomic}. */
@@ -77,7 +88,7 @@ export async function writeFileAtomic(
   const temp = tempFileName(path)
   let renamed = false
   try {
-    const handle = await open(temp, 'wx', 0o600)
+    const handle = await durableFileIo.open(temp)
     try {
       await handle.writeFile(data)
       if (durable) await handle.sync()
@@ -89,5 +100,108 @@ export async function writeFileAtomic(
     if (durable) await fsyncDirectory(dirname(path))
   } finally {
     if (!renamed) await unlink(temp).catch(() => {})
+  }
+}
+
+/** Room on disk held for one atomic, durable replace; see {@link reserveFileReplace}. */
+export interface ReservedReplace {
+  /**
+   * Replaces the file with `data` through the reserved temporary: written from offset 0, cut to its
+   * length, fsynced, renamed over the target, directory fsynced. Once only.
+   *
+   * @param data - the new content.
+   * @returns when the file is replaced and on disk.
+   * @throws the file-system error, unmapped; the temporary is removed when the rename did not happen.
+   */
+  commit(data: string | Uint8Array): Promise<void>
+  /**
+   * Gives the room back (removes the temporary) unless committed. Idempotent.
+   *
+   * @returns when the temporary is gone.
+   */
+  release(): Promise<void>
+}
+
+async function writeAllAt(handle: FileHandle, data: Uint8Array, position: number): Promise<void> {
+  let done = 0
+  while (done < data.length) {
+    const { bytesWritten } = await handle.write(data, done, data.length - done, position + done)
+    done += bytesWritten
+  }
+}
+
+/**
+ * Reserves the room a later replace of `path` needs, before doing something whose result must be
+ * saved (a refresh grant that rotates the refresh token): creates the temporary file, writes
+ * `bytes` zero bytes into it and fsyncs it, so the blocks are allocated now. A full disk then fails
+ * here, before the request, instead of at the save, after the IdP has spent the old token.
+ *
+ * Writing in place into allocated blocks needs no new ones on ext4, tmpfs and the like; on
+ * copy-on-write and log-structured file systems (btrfs, ZFS, f2fs) an overwrite allocates anew, so
+ * there the reservation only shows the room was there a moment ago.
+ *
+ * @param path - the file a later {@link ReservedReplace.commit} replaces.
+ * @param bytes - how much room to hold: at least the size of the content to come.
+ * @returns the reservation; call `commit` or `release`.
+ * @throws the file-system error, unmapped (ENOSPC, EDQUOT, EFBIG, EIO...); nothing is left behind.
+ * @example
+ * ```ts
+ * const room = await reserveFileReplace(file, size + 65536)
+ * try { await room.commit(await work()) } finally { await room.release() }
+ * ```
+ */
+export async function reserveFileReplace(path: string, bytes: number): Promise<ReservedReplace> {
+  const temp = tempFileName(path)
+  let handle: FileHandle | undefined = await durableFileIo.open(temp)
+  try {
+    await writeAllAt(handle, new Uint8Array(bytes), 0)
+    await handle.sync()
+  } catch (err) {
+    await handle.close().catch(() => {})
+    await unlink(temp).catch(() => {})
+    throw err
+  }
+  let settled = false
+  const close = async (): Promise<void> => {
+    const current = handle
+    handle = undefined
+    await current?.close()
+  }
+  return {
+    async commit(data) {
+      if (settled) throw new TypeError('a reservation is committed or released once')
+      settled = true
+      const bytes = typeof data === 'string' ? Buffer.from(data) : data
+      let renamed = false
+      try {
+        if (handle === undefined) throw new TypeError('a reservation is committed or released once')
+        await writeAllAt(handle, bytes, 0)
+        await handle.truncate(bytes.length)
+        await handle.sync()
+        await close()
+        try {
+          await rename(temp, path)
+        } catch (err) {
+          // Swept as a killed writer's leftover by a process that opened the store meanwhile (the
+          // request outlived the sweep's age bound): the room went with it; write the usual way.
+          if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+          await writeFileAtomic(path, bytes)
+          return
+        }
+        renamed = true
+        await fsyncDirectory(dirname(path))
+      } finally {
+        if (!renamed) {
+          await close().catch(() => {})
+          await unlink(temp).catch(() => {})
+        }
+      }
+    },
+    async release() {
+      if (settled) return
+      settled = true
+      await close().catch(() => {})
+      await unlink(temp).catch(() => {})
+    },
   }
 }

@@ -16,19 +16,26 @@
  *   while a live one was moved aside, and both then held it). The then-empty directory is free.
  *
  * A lock is stale when
- * - its owner pid is gone, or now belongs to a process started after the lock was taken (the
- *   holder's start time from `/proc/<pid>/stat` is stored in the lock);
  * - it was written during another boot (`/proc/sys/kernel/random/boot_id` is stored in the lock):
  *   after a reboot its pid may belong to any unrelated live process;
- * - it has no readable content (written by something else, or a disk that lost the data) and is
- *   older than a few seconds;
+ * - its owner pid is gone (same boot, same pid namespace);
  * - its owner pid is ours but this process does not hold it (a pid recycled after a reboot: the
  *   lock was left by an earlier boot's process that happened to have our pid);
+ * - it has no readable content (written by something else, or a disk that lost the data) and is
+ *   older than a few seconds;
  * - it was not touched for `staleMs` (every holder touches its owner file while it holds it,
- *   however long), unless its holder is proven alive by pid, boot and start time: the age bound
- *   only frees locks whose owner cannot be checked that way (no /proc, or written by an earlier
- *   version). So a clock step (NTP at boot on a Pi without a real-time clock) never breaks a live
- *   holder's lock; a live holder that hangs makes the others give up waiting instead (busy).
+ *   however long), unless its holder is proven alive by pid, boot and start time. So a clock step
+ *   (NTP at boot on a Pi without a real-time clock) never breaks a live holder's lock; a live
+ *   holder that hangs makes the others give up waiting instead (busy).
+ *
+ * A pid is never judged dead on one reading that may be wrong; its heartbeat decides instead:
+ * - a live pid whose start time differs from the recorded one may have been recycled, or may be
+ *   the holder seen one tick off (under qemu-user a process reads its own start time one tick
+ *   apart from what others read): stale only once its owner file is older than `staleMs` (issue 19);
+ * - a lock taken in another pid namespace (containers sharing a volume, systemd's `PrivatePIDs=`;
+ *   `/proc/self/ns/pid` is stored in the lock) names a pid that means nothing here: judged by the
+ *   age of its owner file alone, as is one stamped with a namespace when ours cannot be read
+ *   (issue 11 #5). A lock without a namespace (earlier versions) is judged by its pid as before.
  *
  * A lock *file* at the path (left by an earlier edgetoken version) is judged the same way and
  * removed with unlink(), which cannot remove a directory lock taken meanwhile.
@@ -38,7 +45,7 @@
  * @internal
  */
 import { randomBytes } from 'node:crypto'
-import { readFileSync } from 'node:fs'
+import { readFileSync, readlinkSync } from 'node:fs'
 import {
   lstat,
   mkdir,
@@ -61,7 +68,11 @@ import { isFiniteNumber, isObject, parseJson } from './validate.js'
 export interface AcquireFileLockOptions {
   /** What is locked, for messages (`token store`, `spool`): "token store is locked by process 42". */
   what: string
-  /** A lock not touched for this long is stale. Default 60 000. */
+  /**
+   * A lock not touched for this long is stale, unless its holder is proven alive (pid and start
+   * time, in this pid namespace). Default 60 000. Holders touch theirs every 10 s, or every sixth
+   * of this bound when that is shorter.
+   */
   staleMs?: number | undefined
   /** Give up waiting after this long. Default 90 000 (longer than `staleMs`, so a stale lock is always outlived). */
   timeoutMs?: number | undefined
@@ -95,6 +106,8 @@ interface LockContent {
   boot?: string | undefined
   /** The holder's start time (`/proc/<pid>/stat`, clock ticks since boot; Linux): tells it apart from a process that got its pid later. */
   start?: string | undefined
+  /** The holder's pid namespace (`readlink /proc/self/ns/pid`, e.g. `pid:[4026531836]`; Linux): its pid means something only there. */
+  pidns?: string | undefined
 }
 
 /** What is at the lock path. */
@@ -106,6 +119,7 @@ type Observed =
   /** A directory that is not a lock. */
   | { kind: 'foreign' }
 
+/** How often a holder touches its owner file; at most a sixth of `staleMs`, so a short bound still sees it. */
 const HEARTBEAT_MS = 10_000
 const MAX_PAUSE_MS = 50
 const OWNER_PREFIX = 'owner-'
@@ -133,6 +147,25 @@ export function currentBootId(): string | undefined {
   return bootIdCache ?? undefined
 }
 
+let pidNamespaceCache: string | null | undefined
+/**
+ * This process's pid namespace (Linux `readlink /proc/self/ns/pid`, e.g. `pid:[4026531836]`), or
+ * undefined where it cannot be read. A pid recorded in another namespace names an unrelated
+ * process here, or none.
+ *
+ * @internal exported for tests
+ */
+export function currentPidNamespace(): string | undefined {
+  if (pidNamespaceCache === undefined) {
+    try {
+      pidNamespaceCache = readlinkSync('/proc/self/ns/pid') || null
+    } catch {
+      pidNamespaceCache = null
+    }
+  }
+  return pidNamespaceCache ?? undefined
+}
+
 /** The nonce of each lock this process holds, to tell a recycled pid apart from ourselves. */
 const heldHere = new Map<string, string>()
 /** Lock files whose leftovers this process has swept. */
@@ -152,6 +185,7 @@ function parseLock(text: string): LockContent | undefined {
       nonce: value.nonce,
       boot: typeof value.boot === 'string' ? value.boot : undefined,
       start: typeof value.start === 'string' ? value.start : undefined,
+      pidns: typeof value.pidns === 'string' ? value.pidns : undefined,
     }
   }
   return undefined
@@ -187,19 +221,24 @@ export function processStartTime(pid: number): string | undefined {
 }
 
 /**
- * Whether a lock's owner still runs: `dead` (another boot, pid gone, or the pid now belongs to a
- * process started later), `proven` (this boot, and the very process that took it: pid and start
- * time match, or it is this process), or `alive` (its pid runs, which may be a recycled pid).
+ * What a lock's record says of its owner: `dead` (another boot; or this boot and pid namespace, and
+ * the pid is gone, or is ours but not held by us), `proven` (this boot and namespace, and the very
+ * process that took it: pid and start time match, or it is this process), or `unproven` (left to
+ * the age of its owner file: a live pid that may be recycled, or one from another namespace).
  */
-function ownerLiveness(path: string, owner: LockContent): 'dead' | 'alive' | 'proven' {
+function ownerLiveness(path: string, owner: LockContent): 'dead' | 'unproven' | 'proven' {
   const boot = currentBootId()
   if (owner.boot !== undefined && boot !== undefined && owner.boot !== boot) return 'dead'
+  // Another namespace's pid (or one we cannot compare) says nothing about the holder here: only its
+  // heartbeat can. The boot id is the kernel's, the same in every namespace.
+  if (owner.pidns !== undefined && owner.pidns !== currentPidNamespace()) return 'unproven'
   if (owner.pid === process.pid) return heldHere.get(path) === owner.nonce ? 'proven' : 'dead'
   if (!pidAlive(owner.pid)) return 'dead'
-  if (owner.start === undefined || owner.boot === undefined || boot === undefined) return 'alive'
+  if (owner.start === undefined || owner.boot === undefined || boot === undefined) return 'unproven'
   const start = processStartTime(owner.pid)
-  if (start === undefined) return 'alive'
-  return start === owner.start ? 'proven' : 'dead'
+  // A different start time is "maybe recycled", not dead: under qemu-user the holder itself reads
+  // its start time one tick off what others read, so a live holder would be broken on sight.
+  return start !== undefined && start === owner.start ? 'proven' : 'unproven'
 }
 
 function isCode(err: unknown, ...codes: string[]): boolean {
@@ -315,9 +354,12 @@ async function sweepLeftovers(path: string, staleMs: number, mine: string): Prom
       }
       const pid = Number(entry.slice(prefix.length).split('-')[0])
       const inner = await readdir(file)
-      const owner = inner[0] === undefined ? undefined : await stat(join(file, inner[0]))
+      const owner = inner[0] === undefined ? undefined : await readContent(join(file, inner[0]))
       const touched = owner === undefined ? age : Date.now() - owner.mtimeMs
-      const abandoned = (pid !== process.pid && !pidAlive(pid)) || touched > staleMs
+      // A taker in another pid namespace has a pid that means nothing here: its touches decide.
+      const pidns = owner?.content?.pidns
+      const judgeByPid = pidns === undefined || pidns === currentPidNamespace()
+      const abandoned = (judgeByPid && pid !== process.pid && !pidAlive(pid)) || touched > staleMs
       if (!abandoned) continue
       const gone = `${path}.tmp-gone-${randomBytes(6).toString('hex')}`
       await rename(file, gone)
@@ -337,7 +379,8 @@ function defaultIoError(message: string, cause?: unknown): EdgeTokenError {
  *
  * @param path - the lock file.
  * @param options - what is locked, staleness bound, timeout, no-wait, signal, error class.
- * @returns the held lock; it is touched every 10 s until released.
+ * @returns the held lock; it is touched every 10 s (every sixth of `staleMs` when that is shorter)
+ *   until released.
  * @throws EdgeTokenError `ERR_CANCELLED` when the signal fires; from `options.busyError` (default
  *   `options.ioError`) when a live holder keeps it past the timeout (at once with `noWait`), naming
  *   the holder's pid; `ERR_IO` (from `options.ioError`) when the lock cannot be created or read.
@@ -358,6 +401,7 @@ export async function acquireFileLock(path: string, options: AcquireFileLockOpti
     nonce: randomBytes(12).toString('hex'),
     boot: currentBootId(),
     start: processStartTime(process.pid),
+    pidns: currentPidNamespace(),
   }
   const temp = `${path}.tmp-${process.pid}-${content.nonce}`
   let prepared = false
@@ -376,7 +420,7 @@ export async function acquireFileLock(path: string, options: AcquireFileLockOpti
         if (await tryTake(path, temp, content)) {
           taken = true
           await sweepLeftovers(path, staleMs, temp)
-          return held(path, content)
+          return held(path, content, Math.min(HEARTBEAT_MS, staleMs / 6))
         }
         current = await observe(path)
         if (current === undefined || current.kind === 'free') continue
@@ -386,14 +430,15 @@ export async function acquireFileLock(path: string, options: AcquireFileLockOpti
         const age = Date.now() - current.mtimeMs
         // A lock without readable content was not written whole by this code (it renames complete
         // owner files into place): a few seconds of age free it, so a partial write never locks forever.
-        // The age bound frees a lock whose pid an unrelated process recycled; it does not apply to
-        // an owner proven to be the process that took the lock (pid and start time), so a clock
-        // step (NTP at boot on a Pi without a real-time clock) never breaks a live holder's lock.
+        // The age bound frees a lock whose pid an unrelated process recycled, or that was taken in
+        // another pid namespace; it does not apply to an owner proven to be the process that took
+        // the lock (pid and start time), so a clock step (NTP at boot on a Pi without a real-time
+        // clock) never breaks a live holder's lock.
         const liveness = current.content === undefined ? undefined : ownerLiveness(path, current.content)
         const stale =
           liveness === undefined
             ? age > Math.min(staleMs, UNREADABLE_STALE_MS)
-            : liveness === 'dead' || (age > staleMs && liveness === 'alive')
+            : liveness === 'dead' || (age > staleMs && liveness === 'unproven')
         if (stale) {
           await breakStale(path, current)
           continue
@@ -413,18 +458,19 @@ export async function acquireFileLock(path: string, options: AcquireFileLockOpti
       pauseMs = Math.min(pauseMs * 2, MAX_PAUSE_MS)
     }
   } finally {
-    if (prepared && !taken) await rm(temp, { recursive: true, force: true }).catch(() => {})
+    // Also when preparing failed halfway (the directory made, its owner file not: a full disk).
+    if (!taken) await rm(temp, { recursive: true, force: true }).catch(() => {})
   }
 }
 
-function held(path: string, content: LockContent): FileLock {
+function held(path: string, content: LockContent, heartbeatMs: number): FileLock {
   heldHere.set(path, content.nonce)
   const ownerFile = join(path, `${OWNER_PREFIX}${content.nonce}`)
   // Touch the lock while holding it, so long work is not mistaken for a dead holder.
   const heartbeat = setInterval(() => {
     const now = new Date()
     utimes(ownerFile, now, now).catch(() => {})
-  }, HEARTBEAT_MS)
+  }, heartbeatMs)
   heartbeat.unref()
   let released = false
   return {

@@ -19,7 +19,7 @@ import {
   type StoredAccountInfo,
   scopeKey,
 } from './document.js'
-import type { TokenStore } from './token-store.js'
+import type { StoreWriteReservation, TokenStore } from './token-store.js'
 
 /** Default expiry margin in seconds. */
 export const DEFAULT_EXPIRY_MARGIN_SECONDS = 300
@@ -250,14 +250,16 @@ export function cachedTokenResult(
  * or in another process) may have refreshed meanwhile, and with `forceRefresh` a refresh that
  * started after this call counts as fresh. A rotated refresh token is written durably before the
  * access token is returned; `invalid_grant` (ERR_SIGNIN_REQUIRED from `refresh`) marks the account
- * as needing sign-in without deleting it.
+ * as needing sign-in without deleting it. Before the refresh request, room for the save is reserved
+ * on disk ({@link TokenStore.reserveWrite}): with a full disk no request is sent.
  *
  * @param store - the opened store.
  * @param options - identity, scopes, freshness wishes and the refresh function.
  * @returns the token, its expiry and scopes, and a warning when `minTtlSeconds` cannot be met or
  *   the refresh response came with one.
  * @throws EdgeTokenError `ERR_SIGNIN_REQUIRED` when no account or no usable refresh token is stored;
- *   whatever `refresh` throws (ERR_UNAVAILABLE, ERR_OAUTH, ...); StoreError when the store does not open.
+ *   whatever `refresh` throws (ERR_UNAVAILABLE, ERR_OAUTH, ...); StoreError when the store does not open,
+ *   and StoreError `ERR_IO` (no request sent, the refresh token kept) when the disk is full.
  */
 export async function acquireTokenSilent(
   store: TokenStore,
@@ -291,38 +293,55 @@ export async function acquireTokenSilent(
       }
       if (entry.needsSignIn || !entry.refreshToken) throw signInAgain()
 
-      const requestedAt = now()
-      let tokenSet: TokenSet
+      // Room for the answer before the request (issue 11 #4): once the IdP answers, the old refresh
+      // token is spent, so a save failing for want of space would cost the device its sign-in. A
+      // full disk fails here instead, with the refresh token unsent and kept.
+      let room: StoreWriteReservation | undefined
       try {
-        tokenSet = await options.refresh(entry.refreshToken, options.scopes)
+        room = await store.reserveWrite?.()
       } catch (err) {
-        if (isEdgeTokenError(err, 'ERR_SIGNIN_REQUIRED')) {
-          // The refresh token is dead: keep the account (status shows who must sign in), drop the token.
-          entry.needsSignIn = true
-          delete entry.refreshToken
-          entry.updatedAt = Date.now()
-          await store.write(doc)
-          throw err
-        }
         // Only refresh_in asked for this refresh and the token is still good: keep using it.
-        if (!options.forceRefresh && cached && usable(cached, now(), margin, minTtl, false)) {
+        if (!options.forceRefresh && cached && usable(cached, now(), margin, minTtl, false))
           return result(cached, true, now(), minTtl)
-        }
         throw err
       }
-      if (tokenSet.refreshToken) entry.refreshToken = tokenSet.refreshToken
-      if (tokenSet.idTokenClaims) entry.idTokenClaims = { ...tokenSet.idTokenClaims }
-      const fresh = tokenEntry(tokenSet, options.scopes, requestedAt)
-      addToken(entry, fresh)
-      entry.updatedAt = Date.now()
-      // Durable before returning: with rotation, the old refresh token is now spent.
-      await store.write(doc)
-      const freshest = cached && cached.expiresAt > fresh.expiresAt ? cached : fresh
-      const out = result(freshest, freshest !== fresh, now(), minTtl)
-      // E.g. the id_token of a refresh could not be verified and was dropped (the tokens are kept).
-      if (tokenSet.warning)
-        out.warning = out.warning ? `${tokenSet.warning}; ${out.warning}` : tokenSet.warning
-      return out
+      const save = (d: StoreDocument): Promise<void> => (room ? room.write(d) : store.write(d))
+      try {
+        const requestedAt = now()
+        let tokenSet: TokenSet
+        try {
+          tokenSet = await options.refresh(entry.refreshToken, options.scopes)
+        } catch (err) {
+          if (isEdgeTokenError(err, 'ERR_SIGNIN_REQUIRED')) {
+            // The refresh token is dead: keep the account (status shows who must sign in), drop the token.
+            entry.needsSignIn = true
+            delete entry.refreshToken
+            entry.updatedAt = Date.now()
+            await save(doc)
+            throw err
+          }
+          // Only refresh_in asked for this refresh and the token is still good: keep using it.
+          if (!options.forceRefresh && cached && usable(cached, now(), margin, minTtl, false)) {
+            return result(cached, true, now(), minTtl)
+          }
+          throw err
+        }
+        if (tokenSet.refreshToken) entry.refreshToken = tokenSet.refreshToken
+        if (tokenSet.idTokenClaims) entry.idTokenClaims = { ...tokenSet.idTokenClaims }
+        const fresh = tokenEntry(tokenSet, options.scopes, requestedAt)
+        addToken(entry, fresh)
+        entry.updatedAt = Date.now()
+        // Durable before returning: with rotation, the old refresh token is now spent.
+        await save(doc)
+        const freshest = cached && cached.expiresAt > fresh.expiresAt ? cached : fresh
+        const out = result(freshest, freshest !== fresh, now(), minTtl)
+        // E.g. the id_token of a refresh could not be verified and was dropped (the tokens are kept).
+        if (tokenSet.warning)
+          out.warning = out.warning ? `${tokenSet.warning}; ${out.warning}` : tokenSet.warning
+        return out
+      } finally {
+        await room?.release()
+      }
     },
     { signal: options.signal },
   )

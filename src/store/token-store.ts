@@ -8,7 +8,7 @@
  * not fsync the directory; and its encryption is not the protection we need anyway.
  */
 import { createSecretKey, type KeyObject } from 'node:crypto'
-import { existsSync } from 'node:fs'
+import { existsSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { EdgeTokenError, StoreError } from '../errors.js'
 import { sweepTempFiles } from '../lib/temp-files.js'
@@ -63,6 +63,31 @@ export interface OpenTokenStoreOptions {
   lockTimeoutMs?: number
 }
 
+/**
+ * How much larger than the current store a reserved write may be (64 KiB): a refresh adds or
+ * replaces one access token and the id-token claims, a few KiB even for Entra ID's tokens.
+ */
+export const STORE_WRITE_RESERVE_BYTES = 64 * 1024
+
+/** Room held on disk for one write of the store; see {@link TokenStore.reserveWrite}. */
+export interface StoreWriteReservation {
+  /**
+   * Durably replaces the document through the reserved file (temporary overwritten from its start
+   * and cut to length, fsync, rename, directory fsync). Once only.
+   *
+   * @param doc - the new document.
+   * @returns when it is on disk.
+   * @throws as {@link TokenStore.write}.
+   */
+  write(doc: StoreDocument): Promise<void>
+  /**
+   * Gives the room back unless written. Idempotent.
+   *
+   * @returns when the temporary file is removed.
+   */
+  release(): Promise<void>
+}
+
 /** Options of {@link TokenStore.withLock}. */
 export interface WithLockOptions {
   /** Stops waiting for the lock. */
@@ -89,6 +114,19 @@ export interface TokenStore {
    * does not open, and (ERR_INTERNAL) a document of the wrong shape.
    */
   write(doc: StoreDocument): Promise<void>
+  /**
+   * Reserves room on disk for the next write, before a request whose answer must be saved (a
+   * refresh grant: the IdP spends the old refresh token once it answers). The temporary file the
+   * write will use is created, filled to the current store's size plus {@link STORE_WRITE_RESERVE_BYTES}
+   * and fsynced; the write then goes into those blocks. Call it only inside
+   * {@link TokenStore.withLock}. Optional: a store without it is written with {@link TokenStore.write}.
+   *
+   * @returns the reservation: `write(doc)` saves through it (as {@link TokenStore.write}, once),
+   *   `release()` gives the room back and must follow whatever happens.
+   * @throws StoreError `ERR_IO` (exit 1) when the disk is full (ENOSPC, EDQUOT, EFBIG), another
+   *   StoreError when the state directory cannot be written: send no request then.
+   */
+  reserveWrite?(): Promise<StoreWriteReservation>
   /**
    * Runs `fn` holding the store lock: first in this process (callers queue), then across processes.
    * Re-read the store inside: another process may have changed it while this one waited.
@@ -150,16 +188,55 @@ class FileTokenStore implements TokenStore {
   }
 
   async write(doc: StoreDocument): Promise<void> {
+    const data = await this.#checkedData(doc)
+    // Loaded here: the cached `token` path only reads, and skips node:fs/promises.
+    const { writeFileAtomic } = await import('../lib/durable-file.js')
+    try {
+      await writeFileAtomic(this.path, data)
+    } catch (err) {
+      throw storeFsError(`token store ${this.path} cannot be written`, err)
+    }
+  }
+
+  async #checkedData(doc: StoreDocument): Promise<string> {
     if (!isStoreDocument(doc))
       throw new EdgeTokenError('ERR_INTERNAL', 'refusing to write a malformed token store')
     // Never replace a store that does not open: that would be the silent reset we promise not to do.
     await this.read()
-    // Loaded here: the cached `token` path only reads, and skips node:fs/promises.
-    const { writeFileAtomic } = await import('../lib/durable-file.js')
+    return this.#serialize(doc)
+  }
+
+  async reserveWrite(): Promise<StoreWriteReservation> {
+    const { reserveFileReplace } = await import('../lib/durable-file.js')
+    let room: Awaited<ReturnType<typeof reserveFileReplace>>
     try {
-      await writeFileAtomic(this.path, this.#serialize(doc))
+      let current = 0
+      try {
+        current = statSync(this.path).size
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+      }
+      room = await reserveFileReplace(this.path, current + STORE_WRITE_RESERVE_BYTES)
     } catch (err) {
-      throw storeFsError(`token store ${this.path} cannot be written`, err)
+      const mapped = storeFsError(`token store ${this.path} cannot be written`, err)
+      const code = (err as NodeJS.ErrnoException).code ?? 'error'
+      throw new StoreError(
+        mapped.code === 'ERR_IO'
+          ? `token store ${this.path} has no room for a refreshed token (${code}): no refresh was sent and the refresh token is kept; free disk space and retry`
+          : `token store ${this.path} cannot be written (${code}): no refresh was sent and the refresh token is kept`,
+        { code: mapped.code, cause: err },
+      )
+    }
+    return {
+      write: async (doc) => {
+        const data = await this.#checkedData(doc)
+        try {
+          await room.commit(data)
+        } catch (err) {
+          throw storeFsError(`token store ${this.path} cannot be written`, err)
+        }
+      },
+      release: () => room.release(),
     }
   }
 

@@ -13,7 +13,12 @@ import {
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, describe, test } from 'node:test'
-import { fsyncDirectory, fsyncDirectorySync, writeFileAtomic } from '../../src/lib/durable-file.js'
+import {
+  fsyncDirectory,
+  fsyncDirectorySync,
+  reserveFileReplace,
+  writeFileAtomic,
+} from '../../src/lib/durable-file.js'
 import { sweepTempFiles, tempFileName } from '../../src/lib/temp-files.js'
 
 const root = mkdtempSync(join(tmpdir(), 'edgetoken-durable-'))
@@ -24,6 +29,55 @@ const newDir = () => {
   mkdirSync(dir)
   return dir
 }
+
+describe('issue 11 #4: reserved replace (room held on disk before the content exists)', () => {
+  const temporaries = (dir: string) => readdirSync(dir).filter((f) => f.includes('.tmp-'))
+
+  test('holds the room in its temporary (0600), then replaces the file with exactly the content', async () => {
+    const dir = newDir()
+    const file = join(dir, 'state.json')
+    writeFileSync(file, 'old')
+    const room = await reserveFileReplace(file, 8192)
+    const [temp] = temporaries(dir)
+    assert.ok(temp)
+    assert.equal(statSync(join(dir, temp)).size, 8192)
+    assert.equal(statSync(join(dir, temp)).mode & 0o777, 0o600)
+    assert.equal(readFileSync(file, 'utf8'), 'old', 'the file is untouched until the commit')
+    await room.commit('new, shorter than the room')
+    await room.release()
+    assert.equal(readFileSync(file, 'utf8'), 'new, shorter than the room')
+    assert.deepEqual(temporaries(dir), [])
+  })
+
+  test('content longer than the room is still written whole', async () => {
+    const dir = newDir()
+    const file = join(dir, 'state.json')
+    const room = await reserveFileReplace(file, 4)
+    await room.commit('0123456789')
+    assert.equal(readFileSync(file, 'utf8'), '0123456789')
+  })
+
+  test('release gives the room back; a released reservation cannot be committed', async () => {
+    const dir = newDir()
+    const file = join(dir, 'state.json')
+    const room = await reserveFileReplace(file, 4096)
+    await room.release()
+    await room.release()
+    assert.deepEqual(temporaries(dir), [])
+    await assert.rejects(room.commit('x'), TypeError)
+    assert.deepEqual(readdirSync(dir), [])
+  })
+
+  test('a temporary swept meanwhile (a long request) falls back to an ordinary replace', async () => {
+    const dir = newDir()
+    const file = join(dir, 'state.json')
+    const room = await reserveFileReplace(file, 4096)
+    assert.equal(sweepTempFiles(dir, ['state.json']), 1)
+    await room.commit('saved anyway')
+    assert.equal(readFileSync(file, 'utf8'), 'saved anyway')
+    assert.deepEqual(temporaries(dir), [])
+  })
+})
 
 describe('durable atomic replace', () => {
   test('creates and replaces a file with mode 0600, leaving no temporary file', async () => {

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict'
-import { spawn, spawnSync } from 'node:child_process'
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process'
 import {
   existsSync,
   mkdirSync,
@@ -14,15 +14,18 @@ import {
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, describe, test } from 'node:test'
+import { fileURLToPath } from 'node:url'
 import { EdgeTokenError, StoreError } from '../../src/errors.js'
 import {
   type AcquireFileLockOptions,
   acquireFileLock,
   currentBootId,
+  currentPidNamespace,
   processStartTime,
   withFileLock,
 } from '../../src/lib/file-lock.js'
 
+const ROOT = fileURLToPath(new URL('../..', import.meta.url))
 const root = mkdtempSync(join(tmpdir(), 'edgetoken-lock-'))
 after(() => rmSync(root, { recursive: true, force: true }))
 let n = 0
@@ -37,7 +40,7 @@ const store: AcquireFileLockOptions = {
 /** Writes a lock as a holder would: the lock directory with its one owner file. */
 function writeLock(
   path: string,
-  content: { pid: number; at: number; nonce: string; boot?: string; start?: string },
+  content: { pid: number; at: number; nonce: string; boot?: string; start?: string; pidns?: string },
   mtime?: Date,
 ): string {
   mkdirSync(path)
@@ -68,6 +71,37 @@ function parentIdentity(t: { skip: (message: string) => void }): { boot: string;
     return undefined
   }
   return { boot, start }
+}
+
+/**
+ * Another process that takes the lock (with its heartbeat every `staleMs / 6`) and holds it until
+ * killed; `wrapper` runs it through another command (`unshare ...`).
+ */
+function spawnHolder(
+  path: string,
+  staleMs: number,
+  wrapper: readonly string[] = [],
+): { child: ChildProcess; held: Promise<void> } {
+  const moduleUrl = new URL('../../src/lib/file-lock.ts', import.meta.url).href
+  const argv = [
+    process.execPath,
+    '--import',
+    'tsx',
+    '--input-type=module',
+    '-e',
+    `const { acquireFileLock } = await import(${JSON.stringify(moduleUrl)})
+await acquireFileLock(${JSON.stringify(path)}, { what: 'spool', staleMs: ${staleMs} })
+process.stdout.write('held\\n')
+setInterval(() => {}, 1000)`,
+  ]
+  const [command, ...args] = [...wrapper, ...argv] as [string, ...string[]]
+  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'ignore'], cwd: ROOT })
+  const held = new Promise<void>((resolve, reject) => {
+    child.stdout?.on('data', (d: Buffer) => d.toString().includes('held') && resolve())
+    child.on('exit', () => reject(new Error('the holder exited')))
+    child.on('error', reject)
+  })
+  return { child, held }
 }
 
 describe('lock file', () => {
@@ -141,13 +175,121 @@ describe('lock file', () => {
     assert.ok(existsSync(ownerFile(path)))
   })
 
-  test('a fresh lock whose pid now belongs to a later process (start time differs) is recovered at once', async (t) => {
+  test('issue 19: a live pid whose start time differs is "maybe recycled": kept while fresh, recovered once older than the bound', async (t) => {
     const parent = parentIdentity(t)
     if (!parent) return
     const { boot, start } = parent
     const path = lockPath()
-    writeLock(path, { pid: process.ppid, at: Date.now(), nonce: 'recycled', boot, start: `${start}1` })
+    const owner = writeLock(path, {
+      pid: process.ppid,
+      at: Date.now(),
+      nonce: 'recycled',
+      boot,
+      start: `${start}1`,
+    })
+    await assert.rejects(
+      acquireFileLock(path, { ...store, staleMs: 60_000, noWait: true }),
+      /locked by process/,
+    )
+    const old = new Date(Date.now() - 61_000)
+    utimesSync(owner, old, old)
+    const lock = await acquireFileLock(path, { ...store, staleMs: 60_000, noWait: true })
+    await lock.release()
+  })
+
+  test('issue 19: a holder whose start time reads one tick off (qemu-user) keeps the lock while it touches it', async (t) => {
+    const staleMs = 1000
+    const path = lockPath()
+    const holder = spawnHolder(path, staleMs)
+    t.after(() => holder.child.kill('SIGKILL'))
+    await holder.held
+    const file = ownerFile(path)
+    const record = JSON.parse(readFileSync(file, 'utf8')) as { start?: string; boot?: string }
+    if (record.start === undefined || record.boot === undefined) {
+      t.skip('no /proc on this system')
+      return
+    }
+    // What a reader sees under qemu-user: the holder recorded its own start time one tick apart.
+    writeFileSync(file, JSON.stringify({ ...record, start: String(BigInt(record.start) + 1n) }))
+    // Twice the bound: the holder keeps touching its owner file (every staleMs / 6), so it is never broken.
+    await assert.rejects(
+      acquireFileLock(path, { what: 'spool', staleMs, timeoutMs: 2 * staleMs }),
+      (err: unknown) => err instanceof EdgeTokenError && /gave up waiting/.test(err.message),
+    )
+    assert.ok(existsSync(file), 'the live holder still holds its lock')
+    // A holder that stops touching (hung) is freed once its owner file is older than the bound.
+    holder.child.kill('SIGSTOP')
+    const stopped = Date.now()
+    const lock = await acquireFileLock(path, { what: 'spool', staleMs, timeoutMs: 10 * staleMs })
+    assert.ok(Date.now() - stopped >= staleMs / 2, 'not broken before its heartbeat went stale')
+    await lock.release()
+  })
+
+  test('issue 11 #5: a lock taken in another pid namespace is judged by its heartbeat alone', async () => {
+    const path = lockPath()
+    const boot = currentBootId()
+    const otherNs = currentPidNamespace() === 'pid:[1]' ? 'pid:[2]' : 'pid:[1]'
+    // A pid that does not exist here, and one that is ours here: both mean nothing in our namespace.
+    for (const pid of [deadPid(), process.pid]) {
+      const owner = writeLock(path, {
+        pid,
+        at: Date.now(),
+        nonce: `container-${pid}`,
+        boot,
+        start: '1',
+        pidns: otherNs,
+      })
+      await assert.rejects(
+        acquireFileLock(path, { ...store, staleMs: 60_000, noWait: true }),
+        /locked by process/,
+        'a fresh heartbeat keeps it',
+      )
+      const old = new Date(Date.now() - 61_000)
+      utimesSync(owner, old, old)
+      const lock = await acquireFileLock(path, { ...store, staleMs: 60_000, noWait: true })
+      await lock.release()
+      assert.equal(existsSync(path), false)
+    }
+  })
+
+  test('issue 11 #5: a holder in another pid namespace (unshare --pid) is kept while alive and freed by age once killed', {
+    skip: process.getuid?.() !== 0 || currentPidNamespace() === undefined ? 'needs root and /proc' : false,
+  }, async (t) => {
+    const staleMs = 1000
+    const path = lockPath()
+    const holder = spawnHolder(path, staleMs, ['unshare', '--pid', '--fork', '--kill-child'])
+    t.after(() => holder.child.kill('SIGKILL'))
+    try {
+      await holder.held
+    } catch {
+      t.skip('unshare --pid is not permitted here')
+      return
+    }
+    const record = JSON.parse(readFileSync(ownerFile(path), 'utf8')) as { pid: number; pidns?: string }
+    // Pid 1 of its namespace; here pid 1 is another, live process.
+    assert.equal(record.pid, 1)
+    assert.notEqual(record.pidns, currentPidNamespace())
+    await assert.rejects(
+      acquireFileLock(path, { what: 'spool', staleMs, timeoutMs: 2 * staleMs }),
+      /locked by process 1; gave up waiting/,
+    )
+    const exited = new Promise((r) => holder.child.once('exit', r))
+    holder.child.kill('SIGKILL')
+    await exited
+    const lock = await acquireFileLock(path, { what: 'spool', staleMs, timeoutMs: 10 * staleMs })
+    await lock.release()
+  })
+
+  test('the lock records the pid namespace of its holder', async (t) => {
+    const mine = currentPidNamespace()
+    if (mine === undefined) {
+      t.skip('no /proc on this system')
+      return
+    }
+    assert.match(mine, /^pid:\[\d+\]$/)
+    const path = lockPath()
     const lock = await acquireFileLock(path, { ...store, noWait: true })
+    assert.equal((JSON.parse(readFileSync(ownerFile(path), 'utf8')) as { pidns?: string }).pidns, mine)
     await lock.release()
   })
 
