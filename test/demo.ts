@@ -4,13 +4,10 @@
  * Starts an OpenID Provider (oidc-provider, short-lived access tokens), an MQTT broker (aedes), the
  * reference protected API, the companion-display and sensor simulators, then signs the agent in
  * with the device flow (approve in a browser at the printed URL, or `--auto-approve`) and runs
- * `edgetoken run`: silent renewals and telemetry batches scroll by. Ctrl-C stops everything.
+ * `edgetoken run`. Each silent renewal gets a highlighted line; telemetry is one summary line every
+ * 10 s; the display's countdown is a live line on a terminal. Ctrl-C stops everything.
  *
- * Options:
- *   --auto-approve            approve the sign-in headlessly after a few seconds
- *   --duration-seconds N      stop by itself N seconds after the agent started (exit 0)
- *   --token-ttl-seconds N     access-token lifetime at the IdP (default 30: a renewal every 8-15 s)
- *   --sensor-interval-ms N    time between sensor readings (default 1000)
+ * Options: see DEMO_USAGE in ./demo-console.ts (a usage error exits 2, `--help` 0).
  *
  * The last line is a summary the CI test reads:
  *   demo: summary {"signed_in":true,"renewals":N,"records_received":N,"agent_exit":0}
@@ -24,12 +21,14 @@ import { createServer as createNetServer, type Server as NetServer, type Socket 
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { parseArgs } from 'node:util'
-import { startDisplaySimulator } from '../firmware-bridge/simulators/display.js'
-import { startSensorSimulator } from '../firmware-bridge/simulators/sensor.js'
-import { createReceiver } from '../src/telemetry/receiver.js'
-import { approveDevice } from './support/headless-user.js'
-import { startTestIdp } from './support/idp.js'
+import { createDisplayConsole } from '../firmware-bridge/simulators/console.js'
+import {
+  type ActivitySummary,
+  createActivitySummary,
+  DEMO_USAGE,
+  parseDemoArgs,
+  renewalLine,
+} from './demo-console.js'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const CLI = fileURLToPath(new URL('../src/cli.ts', import.meta.url))
@@ -37,47 +36,35 @@ const DEVICE_ID = 'demo-gateway'
 const AUTO_APPROVE_DELAY_MS = 3000
 const STOP_TIMEOUT_MS = 15_000
 
-const { values: args } = parseArgs({
-  options: {
-    'auto-approve': { type: 'boolean', default: false },
-    'duration-seconds': { type: 'string' },
-    'token-ttl-seconds': { type: 'string', default: '30' },
-    'sensor-interval-ms': { type: 'string', default: '1000' },
-    help: { type: 'boolean', short: 'h', default: false },
-  },
-})
-
-function positive(name: string, text: string | undefined): number | undefined {
-  if (text === undefined) return undefined
-  const n = Number(text)
-  if (!Number.isInteger(n) || n < 1 || n > 86_400) {
-    process.stderr.write(`demo: --${name} must be a whole number from 1 to 86400\n`)
-    process.exit(2)
-  }
-  return n
-}
-
-if (args.help) {
-  process.stdout.write(
-    'Usage: npm run demo -- [--auto-approve] [--duration-seconds N] [--token-ttl-seconds N] [--sensor-interval-ms N]\n',
-  )
+const parsed = parseDemoArgs(process.argv.slice(2))
+if (parsed.kind === 'help') {
+  process.stdout.write(DEMO_USAGE)
   process.exit(0)
 }
-const durationSeconds = positive('duration-seconds', args['duration-seconds'])
-const tokenTtlSeconds = positive('token-ttl-seconds', args['token-ttl-seconds']) ?? 30
-const sensorIntervalMs = positive('sensor-interval-ms', args['sensor-interval-ms']) ?? 1000
+if (parsed.kind === 'error') {
+  process.stderr.write(`demo: ${parsed.message}\n${DEMO_USAGE}`)
+  process.exit(2)
+}
+const { autoApprove, durationSeconds, tokenTtlSeconds, sensorIntervalMs } = parsed.options
 
-const colour = process.stdout.isTTY && !process.env.NO_COLOR
-const tint = (code: number, text: string) => (colour ? `\u001b[${code}m${text}\u001b[0m` : text)
+const tty = process.stdout.isTTY === true
+const colour = tty && !process.env.NO_COLOR
+const tint = (code: string, text: string) => (colour ? `\u001b[${code}m${text}\u001b[0m` : text)
 const LABELS = {
-  demo: tint(1, 'demo   '),
-  idp: tint(35, 'idp    '),
-  api: tint(32, 'api    '),
-  agent: tint(36, 'agent  '),
-  display: tint(33, 'display'),
-  sensor: tint(34, 'sensor '),
+  demo: tint('1', 'demo   '),
+  idp: tint('35', 'idp    '),
+  api: tint('32', 'api    '),
+  agent: tint('36', 'agent  '),
+  display: tint('33', 'display'),
+  sensor: tint('34', 'sensor '),
 } as const
-const say = (who: keyof typeof LABELS, line: string) => process.stdout.write(`${LABELS[who]} | ${line}\n`)
+/** All output goes through the display's console: on a terminal its live countdown stays last. */
+const out = createDisplayConsole({
+  write: (text) => process.stdout.write(text),
+  tty,
+  label: `${LABELS.display} | `,
+})
+const say = (who: keyof typeof LABELS, line: string) => out.line(`${LABELS[who]} | ${line}`)
 
 /** Everything to stop, newest first. */
 const cleanups: (() => Promise<void>)[] = []
@@ -145,17 +132,20 @@ async function startAedes(): Promise<{ url: string }> {
   return { url: `mqtt://127.0.0.1:${port}` }
 }
 
-async function startApi(issuer: string, audience: string): Promise<{ url: string; records: () => number }> {
+async function startApi(
+  issuer: string,
+  audience: string,
+): Promise<{ url: string; records: () => number; watch: (summary: ActivitySummary) => void }> {
   let records = 0
+  let activity: ActivitySummary | undefined
+  const { createReceiver } = await import('../src/telemetry/receiver.js')
   const receiver = createReceiver({
     issuer,
     audience,
     onBatch: (batch) => {
+      // Counted into one line every 10 s: a line per batch would bury the renewals.
       records += batch.records.length
-      say(
-        'api',
-        `received batch seq ${batch.seq}: ${batch.records.length} records from ${batch.deviceId} (total ${records})`,
-      )
+      activity?.batch(batch.records.length)
     },
   })
   const server: Server = createServer(receiver.handler)
@@ -172,7 +162,13 @@ async function startApi(issuer: string, audience: string): Promise<{ url: string
       server.closeAllConnections()
     })
   })
-  return { url: `http://127.0.0.1:${port}/ingest`, records: () => records }
+  return {
+    url: `http://127.0.0.1:${port}/ingest`,
+    records: () => records,
+    watch: (summary) => {
+      activity = summary
+    },
+  }
 }
 
 /** Resolves on Ctrl-C / SIGTERM or when the duration is over. */
@@ -205,6 +201,14 @@ async function stopChild(child: ChildProcess | undefined): Promise<number | null
 }
 
 async function main(): Promise<number> {
+  // Loaded only now, so that `--help` and a usage error answer at once.
+  const [{ startTestIdp }, { approveDevice }, { startDisplaySimulator }, { startSensorSimulator }] =
+    await Promise.all([
+      import('./support/idp.js'),
+      import('./support/headless-user.js'),
+      import('../firmware-bridge/simulators/display.js'),
+      import('../firmware-bridge/simulators/sensor.js'),
+    ])
   const stop = stopRequested()
   const dir = await mkdtemp(join(tmpdir(), 'edgetoken-demo-'))
   cleanups.push(() => rm(dir, { recursive: true, force: true }))
@@ -217,18 +221,11 @@ async function main(): Promise<number> {
   const api = await startApi(idp.issuer, idp.audience)
   say('api', `protected telemetry API at ${api.url} (audience ${idp.audience})`)
 
-  let shownState: unknown = null
   const display = await startDisplaySimulator({
     url: broker.url,
     deviceId: DEVICE_ID,
-    onRender: (frame, state) => {
-      // Only new screens, not the countdown redrawn every second.
-      if (state === shownState) return
-      shownState = state
-      say('display', state === null ? 'companion display is blank' : 'companion display shows:')
-      if (state === null) return
-      for (const row of frame.split('\n')) say('display', row)
-    },
+    // New screens in full; the countdown live on a terminal, every 30 s on a pipe.
+    onRender: out.render,
   })
   cleanups.push(() => display.close())
 
@@ -260,12 +257,12 @@ async function main(): Promise<number> {
   const login = spawnCli(['login', '--json', '--display', 'console,qr,mqtt'], env)
   let signedIn = false
   const loginDone = once(login, 'exit') as Promise<[number | null]>
-  lines(login.stderr, (line) => process.stdout.write(`${LABELS.agent} | ${line}\n`))
+  lines(login.stderr, (line) => say('agent', line))
   lines(login.stdout, (line) => {
     const event = parseEvent(line)
     if (event?.event === 'device_code') {
       const url = String(event.verification_uri_complete ?? event.verification_uri)
-      if (args['auto-approve']) {
+      if (autoApprove) {
         say(
           'demo',
           `--auto-approve: approving code ${String(event.user_code)} in ${AUTO_APPROVE_DELAY_MS / 1000} s`,
@@ -301,17 +298,19 @@ async function main(): Promise<number> {
 
   // 2. The agent daemon and a sensor.
   const agent = spawnCli(['run', '--json'], env)
+  const activity = createActivitySummary({ print: (line) => say('api', line) })
+  api.watch(activity)
   let renewals = 0
   lines(agent.stderr, (line) => {
-    // The demo prints renewals itself, and the API prints each batch it received.
-    if (!/^edgetoken: (renewed|uploaded batch)/.test(line))
-      process.stdout.write(`${LABELS.agent} | ${line}\n`)
+    // Renewals get the demo's own line and batches the summary: drop the agent's per-event lines.
+    if (!/^edgetoken: (renewed|uploaded batch)/.test(line)) say('agent', line)
   })
   lines(agent.stdout, (line) => {
     const event = parseEvent(line)
     if (event?.event === 'renewed') {
       renewals += 1
-      say('agent', `silent renewal #${renewals}: new access token until ${String(event.expires_at)}`)
+      activity.renewal()
+      say('agent', tint('1;33', renewalLine(event, renewals)))
     }
   })
   const sensor = await startSensorSimulator({
@@ -330,6 +329,7 @@ async function main(): Promise<number> {
   say('demo', `stopping: ${why}`)
   await sensor.close()
   const agentExit = await stopChild(agent)
+  activity.stop()
   say('demo', `agent exited with ${agentExit}`)
   summary({ signedIn, renewals, records: api.records(), agentExit })
   return agentExit === 0 ? 0 : 1
@@ -341,6 +341,7 @@ function summary(s: {
   records: number
   agentExit: number | null
 }): void {
+  out.close()
   process.stdout.write(
     `demo: summary ${JSON.stringify({ signed_in: s.signedIn, renewals: s.renewals, records_received: s.records, agent_exit: s.agentExit })}\n`,
   )
@@ -350,6 +351,7 @@ let code = 1
 try {
   code = await main()
 } catch (err) {
+  out.close()
   process.stderr.write(`demo: ${(err as Error).message}\n`)
 } finally {
   for (const child of children) child.kill('SIGKILL')

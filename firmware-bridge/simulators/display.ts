@@ -16,6 +16,7 @@ import { readFileSync } from 'node:fs'
 import { pathToFileURL } from 'node:url'
 import { parseArgs } from 'node:util'
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt'
+import { createDisplayConsole } from './console.js'
 import { boxed, frameRows, Screen } from './layout.js'
 import { type LoginState, parseLogin } from './login.js'
 
@@ -166,22 +167,26 @@ async function cli(): Promise<void> {
     process.exitCode = values.help ? 0 : 2
     return
   }
+  const out = createDisplayConsole({
+    write: (text) => process.stdout.write(text),
+    tty: process.stdout.isTTY === true,
+  })
   const options: DisplaySimulatorOptions = {
     url: values.url,
     topicPrefix: values.prefix,
     deviceId: values['device-id'],
-    onRender: (frame) => {
-      // Redraw in place on a terminal; append otherwise (logs, pipes).
-      if (process.stdout.isTTY) process.stdout.write('\x1b[2J\x1b[H')
-      process.stdout.write(`${frame}\n`)
-    },
+    // Each screen once; the countdown redrawn in place on a terminal, every 30 s on a pipe or log.
+    onRender: out.render,
   }
   if (values.ca) options.ca = readFileSync(values.ca)
   if (values.username) options.username = values.username
   if (process.env.MQTT_PASSWORD) options.password = process.env.MQTT_PASSWORD
   const sim = await startDisplaySimulator(options)
   process.stderr.write(`display simulator: ${options.topicPrefix}/${options.deviceId}/login\n`)
-  const stop = () => void sim.close()
+  const stop = () => {
+    out.close()
+    void sim.close()
+  }
   process.once('SIGINT', stop)
   process.once('SIGTERM', stop)
 }

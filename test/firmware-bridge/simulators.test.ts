@@ -4,7 +4,10 @@ import { describe, test } from 'node:test'
 import { Ajv2020 } from 'ajv/dist/2020.js'
 import addFormats from 'ajv-formats'
 import mqtt from 'mqtt'
+import { countdownText, createDisplayConsole } from '../../firmware-bridge/simulators/console.js'
 import { startDisplaySimulator } from '../../firmware-bridge/simulators/display.js'
+import { boxed, frameRows, screenFor } from '../../firmware-bridge/simulators/layout.js'
+import { type LoginState, parseLogin } from '../../firmware-bridge/simulators/login.js'
 import { encodeReading, startSensorSimulator } from '../../firmware-bridge/simulators/sensor.js'
 import { clientOptions, startBroker, type TestBroker } from '../support/mosquitto.js'
 import { startRecorder } from '../support/mqtt-recorder.js'
@@ -71,8 +74,8 @@ describe('display simulator', () => {
     const blank = await sim.waitForFrame(
       (f) => sim.frames.indexOf(f) > sim.frames.indexOf(ended) && !/[^\s|+-]/.test(f),
     )
-    assert.ok(sim.frames.indexOf(pending) < sim.frames.indexOf(ended))
-    assert.ok(sim.frames.indexOf(ended) < sim.frames.indexOf(blank))
+    assert.ok(sim.frames.indexOf(pending) < sim.frames.indexOf(ended), 'pending before the end screen')
+    assert.ok(sim.frames.indexOf(ended) < sim.frames.indexOf(blank), 'the end screen before the blank one')
     assert.equal(sim.state, null)
     assert.deepEqual(rendered, sim.frames)
     for (const f of sim.frames) {
@@ -156,6 +159,127 @@ describe('display simulator', () => {
   })
 })
 
+const ERASE = '\r\u001b[2K'
+const T0 = Date.UTC(2026, 10, 25, 10, 0, 0)
+
+function pendingState(expiresInSeconds: number): LoginState {
+  const state = parseLogin(
+    JSON.stringify({
+      state: 'pending',
+      user_code: 'WDJB-MJHT',
+      verification_uri: 'https://example.com/device',
+      expires_at: new Date(T0 + expiresInSeconds * 1000).toISOString(),
+    }),
+  )
+  assert.ok(state, 'a contract pending message')
+  return state
+}
+
+/**
+ * Drives a console as the simulator does: `onRender` once per distinct frame, a tick a second.
+ *
+ * @returns the clock's setter and what was written.
+ */
+function drive(tty: boolean) {
+  let clock = T0
+  const writes: string[] = []
+  const out = createDisplayConsole({
+    write: (s) => writes.push(s),
+    tty,
+    label: 'display | ',
+    now: () => clock,
+  })
+  let last = ''
+  const show = (state: LoginState | null) => {
+    const frame = boxed(frameRows(screenFor(state, Math.floor(clock / 1000))))
+    if (frame !== last || state === null) out.render(frame, state)
+    last = frame
+  }
+  return {
+    out,
+    writes,
+    show,
+    at(ms: number) {
+      clock = T0 + ms
+    },
+  }
+}
+
+describe('display console', () => {
+  test('issue 11: the countdown ticks each second, from expires_at', () => {
+    const state = pendingState(600)
+    assert.equal(countdownText(state, T0), 'code WDJB-MJHT: Expires in 10:00')
+    assert.equal(countdownText(state, T0 + 999), 'code WDJB-MJHT: Expires in 10:00')
+    assert.equal(countdownText(state, T0 + 1000), 'code WDJB-MJHT: Expires in 09:59')
+    assert.equal(countdownText(state, T0 + 599_000), 'code WDJB-MJHT: Expires in 00:01')
+    assert.equal(countdownText(state, T0 + 600_000), 'code WDJB-MJHT: Expired')
+    assert.equal(countdownText(null, T0), null)
+    assert.equal(countdownText({ kind: 'ended', state: 'approved' }, T0), null)
+  })
+
+  test('issue 11: on a terminal the countdown is one live line redrawn in place under the other output', () => {
+    const d = drive(true)
+    const state = pendingState(600)
+    d.show(state)
+    const printed = d.writes.join('')
+    assert.match(printed, /^display \| companion display shows:\ndisplay \| \+-{16}\+\n/)
+    assert.ok(
+      printed.endsWith(`${ERASE}display | code WDJB-MJHT: Expires in 10:00`),
+      `the live line last: ${JSON.stringify(printed.slice(-80))}`,
+    )
+    d.writes.length = 0
+    for (let s = 1; s <= 3; s++) {
+      d.at(s * 1000)
+      d.show(state)
+    }
+    assert.deepEqual(d.writes, [
+      `${ERASE}display | code WDJB-MJHT: Expires in 09:59`,
+      `${ERASE}display | code WDJB-MJHT: Expires in 09:58`,
+      `${ERASE}display | code WDJB-MJHT: Expires in 09:57`,
+    ])
+    d.writes.length = 0
+    d.out.line('agent   | Signed in as device-user.')
+    assert.deepEqual(d.writes, [
+      `${ERASE}agent   | Signed in as device-user.\ndisplay | code WDJB-MJHT: Expires in 09:57`,
+    ])
+    d.writes.length = 0
+    d.show({ kind: 'ended', state: 'approved' })
+    assert.equal(d.writes[0], ERASE, 'the live line is erased before the next screen')
+    assert.match(d.writes.slice(1).join(''), /Signed in/)
+    assert.doesNotMatch(d.writes.slice(1).join(''), /Expires/)
+    d.writes.length = 0
+    d.out.line('after')
+    d.out.close()
+    assert.deepEqual(d.writes, ['after\n'])
+  })
+
+  test('issue 11: on a pipe the countdown is one line every 30 s and once when the code expires', () => {
+    const d = drive(false)
+    const state = pendingState(100)
+    d.show(state)
+    const frameLines = d.writes.length
+    assert.equal(frameLines, 11, 'the header and the 10 rows of the frame')
+    for (let s = 1; s <= 110; s++) {
+      d.at(s * 1000)
+      d.show(state)
+    }
+    assert.deepEqual(d.writes.slice(frameLines), [
+      'display | code WDJB-MJHT: Expires in 01:10\n',
+      'display | code WDJB-MJHT: Expires in 00:40\n',
+      'display | code WDJB-MJHT: Expires in 00:10\n',
+      'display | code WDJB-MJHT: Expired\n',
+    ])
+    assert.ok(
+      d.writes.every((w) => !w.includes('\u001b')),
+      'no terminal controls on a pipe',
+    )
+    d.writes.length = 0
+    d.show(null)
+    d.out.close()
+    assert.deepEqual(d.writes, ['display | companion display is blank\n'])
+  })
+})
+
 describe('sensor simulator', () => {
   test('publishes `count` schema-valid readings with increasing seq (QoS 1, not retained)', async (t) => {
     const broker = await startBroker({ tls: true })
@@ -178,7 +302,7 @@ describe('sensor simulator', () => {
     for (const m of rec.messages) {
       assert.equal(m.retain, false)
       assert.equal(m.qos, 1)
-      assert.ok(m.payload.length <= 16 * 1024)
+      assert.ok(m.payload.length <= 16 * 1024, `payload of ${m.payload.length} bytes`)
       const reading = JSON.parse(m.payload.toString('utf8')) as { sensor: string; seq: number; at: string }
       assert.equal(validate(reading), true, JSON.stringify(validate.errors))
       assert.equal(reading.sensor, 'greenhouse-1')
