@@ -13,6 +13,7 @@
  * @packageDocumentation
  */
 import type { MqttRelay } from '../display/mqtt-relay.js'
+import { isEdgeTokenError } from '../errors.js'
 import type { AccountStatus } from '../store/cache.js'
 import { type DaemonOutput, errorText } from './daemon-output.js'
 
@@ -37,6 +38,11 @@ export interface SigninStateOptions {
   signIn: ((signal: AbortSignal) => Promise<void>) | undefined
   /** Reads the account's state from the token store (no lock, no network). */
   readStatus: () => Promise<AccountStatus>
+  /**
+   * The store could not be read (`ERR_STORE_UNREADABLE`: wrong key, tampered, another machine's):
+   * the daemon stops; nothing here retries or warns about it.
+   */
+  onStoreUnreadable: (error: unknown) => void
   /** While sign-in is required, how often the store is checked for a new sign-in, ms. Default 10000. */
   watchMs?: number | undefined
   /** Sign-in became required: stop what needs a token (renewal). */
@@ -61,12 +67,15 @@ export interface SigninState {
    */
   enter(reason: string): void
   /**
-   * Starts a device sign-in through the injected hook, unless there is none, one is running, or
-   * the daemon is stopping. Failures are logged; the state stays as it was.
+   * Starts a device sign-in through the injected hook, only while sign-in is required (a device
+   * that is signed in is never taken over: issue 11), and unless there is no hook, one is running,
+   * or the daemon is stopping. A request while signed in is ignored with one log line per
+   * signed-in period. Failures are logged; the state stays as it was.
    *
    * @param why - what asked for it, for the log.
+   * @returns whether a sign-in was started.
    */
-  startSignIn(why: string): void
+  startSignIn(why: string): boolean
   /**
    * Gives the state the companion display's relay (on the daemon's own MQTT client), and
    * announces the state there when sign-in is already required.
@@ -93,6 +102,8 @@ export function createSigninState(options: SigninStateOptions): SigninState {
   let watch: NodeJS.Timeout | undefined
   let signingIn: Promise<void> | undefined
   let relay: MqttRelay | undefined
+  // One line per signed-in period about ignored requests: a stuck button must not fill the journal.
+  let ignoredLogged = false
 
   const announce = () => {
     if (required && !signal.aborted) void relay?.announceSigninRequired({ since, pair: pairEnabled })
@@ -101,6 +112,7 @@ export function createSigninState(options: SigninStateOptions): SigninState {
   const leave = (how: string) => {
     if (!required) return
     required = false
+    ignoredLogged = false
     if (watch) clearInterval(watch)
     watch = undefined
     void relay?.clearSigninRequired()
@@ -108,6 +120,12 @@ export function createSigninState(options: SigninStateOptions): SigninState {
     emit({ event: 'signed_in' })
     setStatus(RUNNING_STATUS)
     options.onSignedIn()
+  }
+
+  const storeFailed = (err: unknown): boolean => {
+    if (!isEdgeTokenError(err, 'ERR_STORE_UNREADABLE')) return false
+    options.onStoreUnreadable(err)
+    return true
   }
 
   const enter = (reason: string) => {
@@ -135,18 +153,29 @@ export function createSigninState(options: SigninStateOptions): SigninState {
         .then((s) => {
           if (s.signedIn && s.accessTokenExpiresAt !== marker) leave('new tokens in the store')
         })
-        .catch((err: unknown) => warn(`cannot read the token store: ${errorText(err)}`))
+        .catch((err: unknown) => {
+          if (!storeFailed(err) && !signal.aborted) warn(`cannot read the token store: ${errorText(err)}`)
+        })
     }, options.watchMs ?? DEFAULT_SIGNIN_WATCH_MS)
     watch.unref()
   }
 
-  const startSignIn = (why: string) => {
+  const startSignIn = (why: string): boolean => {
     const signIn = options.signIn
-    if (!signIn || signingIn || signal.aborted) return
+    if (!signIn || signingIn || signal.aborted) return false
+    if (!required) {
+      if (!ignoredLogged) {
+        log(
+          `edgetoken: ignored a ${why}: the device is signed in (a sign-in starts only while one is required)`,
+        )
+      }
+      ignoredLogged = true
+      return false
+    }
     log(`edgetoken: starting a device sign-in (${why})`)
     setStatus('waiting for sign-in approval')
-    // The flow's own relay replaces the notice with its pending code; ours must not put it back
-    // on a reconnect meanwhile.
+    // The flow's pending code replaces the notice on the relay; the notice must not come back on
+    // a reconnect meanwhile.
     relay?.suspendSigninRequired()
     signingIn = signIn(signal)
       .then(
@@ -160,15 +189,17 @@ export function createSigninState(options: SigninStateOptions): SigninState {
           }
         },
         (err: unknown) => {
+          if (storeFailed(err)) return
           if (!signal.aborted) warn(`sign-in did not complete: ${errorText(err)}`)
           setStatus(required ? SIGNIN_REQUIRED_STATUS : RUNNING_STATUS)
-          // The flow's relay has published its end state and cleared the topic: still signed out.
+          // The flow has published its end state and cleared the topic: still signed out.
           announce()
         },
       )
       .finally(() => {
         signingIn = undefined
       })
+    return true
   }
 
   return {

@@ -5,21 +5,29 @@
  * ```
  *   renewer ──(acquireTokenSilent, forced, ahead of expiry)──> token store
  *   MQTT readings ──> ingest (validate) ──> spool (fsync) ──> uploader ──> API
- *   MQTT pair ──> gate (allowPair, nonce, rate) ──> signIn() (the `login` code path)
+ *   MQTT pair ──> gate (allowPair, nonce, rate, sign-in required) ──> device sign-in ──> token store
  * ```
  *
  * A dead refresh token does not stop anything but renewal and upload: the daemon says so (a
  * warning line, the systemd status, and with MQTT a retained `signin_required` notice on the
  * login topic for the companion display), keeps spooling, and resumes once someone signs in
  * again: through a pair request, or `edgetoken login` run next to it (the daemon notices the new
- * tokens in the store). The notice is cleared then, and when the daemon stops.
+ * tokens in the store). The notice is cleared then, and when the daemon stops. A pair request is
+ * acted on only in that state, and its sign-in may restore the stored account but never replace
+ * it with another one (`daemon-login.ts`).
+ *
+ * A token store that cannot be read (another key, tampered, another machine's: StoreError
+ * `ERR_STORE_UNREADABLE`) is not retried: no retry can fix it, and systemd must not restart into
+ * it (`RestartPreventExitStatus=6`). Found at the start, nothing else is started; found later (a
+ * renewal, an upload, the store watch, a sign-in), the daemon stops as on SIGTERM and then throws it.
  *
  * On stop (SIGTERM): readings in flight reach the disk, the batch in flight gets a short grace,
  * the MQTT status goes `offline`, all within `shutdownTimeoutMs`. Nothing acknowledged (to a
  * sensor's broker or by the API) is lost: the spool keeps every record until the API took it.
  *
  * This module only opens the store and the spool and wires the parts together; each part is its
- * own module: the sign-in state (`daemon-signin.ts`), tokens and renewal (`daemon-tokens.ts`),
+ * own module: the sign-in state (`daemon-signin.ts`), the pair sign-in (`daemon-login.ts`),
+ * tokens and renewal (`daemon-tokens.ts`),
  * the MQTT side (`daemon-mqtt.ts`), the uploads (`daemon-uploads.ts`) and the stop sequence
  * (`daemon-shutdown.ts`).
  *
@@ -32,8 +40,9 @@ import type { RefreshFunction } from '../store/cache.js'
 import type { TokenStore } from '../store/token-store.js'
 import type { Spool } from '../telemetry/spool.js'
 import { waitForSaneClock } from './clock.js'
+import { createDaemonSignIn } from './daemon-login.js'
 import { type DaemonMqtt, startDaemonMqtt } from './daemon-mqtt.js'
-import { type DaemonOutput, errorText } from './daemon-output.js'
+import type { DaemonOutput } from './daemon-output.js'
 import { shutDown } from './daemon-shutdown.js'
 import { createSigninState } from './daemon-signin.js'
 import { createDaemonTokens } from './daemon-tokens.js'
@@ -67,11 +76,6 @@ export interface DaemonOptions {
     store: TokenStore,
     signal: AbortSignal | undefined,
   ) => RefreshFunction
-  /**
-   * Runs a device flow to the end (the `login` command's code path, with its displays and the
-   * MQTT relay); called for an accepted pair request. Without it, pair requests are refused.
-   */
-  signIn?: (signal: AbortSignal) => Promise<void>
   /** systemd notifications, when started by systemd with `Type=notify`. */
   notifier?: Notifier | undefined
   /** Upper bound of the shutdown, ms. Default 10000. */
@@ -103,14 +107,32 @@ const DEFAULT_SHUTDOWN_TIMEOUT_MS = 10_000
 /**
  * Runs the daemon until `options.signal` fires, then shuts down within `shutdownTimeoutMs`.
  *
- * @param options - configuration, stop signal, output and the sign-in hook.
+ * @param options - configuration, stop signal and output.
  * @returns a summary once stopped.
  * @throws ConfigError when authority or clientId is missing; StoreError when the token store
- *   cannot be opened; EdgeTokenError `ERR_IO` when the spool cannot be opened. Nothing is thrown
- *   once the daemon is running: failures are logged and retried.
+ *   cannot be opened or read, at the start or later (then after the same shutdown as on a stop
+ *   signal); EdgeTokenError `ERR_IO` when the spool cannot be opened. Every other failure once
+ *   the daemon is running is logged and retried.
  */
 export async function runDaemon(options: DaemonOptions): Promise<DaemonSummary> {
-  const { config, signal, log, warn } = options
+  const { config, log, warn } = options
+  // Stops the daemon from inside: an unreadable token store ends it like a stop signal.
+  const fatal = new AbortController()
+  const signal = AbortSignal.any([options.signal, fatal.signal])
+  let storeFailure: unknown
+  const onStoreUnreadable = (err: unknown) => {
+    if (storeFailure !== undefined) return
+    storeFailure = err
+    // The CLI prints the error itself once stopped; this line marks when it was found.
+    warn('the token store cannot be read any more; stopping')
+    fatal.abort(err)
+  }
+  // Every store read of the running daemon goes through this: the failure is fatal, not retried.
+  const guarded = <T>(promise: Promise<T>): Promise<T> =>
+    promise.catch((err: unknown) => {
+      if (isEdgeTokenError(err, 'ERR_STORE_UNREADABLE')) onStoreUnreadable(err)
+      throw err
+    })
   const emit = options.emit ?? (() => {})
   const output: DaemonOutput = { log, warn, emit }
   const identity = requireIdentity(config)
@@ -136,6 +158,9 @@ export async function runDaemon(options: DaemonOptions): Promise<DaemonSummary> 
     keyFile: config.keyFile,
     onWarning: warn,
   })
+  // Opening reads no token: read the store now, so that one under another key (or tampered)
+  // fails the start (exit 6) before the broker, the spool or the API see this daemon.
+  const initialStatus = await cache.readAccountStatus(store, identity)
   const telemetry = config.telemetry
   const spool: Spool = await openSpool(
     config.stateDir,
@@ -145,14 +170,25 @@ export async function runDaemon(options: DaemonOptions): Promise<DaemonSummary> 
   // --- sign-in state and tokens: each stops or resumes the other --------------------------------
   // Assigned below; a sign-in can complete before then, and must not find it uninitialised.
   let uploads: DaemonUploads | undefined
-  const pairEnabled = Boolean(config.mqtt?.allowPair && options.signIn)
+  const pairEnabled = config.mqtt?.allowPair === true
+  // Assigned once MQTT started (the pair sign-in shows its code on the daemon's relay).
+  let mqtt: DaemonMqtt | undefined
+  const signIn = createDaemonSignIn({
+    identity,
+    store,
+    get relay() {
+      return mqtt?.relay
+    },
+    output,
+  })
   const signin = createSigninState({
     signal,
     output,
     setStatus: (text) => void options.notifier?.status(text),
     pairEnabled,
-    signIn: options.signIn,
+    signIn: pairEnabled ? signIn : undefined,
     readStatus: () => cache.readAccountStatus(store, identity),
+    onStoreUnreadable,
     watchMs: options.signinWatchMs,
     onRequired: () => tokens.renewer.stop(),
     onSignedIn: () => {
@@ -163,7 +199,7 @@ export async function runDaemon(options: DaemonOptions): Promise<DaemonSummary> 
   const tokens = createDaemonTokens({
     store,
     identity,
-    acquireTokenSilent: cache.acquireTokenSilent,
+    acquireTokenSilent: (s, o) => guarded(cache.acquireTokenSilent(s, o)),
     refreshFor: options.refreshFor,
     signal,
     renewal: options.renewal,
@@ -172,7 +208,6 @@ export async function runDaemon(options: DaemonOptions): Promise<DaemonSummary> 
   })
 
   // --- MQTT: presence, ingest, pair -------------------------------------------------------------
-  let mqtt: DaemonMqtt | undefined
   if (config.mqtt) {
     mqtt = await startDaemonMqtt({
       config: config.mqtt,
@@ -183,7 +218,8 @@ export async function runDaemon(options: DaemonOptions): Promise<DaemonSummary> 
       pair: pairEnabled
         ? {
             busy: () => signin.signingIn !== undefined,
-            onPair: () => signin.startSignIn('pair request from the companion display'),
+            // startSignIn acts only while sign-in is required: a signed-in device is never taken over.
+            onPair: () => void signin.startSignIn('pair request from the companion display'),
           }
         : undefined,
     })
@@ -210,14 +246,8 @@ export async function runDaemon(options: DaemonOptions): Promise<DaemonSummary> 
   }
 
   // --- start ------------------------------------------------------------------------------------
-  try {
-    const status = await cache.readAccountStatus(store, identity)
-    if (status.signedIn) tokens.renewer.start()
-    else signin.enter(status.needsSignIn ? 'the refresh token was rejected' : 'not signed in')
-  } catch (err) {
-    warn(`cannot read the token store: ${errorText(err)}`)
-    tokens.renewer.start()
-  }
+  if (initialStatus.signedIn) tokens.renewer.start()
+  else signin.enter(initialStatus.needsSignIn ? 'the refresh token was rejected' : 'not signed in')
   const stopWatchdog = options.notifier?.startWatchdog()
   void options.notifier?.ready(signin.status)
   log(`edgetoken: agent running for device ${config.deviceId} (pid ${process.pid})`)
@@ -252,5 +282,6 @@ export async function runDaemon(options: DaemonOptions): Promise<DaemonSummary> 
   if (mqtt?.pairCounters) summary.pair = { ...mqtt.pairCounters }
   emit({ event: 'stopped', uploaded_records: summary.uploadedRecords, renewals: summary.renewals })
   log(`edgetoken: stopped (${summary.renewals} renewals, ${summary.uploadedRecords} records uploaded)`)
+  if (storeFailure !== undefined) throw storeFailure
   return summary
 }

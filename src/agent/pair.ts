@@ -4,7 +4,10 @@
  * user asks, never on its own; an MQTT message is only a user's request if it can be trusted a
  * little, so the agent
  *
- * - acts only when the config says so (`mqtt.allowPair`, default false);
+ * - acts only when the config says so (`mqtt.allowPair`, default false), and only while the
+ *   agent needs a sign-in: a button press must never take over a device that is signed in
+ *   (issue 11); a different account is never taken over by a pair request either (see
+ *   `daemon-login.ts`);
  * - validates the payload against `firmware-bridge/schema/pair.schema.json` (1 KiB cap);
  * - ignores a nonce it has seen, and a request whose `at` is far from now (a replay after the
  *   nonce memory was cleared by a restart);
@@ -33,7 +36,14 @@ export interface PairRequest {
 }
 
 /** Why a pair request was refused. */
-export type PairRefusal = DropReason | 'disallowed' | 'replayed' | 'stale' | 'rate-limited' | 'busy'
+export type PairRefusal =
+  | DropReason
+  | 'disallowed'
+  | 'replayed'
+  | 'stale'
+  | 'rate-limited'
+  | 'busy'
+  | 'signed-in'
 
 /** Counters of pair requests. */
 export type PairCounters = Record<'received' | 'accepted' | PairRefusal, number>
@@ -92,10 +102,14 @@ export interface PairGate {
    *
    * @param payload - the raw MQTT payload.
    * @param context - `busy`: a sign-in is already running (refused as `busy`); `retained`: the
-   *   message was retained (refused: it would start a sign-in after every reconnect).
+   *   message was retained (refused: it would start a sign-in after every reconnect);
+   *   `signedIn`: the device is signed in (refused as `signed-in`: nothing to pair).
    * @returns the decision; counters are updated.
    */
-  check(payload: Uint8Array, context?: { busy?: boolean; retained?: boolean }): PairDecision
+  check(
+    payload: Uint8Array,
+    context?: { busy?: boolean; retained?: boolean; signedIn?: boolean },
+  ): PairDecision
   /** Live counters. */
   readonly counters: Readonly<PairCounters>
 }
@@ -125,6 +139,7 @@ export function createPairGate(options: PairGateOptions): PairGate {
     stale: 0,
     'rate-limited': 0,
     busy: 0,
+    'signed-in': 0,
   }
 
   const refuse = (reason: PairRefusal, detail: string): PairDecision => {
@@ -150,6 +165,12 @@ export function createPairGate(options: PairGateOptions): PairGate {
         const oldest = seen.values().next().value
         if (oldest !== undefined) seen.delete(oldest)
       }
+      if (context.signedIn) {
+        return refuse(
+          'signed-in',
+          'the device is signed in; pair requests count only while sign-in is required',
+        )
+      }
       if (context.busy) return refuse('busy', 'a sign-in is already in progress')
       if (t - lastAcceptedAt < minIntervalMs) return refuse('rate-limited', 'too many pair requests')
       lastAcceptedAt = t
@@ -169,6 +190,11 @@ export interface PairListenerOptions {
   gate: PairGate
   /** Whether a sign-in is running now. */
   busy: () => boolean
+  /**
+   * Whether the device needs a sign-in now; while it does not, requests are refused as
+   * `signed-in`. Default: always (the caller then has to check before acting on `onPair`).
+   */
+  signinRequired?: (() => boolean) | undefined
   /** Called for an accepted request: start a device flow. */
   onPair: (request: PairRequest) => void
   /** Called for a refused request (never with payload content). */
@@ -199,7 +225,11 @@ export function startPairListener(options: PairListenerOptions): PairListener {
   let closed = false
   const onMessage = (messageTopic: string, payload: Buffer, packet: IPublishPacket) => {
     if (messageTopic !== topic || closed) return
-    const decision = gate.check(payload, { busy: options.busy(), retained: packet.retain })
+    const decision = gate.check(payload, {
+      busy: options.busy(),
+      retained: packet.retain,
+      signedIn: options.signinRequired ? !options.signinRequired() : false,
+    })
     if (decision.ok) options.onPair(decision.request)
     else options.onRefused?.(decision.reason, decision.detail)
   }

@@ -5,185 +5,33 @@
  * restart, a dead sign-in is announced and a pair request recovers it, SIGTERM exits 0 promptly.
  */
 import assert from 'node:assert/strict'
-import { type ChildProcess, spawn } from 'node:child_process'
-import { randomBytes } from 'node:crypto'
-import { once } from 'node:events'
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
+import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { after, before, describe, test } from 'node:test'
-import { fileURLToPath } from 'node:url'
-import mqtt from 'mqtt'
+import { describe, test } from 'node:test'
 import { startSensorSimulator } from '../../firmware-bridge/simulators/sensor.js'
-import { startTestApi, type TestApi } from '../support/api.js'
+import type { TestApi } from '../support/api.js'
 import { approveDevice } from '../support/headless-user.js'
-import { startTestIdp, type TestIdp } from '../support/idp.js'
-import { clientOptions, startBroker, type TestBroker } from '../support/mosquitto.js'
-import { startRecorder } from '../support/mqtt-recorder.js'
-
-const ROOT = fileURLToPath(new URL('../../', import.meta.url))
-const CLI = fileURLToPath(new URL('../../src/cli.ts', import.meta.url))
-
-interface Cli {
-  child: ChildProcess
-  events: Record<string, unknown>[]
-  stderr: () => string
-  waitForEvent(pred: (e: Record<string, unknown>) => boolean, what: string, timeoutMs?: number): Promise<void>
-  exit: Promise<number | null>
-}
-
-function startCli(args: string[], env: NodeJS.ProcessEnv, stdin?: string): Cli {
-  const child = spawn(process.execPath, ['--import', 'tsx', CLI, ...args], {
-    cwd: ROOT,
-    env: { ...process.env, ...env },
-    stdio: [stdin === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
-  })
-  child.stdin?.end(stdin)
-  const events: Record<string, unknown>[] = []
-  let buffered = ''
-  let err = ''
-  child.stdout?.on('data', (d) => {
-    buffered += d
-    let nl = buffered.indexOf('\n')
-    while (nl >= 0) {
-      const line = buffered.slice(0, nl)
-      buffered = buffered.slice(nl + 1)
-      if (line.trim()) events.push(JSON.parse(line) as Record<string, unknown>)
-      nl = buffered.indexOf('\n')
-    }
-  })
-  child.stderr?.on('data', (d) => {
-    err += d
-  })
-  const exit = once(child, 'exit').then(([code]) => code as number | null)
-  return {
-    child,
-    events,
-    stderr: () => err,
-    exit,
-    async waitForEvent(pred, what, timeoutMs = 30_000) {
-      await waitUntil(
-        () => events.some(pred),
-        what,
-        timeoutMs,
-        () => `stderr:\n${err}`,
-      )
-    },
-  }
-}
-
-async function waitUntil(
-  predicate: () => boolean,
-  what: string,
-  timeoutMs = 30_000,
-  context: () => string = () => '',
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!predicate()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}\n${context()}`)
-    await new Promise((r) => setTimeout(r, 50))
-  }
-}
+import { startCli, useDaemonFixture, waitUntil } from './daemon-harness.js'
 
 function recordsAt(api: TestApi): { sensor: string; seq: number }[] {
   return api.receiver.batches.flatMap((b) => b.records as { sensor: string; seq: number }[])
 }
 
 describe('edgetoken run (daemon)', { timeout: 180_000 }, () => {
-  let idp: TestIdp
-  let api: TestApi
-  let broker: TestBroker
-  let dir: string
-  const children: ChildProcess[] = []
-
-  before(async () => {
-    // Short-lived access tokens so renewals happen within the test.
-    idp = await startTestIdp({ accessTokenTtlSeconds: 12, interval: 1 })
-    api = await startTestApi({ issuer: idp.issuer, audience: idp.audience })
-    broker = await startBroker()
-    dir = await mkdtemp(join(tmpdir(), 'edgetoken-daemon-'))
-    await writeFile(join(dir, 'key'), randomBytes(32), { mode: 0o600 })
-  })
-  after(async () => {
-    for (const c of children) if (c.exitCode === null) c.kill('SIGKILL')
-    await broker?.close()
-    await api?.close()
-    await idp?.close()
-    await rm(dir, { recursive: true, force: true })
-  })
-
-  async function setup(name: string, deviceId: string) {
-    const stateDir = join(dir, name)
-    const configFile = join(dir, `${name}.json`)
-    await writeFile(
-      configFile,
-      JSON.stringify({
-        authority: idp.issuer,
-        clientId: idp.publicClientId,
-        scopes: ['openid', 'offline_access', idp.apiScope],
-        deviceId,
-        stateDir,
-        keyFile: join(dir, 'key'),
-        mqtt: { url: broker.url, allowPair: true },
-        telemetry: { endpoint: api.url, lingerMs: 100 },
-      }),
-    )
-    return { EDGETOKEN_CONFIG: configFile, EDGETOKEN_STATE_DIR: '', NOTIFY_SOCKET: '' }
-  }
-
-  async function login(env: NodeJS.ProcessEnv): Promise<void> {
-    const cli = startCli(['login', '--json', '--display', 'none'], env)
-    children.push(cli.child)
-    await cli.waitForEvent((e) => e.event === 'device_code', 'device_code')
-    const code = cli.events.find((e) => e.event === 'device_code')?.user_code
-    await approveDevice(idp.issuer, String(code))
-    assert.equal(await cli.exit, 0, cli.stderr())
-  }
-
-  /** The payloads a display that subscribes now finds retained on a topic. */
-  async function retainedOn(topic: string): Promise<string[]> {
-    const rec = await startRecorder(broker, topic)
-    try {
-      await rec.settle()
-      return rec.messages.filter((m) => m.retain).map((m) => m.payload.toString())
-    } finally {
-      await rec.close()
-    }
-  }
-
-  async function waitForRetained(topic: string, pred: (payloads: string[]) => boolean, what: string) {
-    const deadline = Date.now() + 15_000
-    for (;;) {
-      const retained = await retainedOn(topic)
-      if (pred(retained)) return retained
-      if (Date.now() > deadline)
-        throw new Error(`timed out waiting for ${what}; retained: ${JSON.stringify(retained)}`)
-      await new Promise((r) => setTimeout(r, 100))
-    }
-  }
-
-  function assertNoSecrets(cli: Cli): void {
-    const out = JSON.stringify(cli.events) + cli.stderr()
-    for (const secret of [
-      ...idp.issued.accessTokens,
-      ...idp.issued.refreshTokens,
-      ...idp.issued.deviceCodes,
-    ]) {
-      assert.ok(!out.includes(secret), 'no token or device code in the daemon output')
-    }
-  }
+  const f = useDaemonFixture()
+  const { children, setup, login, retainedOn, waitForRetained, sendPair, assertNoSecrets } = f
 
   test('readings reach the API, tokens are renewed, an API outage and a restart lose nothing, SIGTERM exits 0', async () => {
     const env = await setup('main', 'gw-daemon')
     await login(env)
-    const refreshesBefore = idp.refreshes
+    const refreshesBefore = f.idp.refreshes
 
     const daemon = startCli(['run', '--json'], env)
     children.push(daemon.child)
     await daemon.waitForEvent((e) => e.event === 'ready', 'ready')
 
     const sensor = await startSensorSimulator({
-      url: broker.url,
+      url: f.broker.url,
       deviceId: 'gw-daemon',
       sensor: 'greenhouse-1',
       intervalMs: 20,
@@ -191,16 +39,16 @@ describe('edgetoken run (daemon)', { timeout: 180_000 }, () => {
     })
     await sensor.done
     await sensor.close()
-    await waitUntil(() => recordsAt(api).length >= 20, '20 records at the API', 30_000, daemon.stderr)
+    await waitUntil(() => recordsAt(f.api).length >= 20, '20 records at the API', 30_000, daemon.stderr)
 
     // A 12 s token is renewed 3-6 s after it was obtained.
     await daemon.waitForEvent((e) => e.event === 'renewed', 'a renewal', 30_000)
-    assert.ok(idp.refreshes > refreshesBefore, 'the IdP saw a refresh_token grant')
+    assert.ok(f.idp.refreshes > refreshesBefore, 'the IdP saw a refresh_token grant')
 
     const stderrBefore = daemon.stderr().length
-    await api.setMode('down')
+    await f.api.setMode('down')
     const second = await startSensorSimulator({
-      url: broker.url,
+      url: f.broker.url,
       deviceId: 'gw-daemon',
       sensor: 'greenhouse-1',
       intervalMs: 20,
@@ -216,15 +64,15 @@ describe('edgetoken run (daemon)', { timeout: 180_000 }, () => {
       30_000,
       daemon.stderr,
     )
-    await api.setMode('up')
-    await waitUntil(() => recordsAt(api).length >= 30, '30 records after the outage', 60_000, daemon.stderr)
-    const seqs = recordsAt(api).map((r) => r.seq)
+    await f.api.setMode('up')
+    await waitUntil(() => recordsAt(f.api).length >= 30, '30 records after the outage', 60_000, daemon.stderr)
+    const seqs = recordsAt(f.api).map((r) => r.seq)
     assert.deepEqual(
       seqs,
       Array.from({ length: 30 }, (_, i) => i),
       'every reading once, in order',
     )
-    assert.ok(api.receiver.batches.every((b) => b.deviceId === 'gw-daemon'))
+    assert.ok(f.api.receiver.batches.every((b) => b.deviceId === 'gw-daemon'))
 
     const startedStop = Date.now()
     daemon.child.kill('SIGTERM')
@@ -236,7 +84,7 @@ describe('edgetoken run (daemon)', { timeout: 180_000 }, () => {
     // Stopped (an update, a reboot): the broker keeps the agent's session and queues the readings
     // published meanwhile (QoS 1); the next run spools and uploads them.
     const whileStopped = await startSensorSimulator({
-      url: broker.url,
+      url: f.broker.url,
       deviceId: 'gw-daemon',
       sensor: 'greenhouse-1',
       intervalMs: 5,
@@ -248,13 +96,13 @@ describe('edgetoken run (daemon)', { timeout: 180_000 }, () => {
     const restarted = startCli(['run', '--json'], env)
     children.push(restarted.child)
     await waitUntil(
-      () => recordsAt(api).length >= 35,
+      () => recordsAt(f.api).length >= 35,
       '35 records after the restart',
       30_000,
       restarted.stderr,
     )
     assert.deepEqual(
-      recordsAt(api).map((r) => r.seq),
+      recordsAt(f.api).map((r) => r.seq),
       Array.from({ length: 35 }, (_, i) => i),
       'the readings published while stopped arrived, once, in order',
     )
@@ -269,7 +117,7 @@ describe('edgetoken run (daemon)', { timeout: 180_000 }, () => {
     children.push(daemon.child)
     await daemon.waitForEvent((e) => e.event === 'ready', 'ready')
     const mine = () =>
-      api.receiver.batches
+      f.api.receiver.batches
         .filter((b) => b.deviceId === 'gw-beside')
         .flatMap((b) => b.records as { seq: number }[])
     const send = async (from: number) => {
@@ -304,7 +152,7 @@ describe('edgetoken run (daemon)', { timeout: 180_000 }, () => {
     await daemon.waitForEvent((e) => e.event === 'ready', 'ready')
 
     const sensor = await startSensorSimulator({
-      url: broker.url,
+      url: f.broker.url,
       deviceId: 'gw-pair',
       sensor: 'p',
       intervalMs: 10,
@@ -314,34 +162,24 @@ describe('edgetoken run (daemon)', { timeout: 180_000 }, () => {
     await sensor.close()
 
     // The companion display asks for a sign-in; the agent starts a device flow.
-    const userCodesBefore = idp.issued.userCodes.length
-    const display = await mqtt.connectAsync(broker.url, clientOptions(broker))
-    await display.publishAsync(
-      'edgetoken/gw-pair/pair',
-      JSON.stringify({
-        request: 'signin',
-        nonce: randomBytes(12).toString('base64url'),
-        at: new Date().toISOString(),
-      }),
-      { qos: 1 },
-    )
-    await display.endAsync()
+    const userCodesBefore = f.idp.issued.userCodes.length
+    await sendPair('gw-pair')
     await waitUntil(
-      () => idp.issued.userCodes.length > userCodesBefore,
+      () => f.idp.issued.userCodes.length > userCodesBefore,
       'a device flow',
       30_000,
       daemon.stderr,
     )
-    const userCode = idp.issued.userCodes.at(-1)
-    await approveDevice(idp.issuer, String(userCode))
+    const userCode = f.idp.issued.userCodes.at(-1)
+    await approveDevice(f.idp.issuer, String(userCode))
     await daemon.waitForEvent((e) => e.event === 'signed_in', 'signed_in', 30_000)
-    // The sign-in ran the login code path with its own MQTT relay: the daemon is still `online`.
+    // The sign-in showed its code on the daemon's own relay: the daemon is still `online`.
     await waitForRetained('edgetoken/gw-pair/status', (p) => p.length > 0, 'the retained status')
     assert.deepEqual(await retainedOn('edgetoken/gw-pair/status'), ['online'])
 
     await waitUntil(
       () =>
-        api.receiver.batches.filter((b) => b.deviceId === 'gw-pair').flatMap((b) => b.records).length >= 5,
+        f.api.receiver.batches.filter((b) => b.deviceId === 'gw-pair').flatMap((b) => b.records).length >= 5,
       'the spooled readings at the API',
       30_000,
       daemon.stderr,
@@ -354,12 +192,12 @@ describe('edgetoken run (daemon)', { timeout: 180_000 }, () => {
   test('systemd: READY=1, STATUS=, WATCHDOG=1 at half of WATCHDOG_USEC, STOPPING=1 on SIGTERM', async () => {
     const env = await setup('notify', 'gw-notify')
     // A stand-in for systemd-notify(1): appends its arguments to the "socket" path.
-    const bin = join(dir, 'bin')
+    const bin = join(f.dir, 'bin')
     await mkdir(bin, { recursive: true })
     await writeFile(join(bin, 'systemd-notify'), '#!/bin/sh\necho "$*" >> "$NOTIFY_SOCKET"\n', {
       mode: 0o755,
     })
-    const notifyLog = join(dir, 'notify.log')
+    const notifyLog = join(f.dir, 'notify.log')
     const daemon = startCli(['run', '--json'], {
       ...env,
       NOTIFY_SOCKET: notifyLog,
@@ -394,10 +232,14 @@ describe('edgetoken run (daemon)', { timeout: 180_000 }, () => {
     await daemon.waitForEvent((e) => e.event === 'ready', 'ready')
 
     // Revoke every refresh token the IdP issued: the next silent renewal gets invalid_grant.
-    for (const token of idp.issued.refreshTokens) {
-      await fetch(new URL('/token/revocation', idp.issuer), {
+    for (const token of f.idp.issued.refreshTokens) {
+      await fetch(new URL('/token/revocation', f.idp.issuer), {
         method: 'POST',
-        body: new URLSearchParams({ client_id: idp.publicClientId, token, token_type_hint: 'refresh_token' }),
+        body: new URLSearchParams({
+          client_id: f.idp.publicClientId,
+          token,
+          token_type_hint: 'refresh_token',
+        }),
       })
     }
     const revokedAt = Date.now()
@@ -418,15 +260,15 @@ describe('edgetoken run (daemon)', { timeout: 180_000 }, () => {
     const since = Date.parse(String(body.since))
     assert.ok(since >= revokedAt - 1000 && since <= Date.now(), `since ${body.since} is when it was noticed`)
     for (const secret of [
-      ...idp.issued.refreshTokens,
-      ...idp.issued.accessTokens,
-      ...idp.issued.deviceCodes,
+      ...f.idp.issued.refreshTokens,
+      ...f.idp.issued.accessTokens,
+      ...f.idp.issued.deviceCodes,
     ]) {
       assert.ok(!notice?.includes(secret), 'no token or device code on the login topic')
     }
 
     const sensor = await startSensorSimulator({
-      url: broker.url,
+      url: f.broker.url,
       deviceId: 'gw-dead',
       sensor: 'd',
       intervalMs: 10,
@@ -443,7 +285,7 @@ describe('edgetoken run (daemon)', { timeout: 180_000 }, () => {
     )
     await waitUntil(
       () =>
-        api.receiver.batches.filter((b) => b.deviceId === 'gw-dead').flatMap((b) => b.records).length >= 5,
+        f.api.receiver.batches.filter((b) => b.deviceId === 'gw-dead').flatMap((b) => b.records).length >= 5,
       'the readings spooled while signed out',
       30_000,
       daemon.stderr,

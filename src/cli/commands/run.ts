@@ -20,7 +20,12 @@ The agent daemon. Runs until SIGTERM or SIGINT:
   - when the refresh token is dead, says so on stderr (and in the systemd status), keeps
     spooling, and resumes once the device is signed in again: by 'edgetoken login', or by a pair
     request on <topicPrefix>/<deviceId>/pair when mqtt.allowPair is true (the code is shown on
-    the console and the companion display);
+    stderr and the companion display). Pair requests are ignored while the device is signed in,
+    and their sign-in is refused (its new tokens revoked) when it is for another account than
+    the stored one: switching accounts takes 'edgetoken login' on the device;
+  - stops with exit 6 when the token store cannot be read (another key, tampered, another
+    machine's), at the start or later, after closing MQTT and the uploads: retrying cannot
+    help, and systemd does not restart it (RestartPreventExitStatus=6);
   - under systemd (Type=notify) sends READY=1, STATUS=..., WATCHDOG=1 and STOPPING=1.
 SIGTERM flushes and exits 0 within 10 seconds.
 
@@ -31,29 +36,6 @@ Options:
   --config FILE, --state-dir DIR   see 'edgetoken --help'
 
 Exit codes: 0 stopped by a signal, 2 usage/config, 6 token store unreadable, 1 internal error.`
-
-/**
- * A device flow through the `login` command itself (same displays, relay, store and events), so
- * the daemon and `edgetoken login` cannot drift apart. Its output goes to stderr: stdout may be
- * NDJSON.
- */
-function loginHook(ctx: CommandContext, hasMqtt: boolean): (signal: AbortSignal) => Promise<void> {
-  return async (signal) => {
-    const { default: login } = await import('./login.js')
-    const display = hasMqtt ? 'console,mqtt' : 'console'
-    const code = await login.run({
-      ...ctx,
-      options: { ...ctx.options, display, json: false },
-      args: [],
-      json: false,
-      stdout: ctx.stderr,
-      signal,
-      emit: () => {},
-      say: (line) => ctx.stderr.write(`${line}\n`),
-    })
-    if (code !== ExitCode.ok) throw new EdgeTokenError('ERR_INTERNAL', `login ended with exit code ${code}`)
-  }
-}
 
 async function run(ctx: CommandContext): Promise<number> {
   if (ctx.args.length > 0)
@@ -75,7 +57,6 @@ async function run(ctx: CommandContext): Promise<number> {
     emit: ctx.emit,
     // agent/ does not import cli/: the one refresh callback is handed in.
     refreshFor,
-    signIn: loginHook(ctx, config.mqtt !== undefined),
     notifier,
   })
   return ExitCode.ok
