@@ -2,11 +2,14 @@
 # Installs edgetoken as a systemd service on a Debian / Raspberry Pi OS machine. Idempotent: running
 # it again upgrades the package and the unit, and never replaces an existing key or config.
 #
-# Usage: sudo systemd/install.sh [--package SPEC] [--no-npm] [--no-start]
+# Usage: sudo systemd/install.sh [--package SPEC] [--no-npm] [--no-start] [--mqtt-password-file FILE]
 #   --package SPEC  what `npm install -g` installs (default: edgetoken; or a tarball from `npm pack`,
 #                   or a directory with a built checkout)
 #   --no-npm        do not run npm: edgetoken is already installed (copied, packaged, ...)
 #   --no-start      install and enable, but do not (re)start the service
+#   --mqtt-password-file FILE  the MQTT broker password (FILE, or - for stdin), stored as the
+#                   systemd credential mqtt-password (encrypted with systemd-creds where available);
+#                   replaces a previous one. The config then needs mqtt.username but no password.
 #
 # Steps:
 #   1. npm install -g (needs node >= 20.18.1 on PATH)
@@ -20,6 +23,7 @@ set -euo pipefail
 package=edgetoken
 run_npm=1
 start=1
+mqtt_password_file=""
 while [[ $# -gt 0 ]]; do
   case $1 in
     --package)
@@ -29,7 +33,12 @@ while [[ $# -gt 0 ]]; do
       ;;
     --no-npm) run_npm=0; shift ;;
     --no-start) start=0; shift ;;
-    -h | --help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --mqtt-password-file)
+      [[ $# -ge 2 ]] || { echo "install.sh: --mqtt-password-file needs a value" >&2; exit 2; }
+      mqtt_password_file=$2
+      shift 2
+      ;;
+    -h | --help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "install.sh: unknown argument: $1 (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -108,6 +117,24 @@ else
   chmod 0600 "$plain_key"
   install -d -m 0755 "$dropin_dir"
   printf '[Service]\nLoadCredential=edgetoken.key:%s\n' "$plain_key" >"$dropin_dir/20-credential.conf"
+fi
+
+# 3b. The MQTT broker password, as the credential mqtt-password ($CREDENTIALS_DIRECTORY/mqtt-password,
+#     which edgetoken reads when the config sets no password), so it never sits in the config file.
+if [[ -n $mqtt_password_file ]]; then
+  [[ $mqtt_password_file == - || -f $mqtt_password_file ]] || die "--mqtt-password-file: no such file: $mqtt_password_file"
+  install -d -m 0755 "$dropin_dir"
+  if [[ ${systemd_version:-0} -ge 250 ]] && command -v systemd-creds >/dev/null 2>&1; then
+    (umask 077 && systemd-creds encrypt --name=mqtt-password "$mqtt_password_file" "$credstore/mqtt-password.tmp")
+    mv -f -- "$credstore/mqtt-password.tmp" "$credstore/mqtt-password"
+    printf '[Service]\nLoadCredentialEncrypted=mqtt-password:%s\n' "$credstore/mqtt-password" >"$dropin_dir/30-mqtt-password.conf"
+  else
+    (umask 077 && cat -- "$mqtt_password_file" >"$config_dir/mqtt-password.tmp")
+    chown root:root "$config_dir/mqtt-password.tmp"
+    mv -f -- "$config_dir/mqtt-password.tmp" "$config_dir/mqtt-password"
+    printf '[Service]\nLoadCredential=mqtt-password:%s\n' "$config_dir/mqtt-password" >"$dropin_dir/30-mqtt-password.conf"
+  fi
+  say "mqtt password: stored as the credential mqtt-password (drop-in $dropin_dir/30-mqtt-password.conf)"
 fi
 
 # 4. The unit, and a drop-in when the binary lives elsewhere (e.g. /usr/local/bin with nvm or a

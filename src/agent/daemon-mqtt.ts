@@ -1,7 +1,8 @@
 /**
  * The daemon's MQTT side, on one client: presence (retained `online` on every connect), broker
  * trouble worded once per outage, the companion display's relay, the ingest of sensor readings
- * into the spool, and, when pairing is on, the listener for pair requests.
+ * and of the configured `mqtt.subscriptions` into the spool, and, when pairing is on, the listener
+ * for pair requests. Incoming packets are capped at 64 KiB (see ../display/mqtt-packet-cap.ts).
  *
  * Separate from the daemon because it is the only part that knows about the broker: the rest of
  * the daemon sees the client, the topics and the listeners it has to close, nothing else. The
@@ -84,6 +85,7 @@ export async function startDaemonMqtt(options: DaemonMqttOptions): Promise<Daemo
     import('./pair.js'),
   ])
   const topics = mqttTopics(config.topicPrefix, deviceId)
+  const subscriptions = config.subscriptions ?? []
   // A persistent session under a stable client id: QoS 1 readings published while the agent
   // restarts (or stops for less than a day) are queued by the broker and delivered on connect,
   // and readings the spool refused are redelivered (see ingest.ts). The login relay keeps its
@@ -97,7 +99,10 @@ export async function startDaemonMqtt(options: DaemonMqttOptions): Promise<Daemo
   let connectedOnce = false
   let brokerWarned = false
   client.on('connect', () => {
-    if (!connectedOnce) log(`edgetoken: connected to the MQTT broker; listening on ${topics.readings}`)
+    if (!connectedOnce) {
+      const more = subscriptions.length > 0 ? ` and ${subscriptions.join(', ')}` : ''
+      log(`edgetoken: connected to the MQTT broker; listening on ${topics.readings}${more}`)
+    }
     connectedOnce = true
     brokerWarned = false
     client.publish(topics.status, 'online', { qos: 1, retain: true })
@@ -124,16 +129,18 @@ export async function startDaemonMqtt(options: DaemonMqttOptions): Promise<Daemo
   ingest = startReadingIngest({
     client,
     topic: topics.readings,
+    subscriptions,
+    ownTopics: [topics.login, topics.status, topics.pair],
     append: (records) => spool.append(records),
     onDrop: (reason, detail) =>
       limited('drop', () => {
         const c = ingest?.counters
-        return `dropped an MQTT reading (${reason}: ${detail}); so far oversized ${c?.oversized ?? 0}, malformed ${c?.malformed ?? 0}, invalid ${c?.invalid ?? 0}, retained ${c?.retained ?? 0}`
+        return `dropped an MQTT message (${reason}: ${detail}); so far oversized ${c?.oversized ?? 0}, malformed ${c?.malformed ?? 0}, retained ${c?.retained ?? 0}`
       }),
     onError: (err) =>
       limited(
         'spool',
-        () => `a reading could not be spooled (${ingest?.counters.failed ?? 0} so far): ${errorText(err)}`,
+        () => `MQTT ingest: ${errorText(err)} (messages not spooled so far: ${ingest?.counters.failed ?? 0})`,
       ),
   })
   let pairListener: PairListener | undefined

@@ -1,27 +1,37 @@
 /**
- * MQTT ingest of sensor readings: `<prefix>/<deviceId>/readings` (QoS 1) -> validated -> spool.
+ * MQTT ingest into the spool: sensor readings on `<prefix>/<deviceId>/readings`, and the messages
+ * of existing firmware on the configured `mqtt.subscriptions` (Zigbee2MQTT, Tasmota, ESPHome,
+ * Shelly), all at QoS 1.
  *
- * - Every payload is checked by hand against `firmware-bridge/schema/reading.schema.json` (a schema
- *   validator such as ajv costs more to load than the whole check): size cap 16 KiB, strict UTF-8,
- *   one JSON object, the schema's fields and bounds. A bad message is dropped and counted, never
- *   a crash and never spooled.
- * - The broker gets its PUBACK only after the reading is on disk (the spool's fsync): mqtt.js
- *   handles incoming packets one at a time, so a slow disk pushes back on the broker instead of
- *   filling memory.
- * - A reading the spool refused (disk full, I/O error) gets no PUBACK at all: the broker still
+ * - A reading is any JSON object, spooled as it came, like a `send` record; the firmware-bridge
+ *   reading schema is the recommended shape, not a filter. A message on a subscription is spooled
+ *   as `{"topic","received_at","payload"}`. Every payload passes the same checks: size cap 16 KiB,
+ *   strict UTF-8, one JSON object. A bad message is dropped and counted, never a crash and never
+ *   spooled. Retained messages are dropped too: the broker replays them on every (re)subscription,
+ *   so spooling them would duplicate stale values; a retained publish made while the agent is
+ *   subscribed still arrives, without the retain flag (MQTT 3.1.1 §3.3.1.3, MQTT 5 §3.3.1.3).
+ * - A message larger than the connection's packet cap (64 KiB) never reaches the parser: the broker
+ *   discards it (MQTT 5) or the stream skips it and hands over a stand-in (3.1.1), counted here as
+ *   oversized; see ../display/mqtt-packet-cap.ts.
+ * - The broker gets its PUBACK only after the record is on disk (the spool's fsync): mqtt.js
+ *   handles incoming packets one at a time, so records are spooled in the order they arrived and a
+ *   slow disk pushes back on the broker instead of filling memory.
+ * - A record the spool refused (disk full, I/O error) gets no PUBACK at all: the broker still
  *   owes it. MQTT resends an unacknowledged PUBLISH only when the session is resumed on a new
  *   connection (MQTT 5 §4.4, 3.1.1 §4.4), so the ingest reconnects, with back-off, to have it
  *   redelivered. That needs a persistent session (`connectMqtt` with `sessionExpirySeconds`), which
- *   also queues the readings published while the agent is not running.
+ *   also queues the messages published while the agent is not running.
  *
  * @packageDocumentation
  */
 import type { IPublishPacket, MqttClient } from 'mqtt'
+import { topicMatches } from '../config/rules.js'
+import { oversizedPayloadSize } from '../display/mqtt-packet-cap.js'
 import { backoffDelayMs } from '../lib/backoff.js'
 import { withDeadline } from '../lib/deadline.js'
 import { isObject, type JsonObject } from '../lib/validate.js'
 
-/** Largest reading payload accepted, bytes (the schema's documented cap). */
+/** Largest payload accepted on the readings topic and on subscriptions, bytes. */
 export const MAX_READING_BYTES = 16 * 1024
 
 /** Why a message was dropped. */
@@ -32,28 +42,19 @@ export type PayloadCheck<T> =
   | { readonly ok: true; readonly value: T }
   | { readonly ok: false; readonly reason: DropReason; readonly detail: string }
 
-/** A reading that passed validation: the parsed JSON object, spooled as it came. */
-export type Reading = JsonObject & { sensor: string; at: string; values: JsonObject; seq?: number }
+/** What a message on a subscription becomes in the spool. */
+export interface SubscriptionRecord extends JsonObject {
+  /** The topic it was published to. */
+  topic: string
+  /** When the agent received it, ISO 8601 UTC. */
+  received_at: string
+  /** The message, a JSON object as it came. */
+  payload: JsonObject
+}
 
 // The schema's date-time pattern, with the fields captured for the calendar check.
 const DATE_TIME = /^([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]{1,9})?Z$/
-// biome-ignore lint/suspicious/noControlCharactersInRegex: rejecting control characters is the point
-const CONTROL = /[\x00-\x1f\x7f]/
-const READING_KEYS = new Set(['sensor', 'at', 'seq', 'values'])
 const utf8 = new TextDecoder('utf-8', { fatal: true })
-
-/** JSON Schema lengths count code points, not UTF-16 units. */
-function codePoints(text: string): number {
-  let n = 0
-  for (const _ of text) n += 1
-  return n
-}
-
-function isLabel(value: unknown, max: number): value is string {
-  if (typeof value !== 'string' || value.length === 0) return false
-  const n = codePoints(value)
-  return n >= 1 && n <= max && !CONTROL.test(value)
-}
 
 /**
  * Whether a value is an ISO 8601 UTC date-time as the firmware-bridge schemas define it.
@@ -94,59 +95,24 @@ export function decodeJsonObject(payload: Uint8Array, maxBytes: number): Payload
 }
 
 /**
- * Checks one reading payload against the reading schema.
- *
- * @param payload - the raw MQTT payload.
- * @returns the reading, or why it was refused.
- * @see ../../firmware-bridge/schema/reading.schema.json
+ * Counters of the ingest, over the readings topic and the subscriptions together (exposed by the
+ * daemon in its summary and tests).
  */
-export function checkReading(payload: Uint8Array): PayloadCheck<Reading> {
-  const decoded = decodeJsonObject(payload, MAX_READING_BYTES)
-  if (!decoded.ok) return decoded
-  const value = decoded.value
-  const invalid = (detail: string): PayloadCheck<Reading> => ({ ok: false, reason: 'invalid', detail })
-  for (const key of Object.keys(value)) {
-    if (!READING_KEYS.has(key)) return invalid('unknown property')
-  }
-  if (!isLabel(value.sensor, 64)) return invalid('sensor must be 1-64 characters without control characters')
-  if (!isUtcDateTime(value.at)) return invalid('at must be an ISO 8601 UTC date-time')
-  if (
-    'seq' in value &&
-    (typeof value.seq !== 'number' || !Number.isSafeInteger(value.seq) || value.seq < 0)
-  ) {
-    return invalid('seq must be an integer from 0 to 2^53-1')
-  }
-  const values = value.values
-  if (!isObject(values)) return invalid('values must be an object')
-  const names = Object.keys(values)
-  if (names.length < 1 || names.length > 256) return invalid('values must have 1-256 entries')
-  for (const name of names) {
-    if (!isLabel(name, 64)) return invalid('a value name must be 1-64 characters without control characters')
-    const v = values[name]
-    const ok =
-      (typeof v === 'number' && Number.isFinite(v)) ||
-      typeof v === 'boolean' ||
-      (typeof v === 'string' && (v.length <= 1024 || codePoints(v) <= 1024))
-    if (!ok) return invalid('each value must be a number, a boolean or a string of at most 1024 characters')
-  }
-  return { ok: true, value: value as Reading }
-}
-
-/** Counters of the reading ingest (exposed by the daemon in its status line and tests). */
 export interface IngestCounters {
-  /** Messages seen on the readings topic. */
+  /** Messages seen on the readings topic and on the subscriptions. */
   received: number
-  /** Readings on disk in the spool. */
+  /** Records on disk in the spool. */
   accepted: number
-  /** Dropped: larger than {@link MAX_READING_BYTES}. */
+  /**
+   * Dropped: larger than {@link MAX_READING_BYTES}, or skipped unread by the packet cap (MQTT 3.1.1;
+   * over MQTT 5 the broker discards those itself and they are not counted here).
+   */
   oversized: number
   /** Dropped: not UTF-8 JSON, or not a JSON object. */
   malformed: number
-  /** Dropped: a JSON object that breaks the schema (unknown field, wrong type, out of bounds). */
-  invalid: number
-  /** Dropped: published retained (a retained reading would be spooled again on every reconnect). */
+  /** Dropped: delivered retained (the broker replays it on every subscription: a stale duplicate). */
   retained: number
-  /** Valid, but the spool refused it (disk full, I/O error). */
+  /** Well-formed, but the spool refused it (disk full, I/O error). */
   failed: number
 }
 
@@ -156,26 +122,35 @@ export interface ReadingIngestOptions {
   client: MqttClient
   /** The readings topic, `<prefix>/<deviceId>/readings`. */
   topic: string
+  /**
+   * Topic filters of existing firmware to spool as `{"topic","received_at","payload"}` (already
+   * validated; none may match `topic`). Default none.
+   */
+  subscriptions?: readonly string[]
+  /** Other topics of this device (login, status, pair): never spooled, whatever a filter matches. */
+  ownTopics?: readonly string[]
   /** Appends records durably (the spool's `append`). */
   append: (records: readonly JsonObject[]) => Promise<void>
   /** Called for each dropped message (never with payload content). */
   onDrop?: (reason: DropReason, detail: string) => void
-  /** Called when the spool refused a valid reading, and when the subscription failed. */
+  /** Called when the spool refused a record, and when a subscription failed. */
   onError?: (error: unknown) => void
   /**
-   * After the spool refused a reading, reconnect this long later (doubling per refusal in a row,
+   * After the spool refused a record, reconnect this long later (doubling per refusal in a row,
    * up to 5 minutes, with jitter) so the broker redelivers it, ms. Default 5000.
    */
   redeliveryDelayMs?: number
+  /** The clock of `received_at`, ms since the epoch. Default `Date.now`. */
+  now?: () => number
 }
 
 /** Options of {@link ReadingIngest.close}. */
 export interface ReadingIngestCloseOptions {
   /**
-   * Unsubscribe from the readings topic. Default true. The daemon passes false when it stops: the
-   * persistent session keeps the subscription, so the broker queues the readings published until
-   * the next start. Readings that still arrive are then left unacknowledged (the broker redelivers
-   * them), never acknowledged unspooled.
+   * Unsubscribe from the readings topic and the subscriptions. Default true. The daemon passes
+   * false when it stops: the persistent session keeps the subscriptions, so the broker queues the
+   * messages published until the next start. Messages that still arrive are then left
+   * unacknowledged (the broker redelivers them), never acknowledged unspooled.
    */
   unsubscribe?: boolean
 }
@@ -185,13 +160,13 @@ export interface ReadingIngest {
   /** Live counters. */
   readonly counters: Readonly<IngestCounters>
   /**
-   * Resolves once the broker acknowledged the subscription (SUBACK), so readings published from
-   * then on reach this ingest; rejects when the broker refused it. Awaiting it is optional.
+   * Resolves once the broker acknowledged the subscriptions (SUBACK), so messages published from
+   * then on reach this ingest; rejects when the broker refused one. Awaiting it is optional.
    */
   readonly ready: Promise<void>
-  /** Resolves when every reading received so far is on disk (or failed). */
+  /** Resolves when every record received so far is on disk (or failed). */
   idle(): Promise<void>
-  /** Stops spooling and waits for readings in flight. The client stays open. */
+  /** Stops spooling and waits for records in flight. The client stays open. */
   close(options?: ReadingIngestCloseOptions): Promise<void>
 }
 
@@ -234,29 +209,40 @@ function holdAck(client: MqttClient, packet: IPublishPacket, work: Promise<boole
 }
 
 /**
- * Subscribes to `topic` (QoS 1); the promise settles with the SUBACK.
+ * Subscribes to `topic` (QoS 1), or to several topic filters at once; the promise settles with
+ * the SUBACK.
  *
  * @internal
  */
-export function subscribeQos1(client: MqttClient, topic: string): Promise<void> {
-  return client.subscribeAsync(topic, { qos: 1 }).then((granted) => {
+export function subscribeQos1(client: MqttClient, topic: string | readonly string[]): Promise<void> {
+  const topics = typeof topic === 'string' ? [topic] : [...topic]
+  return client.subscribeAsync(topics, { qos: 1 }).then((granted) => {
     // SUBACK return code 0x80 (3.1.1) or a reason code >= 0x80 (MQTT 5): refused.
     const refused = granted.find((g) => g.qos > 2)
-    if (refused) throw new Error(`the broker refused the subscription to ${topic} (code ${refused.qos})`)
+    if (refused) {
+      throw new Error(`the broker refused the subscription to ${refused.topic} (code ${refused.qos})`)
+    }
   })
 }
 
 /**
- * Subscribes to the readings topic (QoS 1) and spools every valid reading; drops and counts the
- * rest. A reading the spool refused is not acknowledged, and the client reconnects (with
- * back-off) so that the broker redelivers it.
+ * Subscribes to the readings topic and the configured subscriptions (QoS 1) and spools every JSON
+ * object that arrives; drops and counts the rest. A record the spool refused is not acknowledged,
+ * and the client reconnects (with back-off) so that the broker redelivers it.
  *
- * @param options - client, topic, spool append and callbacks.
+ * @param options - client, topics, spool append and callbacks.
  * @returns the running ingest with its counters.
+ * @throws TypeError `ERR_INVALID_ARG_VALUE` when a subscription filter matches the readings topic
+ *   (the broker could deliver each reading twice).
  * @see https://docs.oasis-open.org/mqtt/mqtt/v5.0/os/mqtt-v5.0-os.html#_Toc3901238 (MQTT 5 §4.4, redelivery)
  * @example
  * ```ts
- * const ingest = startReadingIngest({ client, topic: topics.readings, append: (r) => spool.append(r) })
+ * const ingest = startReadingIngest({
+ *   client,
+ *   topic: topics.readings,
+ *   subscriptions: ['zigbee2mqtt/+', 'tele/+/SENSOR'],
+ *   append: (r) => spool.append(r),
+ * })
  * await ingest.ready
  * // ... later
  * await ingest.close()
@@ -264,13 +250,22 @@ export function subscribeQos1(client: MqttClient, topic: string): Promise<void> 
  */
 export function startReadingIngest(options: ReadingIngestOptions): ReadingIngest {
   const { client, topic } = options
+  const filters = [...(options.subscriptions ?? [])]
+  const own = new Set([topic, ...(options.ownTopics ?? [])])
+  const overlapping = filters.find((f) => topicMatches(f, topic))
+  if (overlapping !== undefined) {
+    throw Object.assign(
+      new TypeError(`the subscription ${overlapping} matches the readings topic ${topic}`),
+      { code: 'ERR_INVALID_ARG_VALUE' },
+    )
+  }
+  const now = options.now ?? Date.now
   const redeliveryDelayMs = options.redeliveryDelayMs ?? 5000
   const counters: IngestCounters = {
     received: 0,
     accepted: 0,
     oversized: 0,
     malformed: 0,
-    invalid: 0,
     retained: 0,
     failed: 0,
   }
@@ -279,7 +274,7 @@ export function startReadingIngest(options: ReadingIngestOptions): ReadingIngest
   let refusalsInARow = 0
   let redeliveryTimer: NodeJS.Timeout | undefined
 
-  const drop = (reason: DropReason, detail: string) => {
+  const drop = (reason: Exclude<DropReason, 'invalid'>, detail: string) => {
     counters[reason] += 1
     options.onDrop?.(reason, detail)
   }
@@ -297,23 +292,38 @@ export function startReadingIngest(options: ReadingIngestOptions): ReadingIngest
   }
 
   const onMessage = (messageTopic: string, payload: Buffer, packet: IPublishPacket) => {
-    if (messageTopic !== topic) return
+    const isReading = messageTopic === topic
+    // The readings topic is a reading only; the device's other topics are never sensor data.
+    if (!isReading && (own.has(messageTopic) || !filters.some((f) => topicMatches(f, messageTopic)))) return
     if (closed) {
       // Still subscribed (the session keeps the subscription): leave it to the broker.
       holdAck(client, packet, Promise.resolve(false))
       return
     }
     counters.received += 1
+    const where = isReading ? 'reading' : 'subscribed message'
     if (packet.retain) {
-      drop('retained', 'retained readings are not accepted')
+      drop('retained', `retained ${where}s are not spooled`)
       return
     }
-    const checked = checkReading(payload)
-    if (!checked.ok) {
-      drop(checked.reason, checked.detail)
+    const skipped = oversizedPayloadSize(payload)
+    if (skipped !== undefined) {
+      drop('oversized', `${where} of ${skipped} bytes, over the MQTT packet limit; skipped unread`)
       return
     }
-    const work = options.append([checked.value]).then(
+    const decoded = decodeJsonObject(payload, MAX_READING_BYTES)
+    if (!decoded.ok) {
+      drop(decoded.reason === 'oversized' ? 'oversized' : 'malformed', `${where}: ${decoded.detail}`)
+      return
+    }
+    const record: JsonObject = isReading
+      ? decoded.value
+      : ({
+          topic: messageTopic,
+          received_at: new Date(now()).toISOString(),
+          payload: decoded.value,
+        } satisfies SubscriptionRecord)
+    const work = options.append([record]).then(
       () => {
         counters.accepted += 1
         refusalsInARow = 0
@@ -335,7 +345,7 @@ export function startReadingIngest(options: ReadingIngestOptions): ReadingIngest
   }
 
   client.on('message', onMessage)
-  const ready = subscribeQos1(client, topic)
+  const ready = subscribeQos1(client, [topic, ...filters])
   ready.catch((err: unknown) => {
     if (!closed) options.onError?.(err)
   })
@@ -357,7 +367,7 @@ export function startReadingIngest(options: ReadingIngestOptions): ReadingIngest
         client.removeListener('message', onMessage)
         if (client.connected)
           await withDeadline(
-            client.unsubscribeAsync(topic).catch(() => undefined),
+            client.unsubscribeAsync([topic, ...filters]).catch(() => undefined),
             2000,
             { unref: true },
           )

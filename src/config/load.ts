@@ -6,21 +6,27 @@
  *
  * @packageDocumentation
  */
-import { existsSync, readFileSync } from 'node:fs'
+import { existsSync, readFileSync, statSync } from 'node:fs'
 import { homedir, hostname } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import { ConfigError } from '../errors.js'
-import { checkTogether, envLayer, fileLayer, flagLayer, type Layer, RULES } from './rules.js'
+import { checkTogether, envLayer, fileLayer, flagLayer, type Layer, RULES, topicMatches } from './rules.js'
 import type { DisplayName, EdgeTokenConfig, MqttConfig, OptionValues, TelemetryConfig } from './types.js'
 
 /** Where configuration comes from. */
 export interface LoadConfigSource {
-  /** Parsed flags (`--config`, `--state-dir`, `--display`, `--timeout-seconds`). */
+  /** Parsed flags (`--config`, `--state-dir`, `--display`, `--timeout-seconds`, `--qr-theme`). */
   readonly options: OptionValues
   /** The environment (`EDGETOKEN_*`, `STATE_DIRECTORY`, `XDG_*`, `HOME`). */
   readonly env: NodeJS.ProcessEnv
   /** The directory relative paths given in flags or environment are resolved against. Default: the cwd. */
   readonly cwd?: string
+  /**
+   * Where a warning about the configuration goes (one line, no secret): a config file that holds
+   * `mqtt.password` and is readable by group or others. Default: `edgetoken: warning: ...` on
+   * stderr. Each file is warned about once per process.
+   */
+  readonly warn?: (line: string) => void
 }
 
 /** Scopes requested when none are configured. */
@@ -68,7 +74,21 @@ export async function loadConfig(source: LoadConfigSource): Promise<EdgeTokenCon
     const picked = flags.get(rule.key) ?? environment.get(rule.key) ?? file.get(rule.key)
     if (picked) merged.set(rule.key, picked)
   }
+  // The systemd credential (LoadCredential[Encrypted]=mqtt-password:...) comes after every
+  // configured password: like the store key, an explicit setting wins.
+  const credential = env.CREDENTIALS_DIRECTORY ? join(env.CREDENTIALS_DIRECTORY, 'mqtt-password') : undefined
+  if (
+    credential &&
+    merged.has('mqtt.url') &&
+    !merged.has('mqtt.password') &&
+    !merged.has('mqtt.passwordFile') &&
+    existsSync(credential)
+  ) {
+    const origin = { label: '$CREDENTIALS_DIRECTORY/mqtt-password', key: 'mqtt.passwordFile', baseDir: cwd }
+    merged.set('mqtt.passwordFile', { value: credential, origin })
+  }
   checkTogether(merged)
+  if (configFile && file.has('mqtt.password')) warnReadableSecret(configFile, source.warn)
   const value = <T>(key: string): T | undefined => merged.get(key)?.value as T | undefined
 
   const scopes = [...(value<string[]>('scopes') ?? DEFAULT_SCOPES)]
@@ -85,23 +105,29 @@ export async function loadConfig(source: LoadConfigSource): Promise<EdgeTokenCon
         keyFile: value<string>('mqtt.keyFile'),
         username: value<string>('mqtt.username'),
         password: value<string>('mqtt.password'),
+        passwordFile: value<string>('mqtt.passwordFile'),
         protocolVersion: value<4 | 5>('mqtt.protocolVersion'),
         allowPair: value<boolean>('mqtt.allowPair') ?? false,
+        subscriptions: value<string[]>('mqtt.subscriptions') ?? [],
       }
     : undefined
   const display: readonly DisplayName[] =
     value<DisplayName[]>('display') ?? (mqtt ? ['console', 'qr', 'mqtt'] : ['console', 'qr'])
+
+  const deviceId = value<string>('deviceId') ?? defaultDeviceId(hostname())
+  if (mqtt) checkOwnTopics(mqtt, deviceId, merged.get('mqtt.subscriptions')?.origin.label)
 
   const config: EdgeTokenConfig = {
     configFile,
     authority: value<string>('authority'),
     clientId: value<string>('clientId'),
     scopes: [...new Set(scopes)],
-    deviceId: value<string>('deviceId') ?? defaultDeviceId(hostname()),
+    deviceId,
     stateDir: value<string>('stateDir') ?? defaultStateDir(env),
     keyFile: value<string>('keyFile'),
     display,
     timeoutSeconds: value<number>('timeoutSeconds'),
+    qrTheme: value<EdgeTokenConfig['qrTheme']>('qrTheme'),
     mqtt,
     telemetry: {
       endpoint: value<string>('telemetry.endpoint'),
@@ -210,6 +236,44 @@ async function readConfigFile(file: string): Promise<unknown> {
     const position = /position (\d+)/.exec((err as Error).message)?.[1]
     const where = position === undefined ? '' : ` (at character ${position})`
     throw new ConfigError(`config: ${file} is not valid JSON${where}`, { key: 'config' })
+  }
+}
+
+const warnedFiles = new Set<string>()
+
+/** A config file that holds the broker password should be readable by its owner alone. */
+function warnReadableSecret(file: string, warn: ((line: string) => void) | undefined): void {
+  if (warnedFiles.has(file)) return
+  let mode: number
+  try {
+    mode = statSync(file).mode
+  } catch {
+    return
+  }
+  if ((mode & 0o044) === 0) return
+  warnedFiles.add(file)
+  const line =
+    `${file} holds mqtt.password and is readable by other users (mode ${(mode & 0o777).toString(8).padStart(4, '0')}): ` +
+    'move the password to mqtt.passwordFile or the systemd credential mqtt-password, or chmod 600 the file'
+  if (warn) warn(line)
+  else process.stderr.write(`edgetoken: warning: ${line}\n`)
+}
+
+/**
+ * A subscription that matches one of this device's own topics would deliver those messages twice
+ * (MQTT 3.1.1 §3.3.5 and MQTT 5 §3.3.4 let a broker send one copy per matching subscription), and
+ * login or pair messages are not sensor data: refused.
+ */
+function checkOwnTopics(mqtt: MqttConfig, deviceId: string, label = 'mqtt.subscriptions'): void {
+  const own = ['login', 'status', 'readings', 'pair'].map((t) => `${mqtt.topicPrefix}/${deviceId}/${t}`)
+  for (const filter of mqtt.subscriptions ?? []) {
+    const hit = own.find((topic) => topicMatches(filter, topic))
+    if (hit) {
+      throw new ConfigError(
+        `config: ${label} filter ${JSON.stringify(filter)} matches this device's own topic ${hit}; subscribe to narrower filters`,
+        { key: 'mqtt.subscriptions' },
+      )
+    }
   }
 }
 

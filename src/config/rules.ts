@@ -10,7 +10,7 @@ import { isAbsolute, resolve } from 'node:path'
 import { ConfigError } from '../errors.js'
 import { isLoopbackHost, secureUrl } from '../lib/url.js'
 import { isObject, isPrintable } from '../lib/validate.js'
-import { DISPLAY_NAMES, type DisplayName } from './types.js'
+import { DISPLAY_NAMES, type DisplayName, QR_THEMES, type QrTheme } from './types.js'
 
 /** Where a value came from, so an error can name what the user actually typed. */
 export interface Origin {
@@ -158,9 +158,79 @@ function display(value: unknown, origin: Origin): DisplayName[] {
   return out
 }
 
+function qrTheme(value: unknown, origin: Origin): QrTheme {
+  if (!QR_THEMES.includes(value as QrTheme)) fail(origin, `must be one of ${QR_THEMES.join(', ')}`)
+  return value as QrTheme
+}
+
 function protocolVersion(value: unknown, origin: Origin): 4 | 5 {
   if (value !== 4 && value !== 5) fail(origin, 'must be 4 (MQTT 3.1.1) or 5')
   return value
+}
+
+// With the u flag a surrogate pair is one code point: only unpaired halves match.
+const LONE_SURROGATE = /\p{Cs}/u
+
+/**
+ * Why an MQTT topic filter is invalid, or undefined when it is valid (MQTT 5 §4.7, 3.1.1 §4.7):
+ * 1-65535 bytes of UTF-8 without U+0000 (nor other control characters: they end up in logs),
+ * `+` and `#` only as whole levels, `#` only last. Shared subscriptions (`$share/...`) are refused:
+ * they hand each message to one of several clients, which is not what spooling everything means.
+ *
+ * @param filter - the filter.
+ * @returns a short reason, or undefined.
+ * @see https://docs.oasis-open.org/mqtt/mqtt/v5.0/os/mqtt-v5.0-os.html#_Toc3901241 (MQTT 5 §4.7)
+ */
+export function topicFilterProblem(filter: string): string | undefined {
+  if (filter.length === 0) return 'is empty'
+  // MQTT 5 §1.5.4 [MQTT-1.5.4-1]: no surrogate code points; [MQTT-4.7.3-3]: at most 65535 bytes.
+  if (LONE_SURROGATE.test(filter)) return 'is not valid UTF-8'
+  if (Buffer.byteLength(filter) > 65_535) return 'is longer than 65535 bytes'
+  if (!isPrintable(filter)) return 'contains control characters'
+  if (filter.startsWith('$share/')) return 'is a shared subscription ($share/...), which is not supported'
+  const levels = filter.split('/')
+  for (const [i, level] of levels.entries()) {
+    // [MQTT-4.7.1-2]: `#` alone in its level and the last one; [MQTT-4.7.1-3]: `+` a whole level.
+    if (level.includes('#') && (level !== '#' || i !== levels.length - 1)) {
+      return 'uses # other than as the whole last level'
+    }
+    if (level.includes('+') && level !== '+') return 'uses + other than as a whole level'
+  }
+  return undefined
+}
+
+/**
+ * Whether a topic name matches a topic filter (MQTT 5 §4.7: `+` one level, `#` the parent level
+ * and any below it; a filter starting with a wildcard does not match topics starting with `$`).
+ *
+ * @param filter - a valid topic filter.
+ * @param topic - a topic name.
+ * @returns true when a subscription to `filter` receives messages published to `topic`.
+ */
+export function topicMatches(filter: string, topic: string): boolean {
+  // §4.7.2 [MQTT-4.7.2-1]
+  if (topic.startsWith('$') && (filter.startsWith('+') || filter.startsWith('#'))) return false
+  const f = filter.split('/')
+  const t = topic.split('/')
+  for (let i = 0; i < f.length; i++) {
+    if (f[i] === '#') return true
+    if (i >= t.length) return false
+    if (f[i] !== '+' && f[i] !== t[i]) return false
+  }
+  return f.length === t.length
+}
+
+function subscriptions(value: unknown, origin: Origin): string[] {
+  if (!Array.isArray(value)) fail(origin, 'must be an array of MQTT topic filters')
+  if (value.length > 64) fail(origin, 'must list at most 64 topic filters')
+  const out: string[] = []
+  for (const filter of value) {
+    if (typeof filter !== 'string') fail(origin, 'must hold topic filter strings')
+    const problem = topicFilterProblem(filter)
+    if (problem) fail(origin, `filter ${JSON.stringify(filter.slice(0, 200))} ${problem}`)
+    if (!out.includes(filter)) out.push(filter)
+  }
+  return out
 }
 
 function schemaRef(value: unknown, origin: Origin): string {
@@ -184,6 +254,7 @@ export const RULES: readonly Rule[] = [
     text: 'int',
     check: integer(1, 86_400),
   },
+  { key: 'qrTheme', env: 'EDGETOKEN_QR_THEME', flag: 'qr-theme', text: 'string', check: qrTheme },
   { key: 'mqtt.url', env: 'EDGETOKEN_MQTT_URL', text: 'string', check: mqttUrl },
   { key: 'mqtt.topicPrefix', env: 'EDGETOKEN_MQTT_TOPIC_PREFIX', text: 'string', check: topicPrefix },
   { key: 'mqtt.caFile', env: 'EDGETOKEN_MQTT_CA_FILE', text: 'string', check: path },
@@ -201,6 +272,7 @@ export const RULES: readonly Rule[] = [
     text: 'string',
     check: (v, o) => string(v, o, 1024),
   },
+  { key: 'mqtt.passwordFile', env: 'EDGETOKEN_MQTT_PASSWORD_FILE', text: 'string', check: path },
   {
     key: 'mqtt.protocolVersion',
     env: 'EDGETOKEN_MQTT_PROTOCOL_VERSION',
@@ -208,6 +280,7 @@ export const RULES: readonly Rule[] = [
     check: protocolVersion,
   },
   { key: 'mqtt.allowPair', env: 'EDGETOKEN_MQTT_ALLOW_PAIR', text: 'bool', check: boolean },
+  { key: 'mqtt.subscriptions', env: 'EDGETOKEN_MQTT_SUBSCRIPTIONS', text: 'csv', check: subscriptions },
   { key: 'telemetry.endpoint', env: 'EDGETOKEN_TELEMETRY_ENDPOINT', text: 'string', check: httpsUrl(true) },
   {
     key: 'telemetry.batchMaxRecords',
@@ -395,6 +468,10 @@ export function checkTogether(layer: Layer): void {
     bad(first, 'needs mqtt.url')
   }
   if (get('mqtt.password') && !get('mqtt.username')) bad('mqtt.password', 'needs mqtt.username')
+  if (get('mqtt.passwordFile') && !get('mqtt.username')) bad('mqtt.passwordFile', 'needs mqtt.username')
+  if (get('mqtt.password') && get('mqtt.passwordFile')) {
+    bad('mqtt.passwordFile', `and ${label('mqtt.password')} are both set; keep one (the file)`)
+  }
   if (get('mqtt.certFile') && !get('mqtt.keyFile')) bad('mqtt.certFile', 'needs mqtt.keyFile')
   if (get('mqtt.keyFile') && !get('mqtt.certFile')) bad('mqtt.keyFile', 'needs mqtt.certFile')
   if (url?.startsWith('mqtt:')) {
@@ -402,8 +479,10 @@ export function checkTogether(layer: Layer): void {
       if (get(key)) bad(key, 'needs an mqtts:// URL')
     }
     // A password in clear text over the network is a credential handed to anyone on the path.
-    if (get('mqtt.password') && !isLoopbackHost(new URL(url).hostname)) {
-      bad('mqtt.password', 'needs an mqtts:// URL (plain mqtt:// only to a loopback broker)')
+    for (const key of ['mqtt.password', 'mqtt.passwordFile']) {
+      if (get(key) && !isLoopbackHost(new URL(url).hostname)) {
+        bad(key, 'needs an mqtts:// URL (plain mqtt:// only to a loopback broker)')
+      }
     }
   }
   const shown = get('display')?.value as readonly string[] | undefined

@@ -10,6 +10,16 @@ export type DisplayName = 'console' | 'qr' | 'mqtt'
 /** Every display name, in the order they are shown. */
 export const DISPLAY_NAMES: readonly DisplayName[] = Object.freeze(['console', 'qr', 'mqtt'])
 
+/**
+ * How the terminal QR code is drawn: `auto` paints black on white on a colour terminal (any theme),
+ * else plain characters for a dark background; `dark` / `light`: plain characters for a terminal
+ * with that background colour.
+ */
+export type QrTheme = 'auto' | 'dark' | 'light'
+
+/** Every QR theme. */
+export const QR_THEMES: readonly QrTheme[] = Object.freeze(['auto', 'dark', 'light'])
+
 /** MQTT connection settings (the companion-display relay, presence, and the daemon's ingest). */
 export interface MqttConfig {
   /** `mqtt://host[:port]` or `mqtts://host[:port]`. */
@@ -26,10 +36,22 @@ export interface MqttConfig {
   readonly username?: string | undefined
   /** Broker password (needs `username`; plain `mqtt://` only to a loopback broker). */
   readonly password?: string | undefined
+  /**
+   * File holding the broker password (one trailing newline stripped), absolute; read when the
+   * client connects. Set from `mqtt.passwordFile`, or the systemd credential
+   * `$CREDENTIALS_DIRECTORY/mqtt-password`. Never together with `password`.
+   */
+  readonly passwordFile?: string | undefined
   /** MQTT protocol version: 5 (default, falls back to 3.1.1 when the broker refuses it) or 4 (3.1.1). */
   readonly protocolVersion?: 4 | 5 | undefined
   /** Whether a companion display may ask for a new sign-in on `<prefix>/<deviceId>/pair`. Default false. */
   readonly allowPair: boolean
+  /**
+   * Topic filters of existing firmware (`zigbee2mqtt/+`, `tele/+/SENSOR`) the daemon subscribes to
+   * at QoS 1; each JSON-object message is spooled as `{"topic","received_at","payload"}`. None
+   * matches this device's own topics. Default none.
+   */
+  readonly subscriptions?: readonly string[] | undefined
 }
 
 /** Telemetry upload settings. */
@@ -67,6 +89,8 @@ export interface EdgeTokenConfig {
   readonly display: readonly DisplayName[]
   /** `login` gives up after this many seconds, when set. */
   readonly timeoutSeconds?: number | undefined
+  /** How `login` draws the QR code. Default `auto`. */
+  readonly qrTheme?: QrTheme | undefined
   /** MQTT settings, when a broker is configured. */
   readonly mqtt?: MqttConfig | undefined
   /** Telemetry settings (always filled by `loadConfig`). */

@@ -9,9 +9,10 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
+import mqtt from 'mqtt'
 import { startDaemonMqtt } from '../../src/agent/daemon-mqtt.js'
 import { openSpool, type Spool } from '../../src/telemetry/spool.js'
-import { startBroker, type TestBroker } from '../support/mosquitto.js'
+import { clientOptions, startBroker, type TestBroker } from '../support/mosquitto.js'
 import { freePort } from '../support/net.js'
 
 describe('daemon MQTT start', () => {
@@ -67,6 +68,57 @@ describe('daemon MQTT start', () => {
     await started.ingest.close({ unsubscribe: false })
     await started.pairListener?.close()
     await started.client.endAsync()
+  })
+
+  test('issue 11 #2: the configured subscriptions are acknowledged before the start resolves, and each message is spooled as {topic, received_at, payload}', async () => {
+    const controller = new AbortController()
+    const logs: string[] = []
+    const started = await startDaemonMqtt({
+      config: {
+        url: broker.url,
+        topicPrefix: 'edgetoken',
+        allowPair: false,
+        subscriptions: ['tele/+/SENSOR', 'shellies/+/sensor/temperature'],
+        ...(broker.username ? { username: broker.username, password: broker.password } : {}),
+      },
+      deviceId: `gw-subs-${process.pid}`,
+      spool,
+      signal: controller.signal,
+      output: { log: (line) => logs.push(line), warn: () => {} },
+    })
+    const publisher = await mqtt.connectAsync(broker.url, clientOptions(broker))
+    try {
+      await publisher.publishAsync('tele/plug-1/SENSOR', JSON.stringify({ ENERGY: { Power: 5 } }), { qos: 1 })
+      await publisher.publishAsync('shellies/ht-1/sensor/temperature', JSON.stringify({ value: 21.5 }), {
+        qos: 1,
+      })
+      const deadline = Date.now() + 10_000
+      while (started.ingest.counters.accepted < 2 && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 20))
+      }
+      await started.ingest.idle()
+      const batch = await spool.readBatch({ maxRecords: 10 })
+      const records = (batch?.records ?? []).map((r) => JSON.parse(r) as Record<string, unknown>)
+      if (batch) await spool.ack(batch)
+      assert.deepEqual(
+        records.map(({ topic, payload }) => ({ topic, payload })),
+        [
+          { topic: 'tele/plug-1/SENSOR', payload: { ENERGY: { Power: 5 } } },
+          { topic: 'shellies/ht-1/sensor/temperature', payload: { value: 21.5 } },
+        ],
+      )
+      for (const r of records)
+        assert.match(String(r.received_at), /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$/)
+      assert.ok(
+        logs.some((l) => l.includes('tele/+/SENSOR, shellies/+/sensor/temperature')),
+        logs.join('\n'),
+      )
+    } finally {
+      await publisher.endAsync()
+      controller.abort()
+      await started.ingest.close({ unsubscribe: false })
+      await started.client.endAsync()
+    }
   })
 
   test('an unreachable broker does not hold the start until the bound: the first failed attempt ends the wait', async () => {

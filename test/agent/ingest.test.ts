@@ -4,10 +4,12 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
+import { Ajv2020 } from 'ajv/dist/2020.js'
+import addFormats from 'ajv-formats'
 import mqtt, { type MqttClient } from 'mqtt'
 import { startSensorSimulator } from '../../firmware-bridge/simulators/sensor.js'
 import {
-  checkReading,
+  decodeJsonObject,
   type IngestCounters,
   MAX_READING_BYTES,
   startReadingIngest,
@@ -43,50 +45,31 @@ const BAD_READINGS: [string, Buffer, keyof IngestCounters][] = [
   ['invalid UTF-8', Buffer.from([0x7b, 0x22, 0xff, 0xfe, 0x22, 0x7d]), 'malformed'],
   ['an array', bytes([GOOD]), 'malformed'],
   ['a number', bytes('42'), 'malformed'],
+  ['null', bytes('null'), 'malformed'],
   ['empty', Buffer.alloc(0), 'malformed'],
-  ['unknown property', bytes({ ...GOOD, token: 'x' }), 'invalid'],
-  ['sensor missing', bytes({ at: GOOD.at, values: GOOD.values }), 'invalid'],
-  ['sensor a number', bytes({ ...GOOD, sensor: 7 }), 'invalid'],
-  ['sensor too long', bytes({ ...GOOD, sensor: 's'.repeat(65) }), 'invalid'],
-  ['sensor with a newline', bytes({ ...GOOD, sensor: 'a\nb' }), 'invalid'],
-  ['at not UTC', bytes({ ...GOOD, at: '2026-11-25T10:00:00+01:00' }), 'invalid'],
-  ['at impossible', bytes({ ...GOOD, at: '2026-13-45T10:00:00Z' }), 'invalid'],
-  ['at on 30 February', bytes({ ...GOOD, at: '2026-02-30T10:00:00Z' }), 'invalid'],
-  ['at hour 24', bytes({ ...GOOD, at: '2026-11-25T24:00:00Z' }), 'invalid'],
-  ['seq negative', bytes({ ...GOOD, seq: -1 }), 'invalid'],
-  ['seq fractional', bytes({ ...GOOD, seq: 1.5 }), 'invalid'],
-  ['seq a string', bytes({ ...GOOD, seq: '1' }), 'invalid'],
-  ['values a string', bytes({ ...GOOD, values: 'hot' }), 'invalid'],
-  ['values empty', bytes({ ...GOOD, values: {} }), 'invalid'],
-  ['a value an object', bytes({ ...GOOD, values: { t: { c: 1 } } }), 'invalid'],
-  ['a value null', bytes({ ...GOOD, values: { t: null } }), 'invalid'],
-  ['a value string too long', bytes({ ...GOOD, values: { note: 'n'.repeat(1025) } }), 'invalid'],
-  [
-    'too many values',
-    bytes({ ...GOOD, values: Object.fromEntries(Array.from({ length: 257 }, (_, i) => [`v${i}`, i])) }),
-    'invalid',
-  ],
 ]
 
-describe('checkReading', () => {
-  test('accepts the schema example and the smallest valid reading', () => {
-    assert.equal(checkReading(bytes(READING_SCHEMA.examples[0])).ok, true)
-    assert.equal(
-      checkReading(bytes({ sensor: 's', at: '2026-11-25T10:00:00.123456789Z', values: { a: 0 } })).ok,
-      true,
-    )
-    assert.equal(checkReading(bytes({ ...GOOD, at: '2028-02-29T23:59:59Z' })).ok, true, 'a leap day')
-    const unicode = checkReading(bytes({ ...GOOD, sensor: 'é'.repeat(64), values: { ü: 'ß'.repeat(1024) } }))
-    assert.equal(unicode.ok, true, 'lengths are counted in characters, not bytes')
-  })
+/** JSON objects outside the recommended reading shape: spooled as they came (issue 11 #1). */
+const OTHER_OBJECTS: unknown[] = [
+  { ...GOOD, token: 'x' },
+  { at: GOOD.at, values: GOOD.values },
+  { ...GOOD, sensor: 7 },
+  { ...GOOD, at: '2026-11-25T10:00:00+01:00' },
+  { ...GOOD, values: { t: { c: 1 } } },
+  { temperature: 21.5, humidity: 48 },
+  {},
+]
 
-  for (const [name, payload, reason] of BAD_READINGS) {
-    test(`drops ${name} as ${reason}`, () => {
-      const checked = checkReading(payload)
-      assert.equal(checked.ok, false)
-      if (!checked.ok) assert.equal(checked.reason, reason)
-    })
-  }
+describe('reading payloads', () => {
+  test('issue 11 #1: any JSON object decodes, the schema example among them; size cap and UTF-8 JSON still hold', () => {
+    for (const value of [READING_SCHEMA.examples[0], ...OTHER_OBJECTS]) {
+      assert.deepEqual(decodeJsonObject(bytes(value), MAX_READING_BYTES), { ok: true, value })
+    }
+    for (const [name, payload, reason] of BAD_READINGS) {
+      const checked = decodeJsonObject(payload, MAX_READING_BYTES)
+      assert.equal(checked.ok ? 'ok' : checked.reason, reason, name)
+    }
+  })
 })
 
 describe('pair requests', () => {
@@ -156,6 +139,7 @@ describe('pair requests', () => {
         stale: 1,
         'rate-limited': 1,
         busy: 1,
+        'signed-in': 0,
       },
     )
   })
@@ -215,7 +199,7 @@ describe('MQTT ingest against a real broker', () => {
     }
   }
 
-  test('valid readings are spooled; malformed, oversized, wrong-typed and retained ones are counted', async () => {
+  test('issue 11 #1: every JSON object on readings is spooled as it came; malformed, oversized and retained ones are counted', async () => {
     // A retained reading is delivered with the retain flag only to a subscriber that comes later.
     await publisher.publishAsync(topics.readings, bytes({ ...GOOD, seq: 43 }), { qos: 1, retain: true })
     const drops: string[] = []
@@ -230,22 +214,23 @@ describe('MQTT ingest against a real broker', () => {
 
     await publisher.publishAsync(topics.readings, bytes(GOOD), { qos: 1 })
     for (const [, payload] of BAD_READINGS) await publisher.publishAsync(topics.readings, payload, { qos: 1 })
+    for (const other of OTHER_OBJECTS) await publisher.publishAsync(topics.readings, bytes(other), { qos: 1 })
     await publisher.publishAsync(topics.readings, bytes({ ...GOOD, seq: 44 }), { qos: 0 })
     await publisher.publishAsync(topics.readings, bytes({ ...GOOD, seq: 45 }), { qos: 1 })
     // Another device's readings are not ours.
     await publisher.publishAsync('edgetoken/other/readings', bytes(GOOD), { qos: 1 })
-    const total = 1 + BAD_READINGS.length + 3
+    const total = 1 + BAD_READINGS.length + OTHER_OBJECTS.length + 3
     await waitFor('all messages', () => ingest.counters.received >= total)
     await ingest.idle()
 
-    const expected = { oversized: 0, malformed: 0, invalid: 0 }
+    const expected = { oversized: 0, malformed: 0 }
     for (const [, , reason] of BAD_READINGS) expected[reason as keyof typeof expected] += 1
     assert.deepEqual(
       { ...ingest.counters },
-      { received: total, accepted: 3, retained: 1, failed: 0, ...expected },
+      { received: total, accepted: 3 + OTHER_OBJECTS.length, retained: 1, failed: 0, ...expected },
     )
     assert.equal(drops.length, BAD_READINGS.length + 1)
-    assert.deepEqual(await drain(), [GOOD, { ...GOOD, seq: 44 }, { ...GOOD, seq: 45 }])
+    assert.deepEqual(await drain(), [GOOD, ...OTHER_OBJECTS, { ...GOOD, seq: 44 }, { ...GOOD, seq: 45 }])
     assert.ok(agent.connected, 'still connected after hostile payloads')
     await ingest.close()
     await publisher.publishAsync(topics.readings, '', { qos: 1, retain: true }) // clear the retained one
@@ -275,6 +260,76 @@ describe('MQTT ingest against a real broker', () => {
       Array.from({ length: 20 }, (_, i) => i),
     )
     assert.ok(records.every((r) => r.sensor === 'sim-1'))
+  })
+
+  test('issue 11 #2: mqtt.subscriptions spool each JSON-object message as {topic, received_at, payload} in order; malformed and retained ones are counted, other topics ignored', async () => {
+    // Zigbee2MQTT may retain device state: the broker replays it on every subscription.
+    await publisher.publishAsync('zigbee2mqtt/kitchen', bytes({ temperature: 19 }), { qos: 1, retain: true })
+    const drops: string[] = []
+    const ingest = startReadingIngest({
+      client: agent,
+      topic: topics.readings,
+      subscriptions: ['zigbee2mqtt/+', 'tele/+/SENSOR'],
+      ownTopics: [topics.login, topics.status, topics.pair],
+      append: (r) => spool.append(r),
+      onDrop: (reason) => drops.push(reason),
+      now: () => Date.parse('2026-11-25T10:00:00.000Z'),
+    })
+    await ingest.ready
+    for (let i = 0; i < 5; i++) {
+      await publisher.publishAsync('zigbee2mqtt/kitchen', bytes({ temperature: 20 + i }), { qos: 1 })
+    }
+    await publisher.publishAsync('tele/plug-1/SENSOR', bytes({ ENERGY: { Power: 12 } }), { qos: 1 })
+    await publisher.publishAsync('zigbee2mqtt/kitchen', bytes('online'), { qos: 1 })
+    // `+` is one level: zigbee2mqtt/bridge/state is not matched, nor is tele/plug-1/STATE.
+    await publisher.publishAsync('zigbee2mqtt/bridge/state', bytes({ state: 'online' }), { qos: 1 })
+    await publisher.publishAsync('tele/plug-1/STATE', bytes({ POWER: 'ON' }), { qos: 1 })
+    await publisher.publishAsync(topics.readings, bytes(GOOD), { qos: 1 })
+    await waitFor('all messages', () => ingest.counters.received >= 9)
+    await ingest.idle()
+    assert.deepEqual(
+      { ...ingest.counters },
+      { received: 9, accepted: 7, oversized: 0, malformed: 1, retained: 1, failed: 0 },
+    )
+    assert.deepEqual(drops.sort(), ['malformed', 'retained'])
+    const receivedAt = '2026-11-25T10:00:00.000Z'
+    const records = await drain()
+    // What the agent spools follows the published record schema.
+    const ajv = new Ajv2020({ strict: true })
+    addFormats.default(ajv)
+    const validate = ajv.compile(
+      JSON.parse(
+        readFileSync(
+          new URL('../../firmware-bridge/schema/subscription-record.schema.json', import.meta.url),
+          'utf8',
+        ),
+      ) as object,
+    )
+    for (const r of records.slice(0, -1)) assert.equal(validate(r), true, JSON.stringify(validate.errors))
+    assert.deepEqual(records, [
+      ...[20, 21, 22, 23, 24].map((temperature) => ({
+        topic: 'zigbee2mqtt/kitchen',
+        received_at: receivedAt,
+        payload: { temperature },
+      })),
+      { topic: 'tele/plug-1/SENSOR', received_at: receivedAt, payload: { ENERGY: { Power: 12 } } },
+      GOOD,
+    ])
+    await ingest.close()
+    await publisher.publishAsync('zigbee2mqtt/kitchen', '', { qos: 1, retain: true })
+  })
+
+  test('issue 11 #2: a subscription that matches the readings topic is refused (each reading would arrive twice)', () => {
+    assert.throws(
+      () =>
+        startReadingIngest({
+          client: agent,
+          topic: topics.readings,
+          subscriptions: ['edgetoken/+/readings'],
+          append: async () => {},
+        }),
+      { name: 'TypeError', code: 'ERR_INVALID_ARG_VALUE' },
+    )
   })
 
   test('MQTT 5 §4.4: a reading the spool refused gets no PUBACK; the broker redelivers it and it is spooled once', async () => {

@@ -91,8 +91,10 @@ describe('loadConfig: precedence flag > env > file > default', () => {
       keyFile: undefined,
       username: undefined,
       password: undefined,
+      passwordFile: undefined,
       protocolVersion: undefined,
       allowPair: false,
+      subscriptions: [],
     })
 
     const env = isolatedEnv({
@@ -396,5 +398,153 @@ describe('loadConfig: errors name the key', () => {
     const err = await loadConfig({ options: {}, env }).catch((e: unknown) => e)
     assert.ok(isEdgeTokenError(err, 'ERR_CONFIG'))
     assert.doesNotMatch(`${err.message} ${JSON.stringify(err)}`, new RegExp(secret))
+  })
+})
+
+describe('issue 11: mqtt.subscriptions and the broker password outside the config', () => {
+  const mqttBase = { url: 'mqtt://127.0.0.1:1883', username: 'edge' }
+
+  test('issue 11 #2: mqtt.subscriptions from the file, or EDGETOKEN_MQTT_SUBSCRIPTIONS (spaces or commas); default none', async () => {
+    const file = await withFile({
+      deviceId: 'gw-1',
+      mqtt: { ...mqttBase, subscriptions: ['zigbee2mqtt/+', 'tele/+/SENSOR'] },
+    })
+    const fromFile = await loadConfig({ options: {}, env: isolatedEnv({ EDGETOKEN_CONFIG: file }) })
+    assert.deepEqual(fromFile.mqtt?.subscriptions, ['zigbee2mqtt/+', 'tele/+/SENSOR'])
+    const fromEnv = await loadConfig({
+      options: {},
+      env: isolatedEnv({
+        EDGETOKEN_CONFIG: file,
+        EDGETOKEN_MQTT_SUBSCRIPTIONS: 'shellies/+/status, esphome/#  tele/+/SENSOR',
+      }),
+    })
+    assert.deepEqual(fromEnv.mqtt?.subscriptions, ['shellies/+/status', 'esphome/#', 'tele/+/SENSOR'])
+    const none = await loadConfig({
+      options: {},
+      env: isolatedEnv({ EDGETOKEN_MQTT_URL: 'mqtt://127.0.0.1' }),
+    })
+    assert.deepEqual(none.mqtt?.subscriptions, [])
+    await rejects(
+      { env: { EDGETOKEN_MQTT_URL: 'mqtt://b', EDGETOKEN_MQTT_SUBSCRIPTIONS: 'tele/#/SENSOR' } },
+      'config: EDGETOKEN_MQTT_SUBSCRIPTIONS filter "tele/#/SENSOR" uses # other than as the whole last level',
+    )
+    await rejects(
+      { file: { mqtt: { url: 'mqtt://b', subscriptions: ['a'.repeat(65_536)] } } },
+      /^config: mqtt\.subscriptions filter "a+" is longer than 65535 bytes$/,
+    )
+    await rejects({ file: { mqtt: { url: 'mqtt://b', subscriptions: ['x/\ud800'] } } }, /is not valid UTF-8$/)
+  })
+
+  test("issue 11 #2: a filter that matches one of this device's own topics is refused (MQTT 5 §4.7)", async () => {
+    for (const filter of [
+      '#',
+      '+/+/+',
+      'edgetoken/+/readings',
+      'edgetoken/gw-1/#',
+      'edgetoken/#',
+      '+/gw-1/pair',
+    ]) {
+      await rejects(
+        { file: { deviceId: 'gw-1', mqtt: { url: 'mqtt://b', subscriptions: ['tele/+/SENSOR', filter] } } },
+        /^config: mqtt\.subscriptions filter ".*" matches this device's own topic edgetoken\/gw-1\/(login|status|readings|pair); subscribe to narrower filters$/,
+      )
+    }
+    // Another device's topics, a `$` topic and a deeper level are not this device's.
+    const ok = await loadConfig({
+      options: {},
+      env: isolatedEnv({
+        EDGETOKEN_CONFIG: await withFile({
+          deviceId: 'gw-1',
+          mqtt: {
+            url: 'mqtt://b',
+            subscriptions: ['edgetoken/gw-2/readings', '$SYS/broker/load/#', 'edgetoken/gw-1/login/x'],
+          },
+        }),
+      }),
+    })
+    assert.equal(ok.mqtt?.subscriptions?.length, 3)
+  })
+
+  test('issue 11 #7: mqtt.passwordFile is relative to the config file; EDGETOKEN_MQTT_PASSWORD_FILE; never together with mqtt.password', async () => {
+    const file = await withFile({ mqtt: { ...mqttBase, passwordFile: 'secrets/mqtt-password' } })
+    const config = await loadConfig({ options: {}, env: isolatedEnv({ EDGETOKEN_CONFIG: file }), cwd: '/' })
+    assert.equal(config.mqtt?.passwordFile, join(dir, 'secrets', 'mqtt-password'))
+    assert.equal(config.mqtt?.password, undefined)
+    const fromEnv = await loadConfig({
+      options: {},
+      env: isolatedEnv({
+        EDGETOKEN_MQTT_URL: 'mqtt://127.0.0.1',
+        EDGETOKEN_MQTT_USERNAME: 'u',
+        EDGETOKEN_MQTT_PASSWORD_FILE: 'p.txt',
+      }),
+      cwd: dir,
+    })
+    assert.equal(fromEnv.mqtt?.passwordFile, join(dir, 'p.txt'))
+    await rejects(
+      { file: { mqtt: { ...mqttBase, password: 'p' } }, env: { EDGETOKEN_MQTT_PASSWORD_FILE: '/run/p' } },
+      'config: EDGETOKEN_MQTT_PASSWORD_FILE and mqtt.password are both set; keep one (the file)',
+    )
+    await rejects(
+      { file: { mqtt: { url: 'mqtts://b', passwordFile: 'p' } } },
+      'config: mqtt.passwordFile needs mqtt.username',
+    )
+    await rejects(
+      { file: { mqtt: { url: 'mqtt://broker.lan', username: 'u', passwordFile: 'p' } } },
+      'config: mqtt.passwordFile needs an mqtts:// URL (plain mqtt:// only to a loopback broker)',
+    )
+  })
+
+  test('issue 11 #7: the systemd credential $CREDENTIALS_DIRECTORY/mqtt-password is used when no password is configured', async () => {
+    const credentials = join(dir, 'credentials')
+    await rm(credentials, { recursive: true, force: true })
+    const { mkdir } = await import('node:fs/promises')
+    await mkdir(credentials)
+    const env = { CREDENTIALS_DIRECTORY: credentials, EDGETOKEN_CONFIG: await withFile({ mqtt: mqttBase }) }
+    const absent = await loadConfig({ options: {}, env: isolatedEnv(env) })
+    assert.equal(absent.mqtt?.passwordFile, undefined, 'no credential file: no password')
+    await writeFile(join(credentials, 'mqtt-password'), 'from-systemd\n', { mode: 0o400 })
+    const present = await loadConfig({ options: {}, env: isolatedEnv(env) })
+    assert.equal(present.mqtt?.passwordFile, join(credentials, 'mqtt-password'))
+    // An explicit setting wins, as with the store key.
+    const explicit = await loadConfig({
+      options: {},
+      env: isolatedEnv({ ...env, EDGETOKEN_MQTT_PASSWORD_FILE: '/run/other' }),
+    })
+    assert.equal(explicit.mqtt?.passwordFile, '/run/other')
+    // No broker configured: the credential is not an MQTT setting on its own.
+    const noMqtt = await loadConfig({ options: {}, env: isolatedEnv({ CREDENTIALS_DIRECTORY: credentials }) })
+    assert.equal(noMqtt.mqtt, undefined)
+    await rejects(
+      { env: { CREDENTIALS_DIRECTORY: credentials, EDGETOKEN_MQTT_URL: 'mqtts://b' } },
+      'config: $CREDENTIALS_DIRECTORY/mqtt-password needs mqtt.username',
+    )
+  })
+
+  test('issue 11 #7: one warning line, once per file, when a config holding mqtt.password is readable by group or others; never the password', async () => {
+    const { chmod } = await import('node:fs/promises')
+    const secret = 'hunter2-in-the-config'
+    const file = await withFile({ mqtt: { ...mqttBase, password: secret } })
+    const warnings: string[] = []
+    const warn = (line: string) => warnings.push(line)
+    await chmod(file, 0o600)
+    await loadConfig({ options: {}, env: isolatedEnv({ EDGETOKEN_CONFIG: file }), warn })
+    assert.deepEqual(warnings, [], 'owner-only: no warning')
+    await chmod(file, 0o640)
+    await loadConfig({ options: {}, env: isolatedEnv({ EDGETOKEN_CONFIG: file }), warn })
+    await loadConfig({ options: {}, env: isolatedEnv({ EDGETOKEN_CONFIG: file }), warn })
+    assert.equal(warnings.length, 1, 'once')
+    assert.match(warnings[0] ?? '', /holds mqtt\.password and is readable by other users \(mode 0640\)/)
+    assert.match(warnings[0] ?? '', /mqtt\.passwordFile or the systemd credential mqtt-password/)
+    assert.doesNotMatch(warnings[0] ?? '', /\n/)
+    assert.ok(!(warnings[0] ?? '').includes(secret))
+    // The password from the environment is not in the file: nothing to warn about.
+    const other = await withFile({ mqtt: mqttBase })
+    await chmod(other, 0o644)
+    await loadConfig({
+      options: {},
+      env: isolatedEnv({ EDGETOKEN_CONFIG: other, EDGETOKEN_MQTT_PASSWORD: secret }),
+      warn,
+    })
+    assert.equal(warnings.length, 1)
   })
 })

@@ -49,6 +49,25 @@ describe('config/schema.json and the loader agree', () => {
     ['display none', { display: [] }],
     ['mqtt display with mqtt', { display: ['mqtt'], mqtt: { url: 'mqtts://b:8883' } }],
     ['tls files', { mqtt: { url: 'mqtts://b', caFile: 'ca.pem', certFile: 'c.pem', keyFile: 'k.pem' } }],
+    ['password file', { mqtt: { url: 'mqtts://b', username: 'u', passwordFile: 'mqtt-password' } }],
+    ['password file, loopback', { mqtt: { url: 'mqtt://[::1]', username: 'u', passwordFile: '/run/p' } }],
+    [
+      'subscriptions of existing firmware',
+      {
+        mqtt: {
+          url: 'mqtt://b',
+          subscriptions: [
+            'zigbee2mqtt/+',
+            'tele/+/SENSOR',
+            'shellies/#',
+            'esphome/+/sensor/+/state',
+            'a b/ü',
+            '+',
+          ],
+        },
+      },
+    ],
+    ['no subscriptions', { mqtt: { url: 'mqtt://b', subscriptions: [] } }],
   ]
   const invalid: Array<[string, unknown]> = [
     ['unknown top-level key', { ...base, clientID: 'x' }],
@@ -78,6 +97,23 @@ describe('config/schema.json and the loader agree', () => {
     ['http telemetry endpoint to a remote host', { telemetry: { endpoint: 'http://api.example.com/x' } }],
     ['control character in clientId', { clientId: 'a\u001bb' }],
     ['array instead of object', []],
+    [
+      'password and passwordFile',
+      { mqtt: { url: 'mqtts://b', username: 'u', password: 'p', passwordFile: 'f' } },
+    ],
+    ['passwordFile without username', { mqtt: { url: 'mqtts://b', passwordFile: 'f' } }],
+    [
+      'passwordFile over plain mqtt to a remote host',
+      { mqtt: { url: 'mqtt://b.lan', username: 'u', passwordFile: 'f' } },
+    ],
+    ['MQTT 5 §4.7.1: # not the last level', { mqtt: { url: 'mqtt://b', subscriptions: ['a/#/b'] } }],
+    ['MQTT 5 §4.7.1: # inside a level', { mqtt: { url: 'mqtt://b', subscriptions: ['a/b#'] } }],
+    ['MQTT 5 §4.7.1: + inside a level', { mqtt: { url: 'mqtt://b', subscriptions: ['tele/plug+/SENSOR'] } }],
+    ['MQTT 5 §4.7.3: an empty filter', { mqtt: { url: 'mqtt://b', subscriptions: [''] } }],
+    ['MQTT 5 §4.7.3: NUL in a filter', { mqtt: { url: 'mqtt://b', subscriptions: ['a\u0000b'] } }],
+    ['a shared subscription', { mqtt: { url: 'mqtt://b', subscriptions: ['$share/g/tele/+/SENSOR'] } }],
+    ['subscriptions as a string', { mqtt: { url: 'mqtt://b', subscriptions: 'tele/+/SENSOR' } }],
+    ['a subscription that is not a string', { mqtt: { url: 'mqtt://b', subscriptions: [7] } }],
   ]
 
   test('valid configs are accepted by both', async () => {

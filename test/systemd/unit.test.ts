@@ -101,6 +101,11 @@ describe('systemd/edgetoken.service settings', () => {
     assert.deepEqual(values('ExecStart'), ['/usr/bin/edgetoken run'])
   })
 
+  test('issue 11 #2: MemoryMax= bounds the service (a runaway is killed and restarted, not the Pi)', () => {
+    assert.deepEqual(values('MemoryMax'), ['256M'])
+    assert.deepEqual(values('Restart'), ['on-failure'])
+  })
+
   test('never MemoryDenyWriteExecute (V8 JIT), and filtered calls fail with EPERM instead of SIGSYS', () => {
     assert.deepEqual(values('MemoryDenyWriteExecute'), [])
     assert.deepEqual(values('SystemCallErrorNumber'), ['EPERM'])
