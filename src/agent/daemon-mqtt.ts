@@ -31,6 +31,11 @@ const SUBSCRIBE_WAIT_MS = 5000
 export interface DaemonPairHooks {
   /** Whether a sign-in is running now (a pair request is then refused as busy). */
   busy: () => boolean
+  /**
+   * Whether the device needs a sign-in now: a request while it is signed in is refused as
+   * `signed-in` (counted, and the 30 s rate window is not used up).
+   */
+  signinRequired: () => boolean
   /** An accepted pair request: start a device sign-in. */
   onPair: () => void
 }
@@ -154,6 +159,7 @@ export async function startDaemonMqtt(options: DaemonMqttOptions): Promise<Daemo
       topic: topics.pair,
       gate,
       busy: hooks.busy,
+      signinRequired: hooks.signinRequired,
       onPair: () => hooks.onPair(),
       onRefused: (reason) =>
         limited(`pair-${reason}`, () => `edgetoken: ignored a pair request (${reason})`, log),

@@ -218,6 +218,7 @@ export async function runDaemon(options: DaemonOptions): Promise<DaemonSummary> 
       pair: pairEnabled
         ? {
             busy: () => signin.signingIn !== undefined,
+            signinRequired: () => signin.required,
             // startSignIn acts only while sign-in is required: a signed-in device is never taken over.
             onPair: () => void signin.startSignIn('pair request from the companion display'),
           }
