@@ -7,8 +7,9 @@
  *
  * @internal
  */
-import { open, readFile, rename, stat } from 'node:fs/promises'
+import { rename } from 'node:fs/promises'
 import { join } from 'node:path'
+import { openNoFollow, readTextNoFollow, regularFileSize } from '../lib/no-follow.js'
 import { isoSeconds } from '../lib/time.js'
 import type { SpoolBatch } from './spool-batch.js'
 import { ioError } from './spool-fs.js'
@@ -47,10 +48,12 @@ export async function appendDeadLetter(
   const line = `{"at":${JSON.stringify(isoSeconds(Date.now()))},"batch_id":${JSON.stringify(batch.key)},"seq":${batch.seq},"status":${reason.status},"reason":${JSON.stringify(reason.message)},"records":[${batch.records.join(',')}]}\n`
   const path = join(dir, DEAD_LETTER_FILE)
   // Bounded like the spool: past DEAD_LETTER_MAX_BYTES the file becomes `.1` (replacing the older one).
-  const size = await stat(path).then(
-    (st) => st.size,
-    () => 0,
-  )
+  let size: number
+  try {
+    size = (await regularFileSize(path)) ?? 0
+  } catch (err) {
+    throw ioError(err, 'writing the dead-letter file')
+  }
   if (size > DEAD_LETTER_MAX_BYTES) {
     // The older generation is about to be replaced: its records are lost, so they are counted
     // as dropped (never silently).
@@ -58,9 +61,10 @@ export async function appendDeadLetter(
     await rename(path, `${path}.1`).catch(() => {})
     if (lost > 0) await countDropped(lost)
   }
-  let handle: Awaited<ReturnType<typeof open>> | undefined
+  let handle: Awaited<ReturnType<typeof openNoFollow>> | undefined
   try {
-    handle = await open(path, 'a', 0o600)
+    // Never appended through a link planted under its name (ELOOP: exit 6).
+    handle = await openNoFollow(path, 'append')
     await handle.write(line)
     await handle.datasync()
   } catch (err) {
@@ -75,16 +79,17 @@ export async function appendDeadLetter(
  * Counts the records in a dead-letter file.
  *
  * @param path - the file (usually the rotated generation, `dead-letter.ndjson.1`).
- * @returns the records of all its lines; 0 when it is missing or unreadable. Lines that do not
- *   parse count for nothing.
+ * @returns the records of all its lines; 0 when it is missing, unreadable or a symbolic link.
+ *   Lines that do not parse count for nothing.
  */
 export async function countDeadLetterRecords(path: string): Promise<number> {
-  let text: string
+  let text: string | undefined
   try {
-    text = await readFile(path, 'utf8')
+    text = await readTextNoFollow(path)
   } catch {
     return 0
   }
+  if (text === undefined) return 0
   let count = 0
   for (const line of text.split('\n')) {
     if (line === '') continue

@@ -7,6 +7,7 @@
  * @packageDocumentation
  */
 import { isObject } from '../lib/validate.js'
+import { jsonTooDeep, MAX_JSON_DEPTH } from './json-depth.js'
 
 /** Default cap of one NDJSON line: 64 KiB. */
 export const DEFAULT_MAX_LINE_BYTES = 64 * 1024
@@ -15,6 +16,8 @@ export const DEFAULT_MAX_LINE_BYTES = 64 * 1024
 export interface ReadNdjsonOptions {
   /** Longest accepted line in bytes (without the newline). Default {@link DEFAULT_MAX_LINE_BYTES}. */
   maxLineBytes?: number
+  /** Deepest nesting of arrays and objects in a record. Default {@link MAX_JSON_DEPTH} (64). */
+  maxDepth?: number
 }
 
 /** One line of input: a record, or why the line was rejected. */
@@ -26,10 +29,11 @@ const NEWLINE = 0x0a
 
 /**
  * Reads NDJSON records from a byte stream. Blank lines are ignored; `\r\n` endings are accepted;
- * a leading UTF-8 byte-order mark is ignored.
+ * a leading UTF-8 byte-order mark is ignored. A line nested deeper than `maxDepth` is one bad line,
+ * found before it is parsed (see `json-depth.ts`: it would overflow the stack later).
  *
  * @param input - the stream (stdin), chunks as Buffers or strings.
- * @param options - the line size cap.
+ * @param options - the line size and nesting caps.
  * @returns an async iterator of records and per-line errors, in input order (line numbers from 1).
  * @example
  * ```ts
@@ -44,6 +48,7 @@ export async function* readNdjson(
   options: ReadNdjsonOptions = {},
 ): AsyncGenerator<NdjsonItem> {
   const max = options.maxLineBytes ?? DEFAULT_MAX_LINE_BYTES
+  const maxDepth = options.maxDepth ?? MAX_JSON_DEPTH
   let parts: Buffer[] = []
   let partBytes = 0
   let tooLong = false
@@ -64,6 +69,9 @@ export async function* readNdjson(
     if (end - start > max) return { line, error: `longer than ${max} bytes` }
     const text = bytes.toString('utf8', start, end)
     if (text.trim() === '') return undefined
+    if (jsonTooDeep(bytes.subarray(start, end), maxDepth)) {
+      return { line, error: `nested deeper than ${maxDepth} levels` }
+    }
     let value: unknown
     try {
       value = JSON.parse(text) as unknown

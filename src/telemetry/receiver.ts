@@ -17,6 +17,7 @@ import { EdgeTokenError } from '../errors.js'
 import { ASYMMETRIC_JWS_ALGORITHMS } from '../lib/jws.js'
 import { assertSecureUrl } from '../lib/url.js'
 import { isNonEmptyString, isObject, parseJson } from '../lib/validate.js'
+import { jsonTooDeep, MAX_JSON_DEPTH } from './json-depth.js'
 
 /** Options of {@link createReceiver}. */
 export interface ReceiverOptions {
@@ -193,6 +194,15 @@ interface WireBatch {
 }
 
 function parseBatch(body: Buffer): WireBatch {
+  // The records sit two levels down ({"records":[...]}); deeper ones would overflow the stack of
+  // whoever serialises them again (onBatch), so they are refused like the device refuses them.
+  if (jsonTooDeep(body, MAX_JSON_DEPTH + 2)) {
+    throw new Refusal(
+      400,
+      'invalid_request',
+      `records must not be nested deeper than ${MAX_JSON_DEPTH} levels`,
+    )
+  }
   const value = parseJson(body.toString('utf8'))
   if (!isObject(value)) throw new Refusal(400, 'invalid_request', 'body must be a JSON object')
   if (!isNonEmptyString(value.device_id))

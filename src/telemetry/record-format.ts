@@ -4,7 +4,11 @@
  * A segment is a plain sequence of frames: `[u32 LE payload length][u32 LE CRC-32 of the payload]
  * [payload]`, where the payload is the record's JSON text (UTF-8). A frame whose length is zero,
  * too large, runs past the end of the file, or whose CRC does not match, marks the end of the valid
- * data: after a crash (power loss mid-write) the torn tail is cut there and never read as a record.
+ * data as far as {@link scanFrames} reads. Whether what follows is a torn tail (power loss
+ * mid-write: nothing valid after it, cut off) or damage in the middle (valid frames after it,
+ * salvaged) is decided with {@link findFrame}, which finds the next valid frame: a payload is a JSON
+ * object's text, so it starts with `{`, ends with `}` and holds no control bytes, and no valid
+ * header (whose length's high bytes are zero) can hide inside one.
  *
  * A segment is named after the global index of its first record (`00000000000000001234.seg`), so
  * record counts come from the names alone: a sealed segment holds `nextStart - start` records, and
@@ -139,4 +143,55 @@ export async function scanFrames(
     pos += frameBytes
   }
   return { count, end: pos, torn: false }
+}
+
+/** Bytes {@link findFrame} reads at a time: room for the largest frame. */
+const FIND_WINDOW_BYTES = 2 * (MAX_RECORD_BYTES + FRAME_HEADER_BYTES)
+const OPEN_BRACE = 0x7b
+const CLOSE_BRACE = 0x7d
+
+/**
+ * Finds the first valid frame at or after `from`: a plausible length, a payload that looks like a
+ * JSON object (`{` ... `}`), and a matching CRC-32. Used after a bad frame, to tell a torn tail
+ * (nothing valid follows) from damage in the middle (valid frames follow), and to resynchronise.
+ * Walks byte by byte in bounded windows; the CRC is computed only for the rare candidate.
+ *
+ * @param handle - the open segment.
+ * @param from - the first position to try.
+ * @param limit - the file size (or the position to stop at).
+ * @returns the offset of that frame, or undefined when there is none before `limit`.
+ */
+export async function findFrame(
+  handle: FileHandle,
+  from: number,
+  limit: number,
+): Promise<number | undefined> {
+  if (limit - from <= FRAME_HEADER_BYTES) return undefined
+  let buf = Buffer.allocUnsafe(Math.min(FIND_WINDOW_BYTES, limit - from))
+  let bufStart = from
+  let bufLen = 0
+  const load = async (at: number, bytes: number): Promise<boolean> => {
+    if (at + bytes > limit) return false
+    if (bytes > buf.length) buf = Buffer.allocUnsafe(bytes)
+    const { bytesRead } = await handle.read(buf, 0, Math.min(buf.length, limit - at), at)
+    bufStart = at
+    bufLen = bytesRead
+    return bytesRead >= bytes
+  }
+  const held = (at: number, bytes: number) => at >= bufStart && at + bytes <= bufStart + bufLen
+  for (let pos = from; pos + FRAME_HEADER_BYTES < limit; pos++) {
+    // Header and first payload byte, loaded only when the window does not hold them.
+    if (!held(pos, FRAME_HEADER_BYTES + 1) && !(await load(pos, FRAME_HEADER_BYTES + 1))) return undefined
+    const at = pos - bufStart
+    const length = buf.readUInt32LE(at)
+    if (length === 0 || length > MAX_RECORD_BYTES || pos + FRAME_HEADER_BYTES + length > limit) continue
+    if (buf[at + FRAME_HEADER_BYTES] !== OPEN_BRACE) continue
+    const frameBytes = FRAME_HEADER_BYTES + length
+    if (!held(pos, frameBytes) && !(await load(pos, frameBytes))) continue
+    const p = pos - bufStart + FRAME_HEADER_BYTES
+    const payload = buf.subarray(p, p + length)
+    if (payload[length - 1] !== CLOSE_BRACE) continue
+    if (crc32(payload) === buf.readUInt32LE(pos - bufStart + 4)) return pos
+  }
+  return undefined
 }

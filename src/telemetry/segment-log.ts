@@ -3,17 +3,23 @@
  * dropped and counted), torn-tail repair, and reading frames back. Shared by the spool's writers
  * and its reader; every operation that looks at the directory runs under the spool lock.
  *
+ * Every segment is opened with `O_NOFOLLOW` and must be a regular file: a link planted in the
+ * spool fails the operation (`ERR_STORE_UNREADABLE`) instead of redirecting a write or a cut.
+ *
  * @internal
  */
-import { statSync } from 'node:fs'
-import { type FileHandle, open, readdir, stat, unlink } from 'node:fs/promises'
+import { lstatSync } from 'node:fs'
+import { type FileHandle, readdir, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { EdgeTokenError } from '../errors.js'
 import { fsyncDirectory, writeFileAtomic } from '../lib/durable-file.js'
 import { withFileLock } from '../lib/file-lock.js'
+import { openNoFollow, regularFileSize } from '../lib/no-follow.js'
 import { isObject } from '../lib/validate.js'
+import { jsonTooDeep, MAX_JSON_DEPTH } from './json-depth.js'
 import { encodeFrame, MAX_RECORD_BYTES, parseSegmentName, scanFrames, segmentName } from './record-format.js'
 import { ioError, readJsonFile, spoolLockOptions } from './spool-fs.js'
+import { applyRepair, planRepair } from './spool-repair.js'
 import { DROPS_FILE, parseSpoolState, readDropped, STATE_FILE } from './spool-status.js'
 
 /** Writes frames to a segment; injectable so tests can make the disk fail (ENOSPC). */
@@ -100,6 +106,8 @@ export interface SegmentLogOptions {
   io?: SpoolIo | undefined
   /** The reader's acknowledged position in this process, when it is fresher than `state.json`. */
   ackedHint?: () => number | undefined
+  /** Receives one line when a damaged segment was repaired. Default `process.emitWarning`. */
+  onWarning?: ((line: string) => void) | undefined
 }
 
 /** The segment files of one spool directory. */
@@ -111,6 +119,7 @@ export class SegmentLog {
   readonly #io: SpoolIo
   readonly #lockPath: string
   readonly #ackedHint: () => number | undefined
+  readonly #onWarning: (line: string) => void
   /** Segment start index -> bytes on disk, as last seen. */
   #segments = new Map<number, number>()
   #tail: Tail | undefined
@@ -132,6 +141,7 @@ export class SegmentLog {
     this.#io = options.io ?? defaultIo
     this.#lockPath = join(dir, 'lock')
     this.#ackedHint = options.ackedHint ?? (() => undefined)
+    this.#onWarning = options.onWarning ?? ((line) => process.emitWarning(line, { code: 'EDGETOKEN_SPOOL' }))
   }
 
   /** The tail as of the last {@link SegmentLog.sync}. */
@@ -169,8 +179,9 @@ export class SegmentLog {
     if (!tail) return undefined
     // Synchronous on purpose: two stat calls on the main thread cost less than waking a
     // thread-pool worker for each, and the idle daemon should sleep (<= 1 wake-up/s).
-    const size = statSync(join(this.dir, segmentName(tail.start)), { throwIfNoEntry: false })?.size ?? -1
-    const next = statSync(join(this.dir, segmentName(tail.start + tail.count)), { throwIfNoEntry: false })
+    // lstat: a link's own size differs, so a planted one is looked at properly (and refused).
+    const size = lstatSync(join(this.dir, segmentName(tail.start)), { throwIfNoEntry: false })?.size ?? -1
+    const next = lstatSync(join(this.dir, segmentName(tail.start + tail.count)), { throwIfNoEntry: false })
     return `${tail.start}:${size}:${next ? 1 : 0}`
   }
 
@@ -189,7 +200,21 @@ export class SegmentLog {
       if (!isObject(record)) {
         return Promise.reject(new EdgeTokenError('ERR_INVALID_INPUT', `record ${i + 1} is not a JSON object`))
       }
-      const payload = Buffer.from(JSON.stringify(record), 'utf8')
+      let payload: Buffer
+      try {
+        payload = Buffer.from(JSON.stringify(record), 'utf8')
+      } catch {
+        // JSON.stringify recurses: a deep enough object overflows the stack (RangeError).
+        payload = Buffer.alloc(0)
+      }
+      if (payload.length === 0 || jsonTooDeep(payload)) {
+        return Promise.reject(
+          new EdgeTokenError(
+            'ERR_INVALID_INPUT',
+            `record ${i + 1} is nested deeper than ${MAX_JSON_DEPTH} levels`,
+          ),
+        )
+      }
       if (payload.length > MAX_RECORD_BYTES) {
         return Promise.reject(
           new EdgeTokenError('ERR_INVALID_INPUT', `record ${i + 1} is larger than ${MAX_RECORD_BYTES} bytes`),
@@ -298,9 +323,12 @@ export class SegmentLog {
 
   /**
    * Brings the in-memory view up to date with the directory (other processes may have appended,
-   * rolled or dropped), opening the tail and cutting a torn end. Runs under the spool lock.
+   * rolled or dropped), opening the tail and cutting a torn end, or splitting it around damage
+   * when valid frames follow the bad one (`spool-repair.ts`). Runs under the spool lock.
    *
    * @returns the tail.
+   * @throws ELOOP or EFTYPE when a segment is a symbolic link or not a regular file (the spool
+   *   lock maps them to `ERR_STORE_UNREADABLE`).
    */
   async sync(): Promise<Tail> {
     const names = await readdir(this.dir)
@@ -311,9 +339,15 @@ export class SegmentLog {
     const present = new Set(starts)
     for (const s of [...this.#segments.keys()]) if (!present.has(s)) this.#segments.delete(s)
     for (const s of starts) {
-      if (!this.#segments.has(s)) this.#segments.set(s, (await stat(join(this.dir, segmentName(s)))).size)
+      if (this.#segments.has(s)) continue
+      const size = await regularFileSize(join(this.dir, segmentName(s)))
+      if (size === undefined) {
+        present.delete(s) // removed since readdir (delivered or dropped by another process)
+        continue
+      }
+      this.#segments.set(s, size)
     }
-    const last = starts.at(-1)
+    const last = [...present].sort((a, b) => a - b).at(-1)
     if (last === undefined) {
       this.#tail?.handle.close().catch(() => {})
       this.#tail = undefined
@@ -328,7 +362,7 @@ export class SegmentLog {
         this.#segments.set(tail.start, (await tail.handle.stat()).size)
       }
       tail?.handle.close().catch(() => {})
-      const handle = await open(join(this.dir, segmentName(last)), 'r+')
+      const handle = await openNoFollow(join(this.dir, segmentName(last)), 'update')
       tail = { start: last, handle, size: 0, count: 0 }
       this.#tail = tail
     }
@@ -341,7 +375,18 @@ export class SegmentLog {
       const found = await scanFrames(tail.handle, tail.size, size, undefined, 1024 * 1024)
       tail.count += found.count
       if (found.torn) {
-        // We hold the lock, so bytes past the last valid frame are a dead writer's torn tail.
+        const plan = await planRepair(tail.handle, tail.start, found.end, tail.count, size)
+        if (plan.runs.length > 0) {
+          // Valid frames after the bad one: damage, not a crash. Cutting here would delete them.
+          const aside = await applyRepair(this.dir, tail.start, tail.handle, plan, size, Date.now())
+          const name = segmentName(tail.start)
+          this.#onWarning(
+            `spool: segment ${name} was damaged at byte ${found.end}: ${plan.lost} record${plan.lost === 1 ? '' : 's'} lost (counted as dropped unless already delivered), ${plan.kept} after the damage kept; a copy is in ${aside}`,
+          )
+          this.forget()
+          return this.sync()
+        }
+        // We hold the lock, and nothing valid follows: a dead writer's torn tail.
         await tail.handle.truncate(found.end)
         await tail.handle.datasync()
       }
@@ -362,7 +407,7 @@ export class SegmentLog {
   }
 
   async #createSegment(start: number): Promise<Tail> {
-    const handle = await open(join(this.dir, segmentName(start)), 'wx+', 0o600)
+    const handle = await openNoFollow(join(this.dir, segmentName(start)), 'create')
     await fsyncDirectory(this.dir)
     const tail = { start, handle, size: 0, count: 0 }
     this.#tail = tail
@@ -421,7 +466,7 @@ export class SegmentLog {
    * @returns the offset after them (or where the valid data ends).
    */
   async skip(segment: number, records: number): Promise<number> {
-    const handle = await open(join(this.dir, segmentName(segment)), 'r')
+    const handle = await openNoFollow(join(this.dir, segmentName(segment)), 'read')
     try {
       const { size } = await handle.stat()
       let seen = 0
@@ -483,7 +528,7 @@ export class SegmentLog {
     if (reader?.segment !== segment) {
       let handle: FileHandle
       try {
-        handle = await open(join(this.dir, segmentName(segment)), 'r')
+        handle = await openNoFollow(join(this.dir, segmentName(segment)), 'read')
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
         throw err

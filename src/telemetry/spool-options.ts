@@ -28,6 +28,11 @@ export interface OpenSpoolOptions {
   uploadLockWaitMs?: number
   /** Stops waiting for the upload lock (`ERR_CANCELLED`). */
   signal?: AbortSignal | undefined
+  /**
+   * Receives one line when a damaged segment was repaired (records lost, where the copy is).
+   * Default `process.emitWarning` (code `EDGETOKEN_SPOOL`).
+   */
+  onWarning?: ((line: string) => void) | undefined
 }
 
 /** {@link OpenSpoolOptions} with the defaults applied. */
@@ -42,6 +47,8 @@ export interface SpoolSettings {
   uploadLockWaitMs: number
   /** Stops waiting for the upload lock. */
   signal: AbortSignal | undefined
+  /** Receives the repair warnings, when given. */
+  onWarning: ((line: string) => void) | undefined
 }
 
 /** The smallest accepted bound, bytes: as large as the smallest default segment. */
@@ -66,5 +73,6 @@ export function spoolSettings(options: OpenSpoolOptions): SpoolSettings {
     io: options.io,
     uploadLockWaitMs: Math.max(0, options.uploadLockWaitMs ?? 0),
     signal: options.signal,
+    onWarning: options.onWarning,
   }
 }

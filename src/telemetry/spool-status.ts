@@ -5,11 +5,12 @@
  *
  * @packageDocumentation
  */
-import { open, readdir } from 'node:fs/promises'
+import { lstat, readdir } from 'node:fs/promises'
 import { join } from 'node:path'
+import { openNoFollow } from '../lib/no-follow.js'
 import { isFiniteNumber, isNonEmptyString, isObject } from '../lib/validate.js'
 import { parseSegmentName, scanFrames } from './record-format.js'
-import { readJsonFile } from './spool-fs.js'
+import { ioError, readJsonFile } from './spool-fs.js'
 
 /** The spool directory inside the state directory. */
 export const SPOOL_DIR_NAME = 'spool'
@@ -151,6 +152,9 @@ export interface SpoolStatus {
  * @param stateDir - the state directory (the spool is `<stateDir>/spool`).
  * @returns pending, dropped and dead-lettered record counts and the last upload result; all zero
  *   when there is no spool yet.
+ * @throws StoreError `ERR_STORE_UNREADABLE` when the spool directory is a symbolic link not made
+ *   by root, or a spool file is a link (nothing is read through them); `ERR_IO` when a file cannot
+ *   be read.
  * @example
  * ```ts
  * const { pending } = await readSpoolStatus('/var/lib/edgetoken')
@@ -158,13 +162,21 @@ export interface SpoolStatus {
  */
 export async function readSpoolStatus(stateDir: string): Promise<SpoolStatus> {
   const dir = join(stateDir, SPOOL_DIR_NAME)
-  let names: string[]
   try {
-    names = await readdir(dir)
+    return await summarise(dir)
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { pending: 0, dropped: 0, deadLettered: 0 }
-    throw err
+    throw ioError(err, 'reading the spool')
   }
+}
+
+async function summarise(dir: string): Promise<SpoolStatus> {
+  const link = await lstat(dir)
+  if (link.isSymbolicLink() && link.uid !== 0) {
+    // The rule of openSpool's directory check; read-only here, so ownership is not insisted on.
+    throw Object.assign(new Error(`ELOOP: symbolic link, lstat '${dir}'`), { code: 'ELOOP', path: dir })
+  }
+  const names = await readdir(dir)
   const starts = names
     .map(parseSegmentName)
     .filter((n): n is number => n !== undefined)
@@ -184,9 +196,9 @@ export async function readSpoolStatus(stateDir: string): Promise<SpoolStatus> {
 }
 
 async function countTail(path: string): Promise<number> {
-  let handle: Awaited<ReturnType<typeof open>>
+  let handle: Awaited<ReturnType<typeof openNoFollow>>
   try {
-    handle = await open(path, 'r')
+    handle = await openNoFollow(path, 'read')
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 0
     throw err

@@ -7,7 +7,11 @@
  * - When the bound is reached, the oldest segment is deleted and its unacknowledged records are
  *   counted as dropped (`drops.json`), never silently.
  * - A torn frame at the end of the newest segment (power loss mid-write) is cut off before the next
- *   write; older segments were fsynced before the spool moved past them.
+ *   write; older segments were fsynced before the spool moved past them. Damage with valid frames
+ *   after it (bit rot) is not cut: only the damaged records are lost and counted
+ *   (`spool-repair.ts`).
+ * - The state and spool directories are checked like the token store's, and every spool file is
+ *   opened with `O_NOFOLLOW`: a root-run `send` never writes through a planted link.
  * - Opening does not read the backlog: segment names carry record indexes, only the newest
  *   segment is scanned, and the reader's byte cursor is persisted with the acknowledged position.
  * - The uploader's position lives in `state.json` (atomic, durable replace). A batch is declared
@@ -25,11 +29,11 @@
  *
  * @packageDocumentation
  */
-import { mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import { EdgeTokenError } from '../errors.js'
 import type { FileLock } from '../lib/file-lock.js'
 import { isoSeconds } from '../lib/time.js'
+import { ensureStateDir } from '../store/file.js'
 import { appendDeadLetter, type DeadLetterReason } from './dead-letter.js'
 import { SegmentLog } from './segment-log.js'
 import {
@@ -41,7 +45,7 @@ import {
   readBatchAfter,
   type SpoolBatch,
 } from './spool-batch.js'
-import { ioError } from './spool-fs.js'
+import { ensureSpoolDir, ioError } from './spool-fs.js'
 import { type OpenSpoolOptions, spoolSettings } from './spool-options.js'
 import {
   acquireReaderLock,
@@ -69,7 +73,10 @@ const STATE_WRITE_INTERVAL_MS = 100
  * @param stateDir - the state directory; the spool lives in `<stateDir>/spool`.
  * @param options - size bound, segment size, injectable I/O.
  * @returns the open spool; call `close()` when done.
- * @throws EdgeTokenError `ERR_IO` when the directory cannot be created.
+ * @throws ConfigError (exit 2) when the state or spool directory is a symbolic link not made by
+ *   root, another user's, or writable by others; StoreError `ERR_STORE_UNREADABLE` (exit 6) when a
+ *   spool file is a symbolic link or not a regular file; EdgeTokenError `ERR_IO` when the directory
+ *   cannot be created.
  * @example
  * ```ts
  * const spool = await openSpool(config.stateDir, { maxBytes: 32 * 1024 * 1024 })
@@ -79,12 +86,9 @@ const STATE_WRITE_INTERVAL_MS = 100
  */
 export async function openSpool(stateDir: string, options: OpenSpoolOptions = {}): Promise<Spool> {
   const dir = join(stateDir, SPOOL_DIR_NAME)
-  try {
-    await mkdir(stateDir, { recursive: true, mode: 0o700 })
-    await mkdir(dir, { recursive: true, mode: 0o700 })
-  } catch (err) {
-    throw ioError(err, `creating ${dir}`)
-  }
+  // The token store's checks: a root-run `send` must not write where another user can plant links.
+  ensureStateDir(stateDir)
+  await ensureSpoolDir(dir)
   const spool = new Spool(dir, options)
   // Recover (cut a torn tail) now, so a crash's damage is repaired before anything else happens.
   await spool.stats()
@@ -133,6 +137,7 @@ export class Spool {
       segmentBytes: settings.segmentBytes,
       io: settings.io,
       ackedHint: () => this.#state?.acked,
+      onWarning: settings.onWarning,
     })
     this.#readerWaitMs = settings.uploadLockWaitMs
     this.#readerSignal = settings.signal
@@ -228,9 +233,14 @@ export class Spool {
     if (!this.#readerLock) {
       this.#readerLock = await acquireReaderLock(this.dir, this.#readerWaitMs, this.#readerSignal)
     }
-    const loaded = await loadSpoolState(this.dir)
-    const state = loaded ?? initialSpoolState()
-    if (!loaded) await writeSpoolState(this.dir, state)
+    let state: SpoolState
+    try {
+      const loaded = await loadSpoolState(this.dir)
+      state = loaded ?? initialSpoolState()
+      if (!loaded) await writeSpoolState(this.dir, state)
+    } catch (err) {
+      throw ioError(err, 'reading the spool state')
+    }
     this.#restartLimits = state.limits
     this.#state = state
     return state

@@ -63,4 +63,21 @@ describe('readNdjson', () => {
       { line: 2, error: 'longer than 10 bytes' },
     ])
   })
+
+  test('issue 11 #8: a line of 100k "[" is one invalid line; the lines around it are read', async () => {
+    const deep = '['.repeat(100_000)
+    const items = await collect([`{"a":1}\n${deep}\n{"b":2}\n`], 200_000)
+    assert.deepEqual(items, [
+      { line: 1, record: { a: 1 } },
+      { line: 2, error: 'nested deeper than 64 levels' },
+      { line: 3, record: { b: 2 } },
+    ])
+  })
+
+  test('issue 11 #8: 64 levels pass, 65 do not; brackets inside strings do not count', async () => {
+    const nest = (depth: number) => `${'{"a":'.repeat(depth - 1)}{"s":"[[[{{\\"["}${'}'.repeat(depth - 1)}`
+    const items = await collect([`${nest(64)}\n${nest(65)}\n`])
+    assert.equal('record' in (items[0] as NdjsonItem), true)
+    assert.deepEqual(items[1], { line: 2, error: 'nested deeper than 64 levels' })
+  })
 })

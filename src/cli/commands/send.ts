@@ -12,9 +12,9 @@ import { ExitCode } from '../exit-codes.js'
 
 const HELP = `Usage: edgetoken send [--on-invalid reject|skip] [--json] < records.ndjson
 
-Reads one JSON object per line from stdin (at most 64 KiB per line) and appends the records to
-the telemetry spool in <state-dir>/spool. Exit 0 means they are on disk; 'edgetoken upload' or
-'edgetoken run' delivers them.
+Reads one JSON object per line from stdin (at most 64 KiB per line, nested at most 64 levels
+deep) and appends the records to the telemetry spool in <state-dir>/spool. Exit 0 means they
+are on disk; 'edgetoken upload' or 'edgetoken run' delivers them.
 
 Options:
   --on-invalid reject   (default) any bad line rejects the whole input: nothing is spooled,
@@ -30,7 +30,9 @@ after earlier chunks are on disk, those first records stay spooled: the error sa
 the input from there on was not spooled.
 
 Exit codes: 0 on disk, 1 disk error (e.g. disk full, or a record too large for the spool;
-            nothing of the failed chunk is kept), 2 invalid input or config.`
+            nothing of the failed chunk is kept), 2 invalid input or config (also a state or spool
+            directory that is a symbolic link, another user's, or writable by others), 6 a spool
+            file is a symbolic link or not a regular file (nothing is written through it).`
 /** Records per append at most (bounds the memory skip mode holds for endless input). */
 const CHUNK_RECORDS = 2000
 /** Bad lines named individually; the rest are only counted. */
@@ -45,7 +47,10 @@ async function run(ctx: CommandContext): Promise<number> {
     })
   }
   const config = await loadConfig({ options: ctx.options, env: ctx.env })
-  const spool = await openSpool(config.stateDir, { maxBytes: config.telemetry?.spoolMaxBytes })
+  const spool = await openSpool(config.stateDir, {
+    maxBytes: config.telemetry?.spoolMaxBytes,
+    onWarning: (line) => ctx.warn(line),
+  })
   const chunker = new Chunker(spool)
   try {
     let records: Record<string, unknown>[] = []

@@ -24,9 +24,11 @@ Options:
 
 While 'edgetoken run' is delivering the same spool, upload waits up to 30 s for it to finish.
 
-Exit codes: 0 spool drained, 2 config, 3 sign-in required, 5 API unavailable, endpoint refused
-            (403, 404, ...), a captive portal answered, or another process kept uploading for
-            30 s; with any non-zero code the spool keeps what was not delivered.`
+Exit codes: 0 spool drained, 2 config (or a state or spool directory that is a symbolic link,
+            another user's, or writable by others), 3 sign-in required, 5 API unavailable, endpoint
+            refused (403, 404, ...), a captive portal answered, or another process kept uploading
+            for 30 s, 6 a spool file is a symbolic link or not a regular file; with any non-zero
+            code the spool keeps what was not delivered.`
 
 /** How long to wait for another uploader (the daemon) that holds the spool's upload lock, ms. */
 const UPLOAD_LOCK_WAIT_MS = 30_000
@@ -58,6 +60,7 @@ async function run(ctx: CommandContext): Promise<number> {
     maxBytes: telemetry?.spoolMaxBytes,
     uploadLockWaitMs: UPLOAD_LOCK_WAIT_MS,
     signal: ctx.signal,
+    onWarning: (line) => ctx.warn(line),
   })
   const uploader = new Uploader({
     spool,
