@@ -25,11 +25,16 @@
  * the MQTT status goes `offline`, all within `shutdownTimeoutMs`. Nothing acknowledged (to a
  * sensor's broker or by the API) is lost: the spool keeps every record until the API took it.
  *
+ * The log is for a person reading the journal of an SD-card gateway: changes of state and
+ * problems, and one summary line every ten minutes (`daemon-summary.ts`); each batch and each
+ * renewal is a `debug` line, shown only at that log level. `--json` events are the same at
+ * every level.
+ *
  * This module only opens the store and the spool and wires the parts together; each part is its
  * own module: the sign-in state (`daemon-signin.ts`), the pair sign-in (`daemon-login.ts`),
  * tokens and renewal (`daemon-tokens.ts`),
- * the MQTT side (`daemon-mqtt.ts`), the uploads (`daemon-uploads.ts`) and the stop sequence
- * (`daemon-shutdown.ts`).
+ * the MQTT side (`daemon-mqtt.ts`), the uploads (`daemon-uploads.ts`), the periodic summary
+ * (`daemon-summary.ts`) and the stop sequence (`daemon-shutdown.ts`).
  *
  * @packageDocumentation
  */
@@ -45,6 +50,7 @@ import { type DaemonMqtt, startDaemonMqtt } from './daemon-mqtt.js'
 import type { DaemonOutput } from './daemon-output.js'
 import { shutDown } from './daemon-shutdown.js'
 import { createSigninState } from './daemon-signin.js'
+import { startDaemonSummary } from './daemon-summary.js'
 import { createDaemonTokens } from './daemon-tokens.js'
 import { type DaemonUploads, startUploads } from './daemon-uploads.js'
 import type { IngestCounters } from './ingest.js'
@@ -59,10 +65,15 @@ export interface DaemonOptions {
   env: NodeJS.ProcessEnv
   /** Stops the daemon (SIGTERM/SIGINT). */
   signal: AbortSignal
-  /** Informational lines (one event each; never a secret). */
+  /** Changes of state and the periodic summary (one event each; never a secret). */
   log: (line: string) => void
   /** Warnings (sign-in required, broker trouble, dropped readings). */
   warn: (line: string) => void
+  /**
+   * Routine lines: each uploaded batch, each renewal. The CLI passes its `log` at the `debug` log
+   * level (`--debug`, config `logLevel`); default: dropped, the periodic summary counts them.
+   */
+  debug?: (line: string) => void
   /** Structured events for `--json` (`ready`, `renewed`, `uploaded`, `signin_required`, `signed_in`, `stopped`). */
   emit?: (event: Readonly<Record<string, unknown>>) => void
   /**
@@ -86,6 +97,8 @@ export interface DaemonOptions {
   signinWatchMs?: number
   /** Renewal timing (tests, and fleets that want a wider window). */
   renewal?: { marginMs?: number; jitterMs?: number }
+  /** Period of the summary line, ms. Default 600000 (10 min). */
+  summaryIntervalMs?: number
 }
 
 /** What {@link runDaemon} reports when it has stopped. */
@@ -134,7 +147,7 @@ export async function runDaemon(options: DaemonOptions): Promise<DaemonSummary> 
       throw err
     })
   const emit = options.emit ?? (() => {})
-  const output: DaemonOutput = { log, warn, emit }
+  const output: DaemonOutput = { log, warn, emit, debug: options.debug ?? (() => {}) }
   const identity = requireIdentity(config)
   const shutdownTimeoutMs = options.shutdownTimeoutMs ?? DEFAULT_SHUTDOWN_TIMEOUT_MS
   const summary: DaemonSummary = { renewals: 0, uploadedRecords: 0, signinRequired: false }
@@ -162,10 +175,11 @@ export async function runDaemon(options: DaemonOptions): Promise<DaemonSummary> 
   // fails the start (exit 6) before the broker, the spool or the API see this daemon.
   const initialStatus = await cache.readAccountStatus(store, identity)
   const telemetry = config.telemetry
-  const spool: Spool = await openSpool(
-    config.stateDir,
-    telemetry?.spoolMaxBytes === undefined ? {} : { maxBytes: telemetry.spoolMaxBytes },
-  )
+  const spool: Spool = await openSpool(config.stateDir, {
+    ...(telemetry?.spoolMaxBytes === undefined ? {} : { maxBytes: telemetry.spoolMaxBytes }),
+    // A damaged segment repaired at open is worth one line in the journal.
+    onWarning: warn,
+  })
 
   // --- sign-in state and tokens: each stops or resumes the other --------------------------------
   // Assigned below; a sign-in can complete before then, and must not find it uninitialised.
@@ -253,6 +267,19 @@ export async function runDaemon(options: DaemonOptions): Promise<DaemonSummary> 
   void options.notifier?.ready(signin.status)
   log(`edgetoken: agent running for device ${config.deviceId} (pid ${process.pid})`)
   emit({ event: 'ready', device_id: config.deviceId })
+  // Each batch and renewal is a debug line; the journal gets these totals every ten minutes.
+  const periodic = startDaemonSummary({
+    intervalMs: options.summaryIntervalMs,
+    totals: () => ({
+      uploadedRecords: uploads?.uploadedRecords ?? 0,
+      uploadedBatches: uploads?.uploadedBatches ?? 0,
+      renewals: tokens.renewals,
+      received: mqtt?.ingest.counters.received,
+    }),
+    // pollPending: an idle spool is two stat calls, no lock file written on the SD card.
+    pending: () => spool.pollPending(),
+    log,
+  })
 
   // Every other timer is unref'd (so a stopped daemon exits at once); this one keeps the process
   // alive while running, and never fires in practice (about 24.8 days).
@@ -262,6 +289,7 @@ export async function runDaemon(options: DaemonOptions): Promise<DaemonSummary> 
     else signal.addEventListener('abort', () => resolve(), { once: true })
   })
   clearInterval(keepAlive)
+  periodic.stop()
 
   // --- stop -------------------------------------------------------------------------------------
   await shutDown({

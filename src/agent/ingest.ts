@@ -30,6 +30,7 @@ import { oversizedPayloadSize } from '../display/mqtt-packet-cap.js'
 import { backoffDelayMs } from '../lib/backoff.js'
 import { withDeadline } from '../lib/deadline.js'
 import { isObject, type JsonObject } from '../lib/validate.js'
+import { jsonTooDeep, MAX_JSON_DEPTH } from '../telemetry/json-depth.js'
 
 /** Largest payload accepted on the readings topic and on subscriptions, bytes. */
 export const MAX_READING_BYTES = 16 * 1024
@@ -78,11 +79,21 @@ export function isUtcDateTime(value: unknown): value is string {
  *
  * @param payload - the raw payload.
  * @param maxBytes - the size cap.
+ * @param maxDepth - the nesting cap (default 64, the spool's).
  * @returns the object, or why it was refused (`oversized`, `malformed`).
  */
-export function decodeJsonObject(payload: Uint8Array, maxBytes: number): PayloadCheck<JsonObject> {
+export function decodeJsonObject(
+  payload: Uint8Array,
+  maxBytes: number,
+  maxDepth: number = MAX_JSON_DEPTH,
+): PayloadCheck<JsonObject> {
   if (payload.byteLength > maxBytes) {
     return { ok: false, reason: 'oversized', detail: `${payload.byteLength} bytes, limit ${maxBytes}` }
+  }
+  // The spool refuses records nested deeper than it can serialise safely; refused by the spool, a
+  // QoS 1 message would be redelivered for ever. Dropped here instead, as malformed, and acked.
+  if (jsonTooDeep(payload, maxDepth)) {
+    return { ok: false, reason: 'malformed', detail: `nested deeper than ${maxDepth} levels` }
   }
   let value: unknown
   try {
@@ -311,7 +322,12 @@ export function startReadingIngest(options: ReadingIngestOptions): ReadingIngest
       drop('oversized', `${where} of ${skipped} bytes, over the MQTT packet limit; skipped unread`)
       return
     }
-    const decoded = decodeJsonObject(payload, MAX_READING_BYTES)
+    // A subscription's payload sits one level down in its record.
+    const decoded = decodeJsonObject(
+      payload,
+      MAX_READING_BYTES,
+      isReading ? MAX_JSON_DEPTH : MAX_JSON_DEPTH - 1,
+    )
     if (!decoded.ok) {
       drop(decoded.reason === 'oversized' ? 'oversized' : 'malformed', `${where}: ${decoded.detail}`)
       return

@@ -47,6 +47,8 @@ const BAD_READINGS: [string, Buffer, keyof IngestCounters][] = [
   ['a number', bytes('42'), 'malformed'],
   ['null', bytes('null'), 'malformed'],
   ['empty', Buffer.alloc(0), 'malformed'],
+  // Dropped and acked, never refused by the spool (which would make the broker redeliver it for ever).
+  ['an object nested 65 levels deep', bytes(`${'{"a":'.repeat(65)}1${'}'.repeat(65)}`), 'malformed'],
 ]
 
 /** JSON objects outside the recommended reading shape: spooled as they came (issue 11 #1). */
