@@ -29,6 +29,11 @@ export type ErrorCode =
   | 'ERR_CANCELLED'
   /** No usable refresh token: the user has to sign in again (e.g. `invalid_grant`). */
   | 'ERR_SIGNIN_REQUIRED'
+  /**
+   * The tenant does not allow the device code flow (Entra ID Conditional Access `AADSTS53003`,
+   * security defaults `AADSTS530035`): another way in has to be configured.
+   */
+  | 'ERR_DEVICE_FLOW_BLOCKED'
   /** A server could not be reached or kept failing (network, timeout, 429/5xx after retries). */
   | 'ERR_UNAVAILABLE'
   /** Another process holds what this operation needs (the spool's upload lock): try again later. */
@@ -70,6 +75,9 @@ const CATEGORY: Readonly<Record<ErrorCode, ErrorCategory>> = {
   ERR_EXPIRED: 'expired',
   ERR_CANCELLED: 'cancelled',
   ERR_SIGNIN_REQUIRED: 'signin_required',
+  // `config` (exit 2), not `denied` (exit 4): nobody declined this sign-in, the tenant's policy
+  // refuses the flow itself, so asking again cannot succeed; only another configured way in can.
+  ERR_DEVICE_FLOW_BLOCKED: 'config',
   ERR_UNAVAILABLE: 'unavailable',
   ERR_BUSY: 'unavailable',
   ERR_INVALID_RESPONSE: 'unavailable',
@@ -135,6 +143,8 @@ export interface OAuthServerErrorOptions extends EdgeTokenErrorOptions {
   status: number
   /** The parsed response body; kept non-enumerable. */
   body?: unknown
+  /** A message that says more than the server's text (what it means, what to do), if any. */
+  message?: string | undefined
 }
 
 /**
@@ -164,7 +174,7 @@ export class OAuthServerError extends EdgeTokenError {
    * @param options - description, status, body.
    */
   constructor(code: ErrorCode, error: string, options: OAuthServerErrorOptions) {
-    super(code, oauthMessage(error, options.errorDescription, options.status), options)
+    super(code, options.message ?? oauthMessage(error, options.errorDescription, options.status), options)
     this.error = error
     this.errorDescription = options.errorDescription
     this.errorUri = options.errorUri

@@ -5,8 +5,9 @@
 import { EdgeTokenError } from '../errors.js'
 import { VERSION } from '../version.js'
 import { envBoolean, parseCommandLine } from './command-line.js'
-import type { CommandContext } from './context.js'
+import type { CommandContext, OptionValues } from './context.js'
 import { ExitCode, exitCodeFor } from './exit-codes.js'
+import { storeRecovery, withNextSteps } from './hints.js'
 import { COMMANDS } from './registry.js'
 
 /** The process-like environment main() runs in (injectable for tests). */
@@ -28,13 +29,15 @@ function usage(): string {
     '',
     'Commands:',
     ...lines,
+    `  ${'help'.padEnd(width)}  this text, or a command's help: edgetoken help <command>`,
     '',
     'Global options:',
     '  --config FILE      JSON config file (env EDGETOKEN_CONFIG)',
     '  --state-dir DIR    token store and spool directory (env EDGETOKEN_STATE_DIR)',
     '  --json             NDJSON events on stdout; human text on stderr',
     '  --debug            print stack traces of unexpected errors',
-    '  --help, --version',
+    "  -h, --help         usage, or the command's help",
+    '  -V, -v, --version  print the version',
     '',
     'Exit codes: 0 ok, 1 internal, 2 usage/config, 3 sign-in required,',
     '            4 denied/expired/cancelled, 5 service unavailable, 6 store unreadable.',
@@ -45,6 +48,24 @@ function usage(): string {
 /** Collapses any text to one printable line, for error output. */
 function oneLine(text: string): string {
   return text.replace(/\s+/g, ' ').trim()
+}
+
+/**
+ * How to recover from an unreadable store, naming the store file of the state directory in use.
+ * Loaded only on this error path; the configuration loaded fine moments ago for the command.
+ */
+async function recovery(message: string, options: OptionValues, env: NodeJS.ProcessEnv): Promise<string> {
+  try {
+    const [{ loadConfig }, { STORE_FILE }, { join }] = await Promise.all([
+      import('../config/load.js'),
+      import('../store/token-store.js'),
+      import('node:path'),
+    ])
+    const { stateDir } = await loadConfig({ options, env })
+    return storeRecovery(message, join(stateDir, STORE_FILE), options)
+  } catch {
+    return ''
+  }
 }
 
 /**
@@ -80,6 +101,10 @@ export async function main(io: MainIo): Promise<number> {
     ;(line.help ? io.stdout : io.stderr).write(`${usage()}\n`)
     return line.help ? ExitCode.ok : ExitCode.usage
   }
+  if (line.kind === 'help') {
+    io.stdout.write(`${(await line.entry.load()).default.help}\n`)
+    return ExitCode.ok
+  }
   const { entry, options: values } = line
 
   try {
@@ -110,7 +135,9 @@ export async function main(io: MainIo): Promise<number> {
   } catch (err) {
     if (err instanceof EdgeTokenError) {
       if (debug && err.stack) io.stderr.write(`${err.stack}\n`)
-      return fail(exitCodeFor(err.category), err.category, err.message)
+      let message = withNextSteps(err.message, values)
+      if (err.code === 'ERR_STORE_UNREADABLE') message += await recovery(message, values, io.env)
+      return fail(exitCodeFor(err.category), err.category, message)
     }
     if (debug && err instanceof Error && err.stack) io.stderr.write(`${err.stack}\n`)
     const message = err instanceof Error ? err.message : String(err)

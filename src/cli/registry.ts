@@ -11,6 +11,8 @@ export interface CommandEntry {
   readonly summary: string
   /** Options this command accepts besides the global ones. */
   readonly options: OptionSpec
+  /** How many positional arguments it takes after its name; more are a usage error. Default 0. */
+  readonly maxArgs?: number
   /** Loads the command's module. */
   readonly load: () => Promise<{ default: CommandModule }>
 }
@@ -22,13 +24,16 @@ export const GLOBAL_OPTIONS: OptionSpec = {
   json: { type: 'boolean' },
   debug: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
-  version: { type: 'boolean' },
+  version: { type: 'boolean', short: 'V' },
 }
+
+/** Short letters besides the declared `short` ones: `-v` is `--version` too, as people expect. */
+export const SHORT_ALIASES: Readonly<Record<string, string>> = { v: 'version' }
 
 /**
  * The environment variable of each option that is not read by configuration loading or by its
- * command (those are: `--config`, `--state-dir`, `--display`, `--timeout-seconds` and `serve-api`'s
- * options; `--scope` overrides the configured scopes, so its variable is `EDGETOKEN_SCOPES`).
+ * command (those are: `--config`, `--state-dir`, `--display`, `--timeout-seconds`, `--qr-theme` and
+ * `serve-api`'s options; `--scope` overrides the configured scopes, so its variable is `EDGETOKEN_SCOPES`).
  * A flag wins over its variable.
  */
 export const OPTION_ENV: Readonly<Record<string, string>> = {
@@ -43,7 +48,11 @@ export const OPTION_ENV: Readonly<Record<string, string>> = {
 export const COMMANDS: Readonly<Record<string, CommandEntry>> = {
   login: {
     summary: 'sign this device in with the device authorization grant (RFC 8628)',
-    options: { display: { type: 'string' }, 'timeout-seconds': { type: 'string' } },
+    options: {
+      display: { type: 'string' },
+      'timeout-seconds': { type: 'string' },
+      'qr-theme': { type: 'string' },
+    },
     load: () => import('./commands/login.js'),
   },
   token: {

@@ -82,7 +82,8 @@ export interface StartDeviceAuthorizationOptions {
  * @param options - signal, clock, timeout, sleep.
  * @returns the validated device authorization.
  * @throws `ERR_CONFIG` when the server has no device endpoint or rejects the client's
- *   configuration (`invalid_client`, `invalid_scope`, ...); {@link OAuthServerError} for another
+ *   configuration (`invalid_client`, `invalid_scope`, ...); `ERR_DEVICE_FLOW_BLOCKED` when an Entra
+ *   ID tenant blocks the flow (AADSTS53003, 530035); {@link OAuthServerError} for another
  *   error response; {@link InvalidResponseError} for an invalid one; `ERR_UNAVAILABLE` after the
  *   retries.
  * @see https://www.rfc-editor.org/rfc/rfc8628#section-3.1
@@ -141,7 +142,10 @@ export function processDeviceAuthorizationResponse(
   options: ProcessDeviceAuthorizationOptions = {},
 ): DeviceAuthorization {
   const now = (options.now ?? Date.now)()
-  if (response.status !== 200) throw errorFromResponse(response, 'device authorization request', 'other', now)
+  // 'device_code': an Entra ID tenant that blocks the flow says so here already (53003).
+  if (response.status !== 200) {
+    throw errorFromResponse(response, 'device authorization request', 'device_code', now)
+  }
   const body = readJson(response, 'device authorization response')
   if (!isObject(body))
     throw new InvalidResponseError('device authorization response is not a JSON object', { body })
@@ -275,7 +279,8 @@ function cancelled(cause?: unknown): EdgeTokenError {
  * @param options - signal, sleep, clock, timeout, progress callback.
  * @returns the validated token set (id_token verified).
  * @throws EdgeTokenError `ERR_ACCESS_DENIED`, `ERR_EXPIRED`, `ERR_CANCELLED`, `ERR_INVALID_RESPONSE`,
- *   `ERR_JWT_INVALID`, `ERR_OAUTH`.
+ *   `ERR_JWT_INVALID`, `ERR_OAUTH`; `ERR_DEVICE_FLOW_BLOCKED` when an Entra ID tenant blocks the
+ *   flow (AADSTS53003, 530035).
  * @see https://www.rfc-editor.org/rfc/rfc8628#section-3.5
  */
 export async function pollDeviceAuthorization(

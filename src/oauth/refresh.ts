@@ -3,10 +3,11 @@
  *
  * @packageDocumentation
  */
-import { OAuthServerError } from '../errors.js'
+import { type EdgeTokenError, InvalidResponseError, OAuthServerError } from '../errors.js'
+import { isObject } from '../lib/validate.js'
 import type { AuthorizationServer } from './authority.js'
 import { applyClientAuth } from './client-auth.js'
-import { httpRequest } from './http.js'
+import { type HttpResponse, httpRequest } from './http.js'
 import { requestTokens, type TokenRequestOptions } from './token-request.js'
 import { errorFromResponse } from './tokens.js'
 import type { OAuthClient, TokenSet } from './types.js'
@@ -84,8 +85,60 @@ export async function revokeToken(
     timeoutMs: options.timeoutMs,
   })
   if (response.status === 200) return true
-  const err = errorFromResponse(response, 'revocation request', 'other')
+  const err = revocationError(response)
   // RFC 7009 §2.2.1: a server that cannot revoke this token type says so; nothing more to do.
   if (err instanceof OAuthServerError && err.error === 'unsupported_token_type') return false
   throw err
+}
+
+/**
+ * The error of a failed revocation request. A body that is no OAuth error at all (a 401 with an
+ * empty body, a proxy's text page) is reported by its status first: "answered 401 with an empty
+ * body" says what happened, where "content-type "", not JSON" only says what did not.
+ */
+function revocationError(response: HttpResponse): EdgeTokenError {
+  const what = 'revocation request'
+  try {
+    return errorFromResponse(response, what, 'other')
+  } catch (err) {
+    if (!(err instanceof InvalidResponseError)) throw err
+    const { status } = response
+    const prefix = `${what}: ${response.url.host} answered `
+    const detail =
+      response.body.trim() === ''
+        ? 'with an empty body'
+        : err.message.startsWith(prefix)
+          ? err.message.slice(prefix.length)
+          : 'without an OAuth error'
+    return new InvalidResponseError(`${prefix}${status} ${detail}`.replace(/[^\x20-\x7e]/g, ''), {
+      status,
+      body: response.body,
+      cause: err,
+    })
+  }
+}
+
+/**
+ * Whether a revocation endpoint accepts the client's authentication method, judged from the
+ * discovery document's `revocation_endpoint_auth_methods_supported` (RFC 8414 §2). A public
+ * client authenticates with `none` (RFC 7009 §2.1 asks public clients to send `client_id` only);
+ * when the server lists its methods without it, a revocation request can only fail, so the caller
+ * should not send the refresh token there.
+ *
+ * RFC 8414 §2 makes `client_secret_basic` the default when the list is omitted, but servers that
+ * revoke public clients' tokens often omit it: only a list that is present (and not empty) rules a
+ * client out, and a malformed one is ignored (the request then says what the server thinks).
+ *
+ * @param metadata - the discovery document (`unknown`: it is read, not trusted).
+ * @param client - the client and its authentication method (default `none`).
+ * @returns false when the document lists methods and the client's is not among them.
+ * @see https://www.rfc-editor.org/rfc/rfc8414#section-2
+ * @see https://www.rfc-editor.org/rfc/rfc7009#section-2.1
+ */
+export function revocationAcceptsClient(metadata: unknown, client: OAuthClient): boolean {
+  const methods = isObject(metadata) ? metadata.revocation_endpoint_auth_methods_supported : undefined
+  if (!Array.isArray(methods) || methods.length === 0 || !methods.every((m) => typeof m === 'string')) {
+    return true
+  }
+  return methods.includes(client.auth?.method ?? 'none')
 }

@@ -85,6 +85,35 @@ export const CLIENT_CONFIGURATION_ERRORS: ReadonlySet<string> = new Set([
 ])
 
 /**
+ * Entra ID `error_codes` by which a tenant refuses the device code flow itself, whoever signs in:
+ * a Conditional Access policy whose "Authentication flows" condition selects device code flow
+ * with "Block access" (Microsoft recommends blocking it "wherever possible"), and security
+ * defaults, which deem the request unsafe. Any other code (53000-53002: device compliance or app
+ * policies, 53004: MFA registration) concerns the user or their device, not the flow.
+ *
+ * @see https://learn.microsoft.com/entra/identity-platform/reference-error-codes (AADSTS53003
+ *   BlockedByConditionalAccess, AADSTS530035 BlockedBySecurityDefaults)
+ * @see https://learn.microsoft.com/entra/identity/conditional-access/how-to-policy-authentication-flows
+ */
+export const ENTRA_DEVICE_FLOW_BLOCKS: ReadonlyMap<number, string> = new Map([
+  [53003, 'by Conditional Access'],
+  [530035, 'by security defaults'],
+])
+
+/**
+ * The Entra ID code of a device-flow block in an error body: `error_codes` (an array of numbers),
+ * else the `AADSTS<n>:` that starts `error_description` (the same code, in text).
+ */
+function deviceFlowBlock(body: JsonObject): number | undefined {
+  const listed = Array.isArray(body.error_codes) ? body.error_codes : []
+  for (const code of listed) if (typeof code === 'number' && ENTRA_DEVICE_FLOW_BLOCKS.has(code)) return code
+  const described =
+    typeof body.error_description === 'string' ? /^AADSTS(\d{1,9}):/.exec(body.error_description) : null
+  const code = Number(described?.[1])
+  return ENTRA_DEVICE_FLOW_BLOCKS.has(code) ? code : undefined
+}
+
+/**
  * Turns a non-success response of an OAuth endpoint into the error to throw: 429/5xx are
  * {@link UnavailableError} (with `Retry-After`), an RFC 6749 §5.2 body an {@link OAuthServerError}.
  *
@@ -119,6 +148,18 @@ export function errorFromResponse(
   }
   const description = typeof body.error_description === 'string' ? body.error_description : undefined
   const errorUri = typeof body.error_uri === 'string' ? body.error_uri : undefined
+  // Entra ID answers a blocked device code flow at the device authorization request or at a poll,
+  // with `invalid_grant`, `access_denied` or another `error`: the code, not `error`, says what it is.
+  const blocked = grant === 'device_code' ? deviceFlowBlock(body) : undefined
+  if (blocked !== undefined) {
+    return new OAuthServerError('ERR_DEVICE_FLOW_BLOCKED', body.error, {
+      status,
+      errorDescription: description,
+      errorUri,
+      body,
+      message: `the tenant blocks the device code flow ${ENTRA_DEVICE_FLOW_BLOCKS.get(blocked)} (AADSTS${blocked}): sign in with a client certificate or managed identity (config grant), or run 'edgetoken login --browser'`,
+    })
+  }
   return new OAuthServerError(errorCodeFor(body.error, grant), body.error, {
     status,
     errorDescription: description,

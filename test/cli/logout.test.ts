@@ -19,6 +19,8 @@ import { startTestIdp, type TestIdp } from '../support/idp.js'
 const root = mkdtempSync(join(tmpdir(), 'edgetoken-logout-cli-'))
 after(() => rmSync(root, { recursive: true, force: true }))
 const SCOPES = ['openid', 'offline_access', 'telemetry:write']
+const KEPT =
+  'signed out: the tokens were removed here, but the refresh token was not revoked: it stays valid at the IdP until it expires'
 
 function device(idp: TestIdp) {
   return newTestDevice(root, { issuer: idp.issuer, clientId: idp.publicClientId, scopes: SCOPES })
@@ -81,7 +83,7 @@ describe('edgetoken logout', () => {
       /^edgetoken: warning: could not revoke the refresh token \([^\n]*\); removing it locally anyway\n/,
     )
     // Under --json, the human line goes to stderr too; stdout carries only the event.
-    assert.match(r.stderr, /\nsigned out: the tokens were removed\n$/)
+    assert.ok(r.stderr.endsWith(`\n${KEPT}\n`), r.stderr)
     assert.deepEqual(JSON.parse(r.stdout), { event: 'signed_out', revoked: false, removed: true })
     const status = JSON.parse((await runCli(['status', '--json'], { env: d.env })).stdout)
     assert.equal(status.account, null)
@@ -117,9 +119,9 @@ describe('edgetoken logout', () => {
     })
     const r = await runCli(['logout', '--json'], { env: d.env })
     assert.equal(r.code, 0, r.stderr)
-    assert.match(
+    assert.equal(
       r.stderr,
-      /^edgetoken: warning: the authorization server offers no revocation; the refresh token stays valid until it expires\n/,
+      `edgetoken: warning: the authorization server offers no revocation (RFC 7009)\n${KEPT}\n`,
     )
     assert.deepEqual(JSON.parse(r.stdout), { event: 'signed_out', revoked: false, removed: true })
     // Nothing was revoked: the refresh token still works at the IdP.
@@ -158,12 +160,90 @@ describe('edgetoken logout', () => {
     })
     const r = await runCli(['logout', '--json'], { env: d.env })
     assert.equal(r.code, 0, r.stderr)
-    assert.match(r.stderr, /^edgetoken: warning: [^\n]*revocation[^\n]*\n/)
+    assert.equal(
+      r.stderr,
+      `edgetoken: warning: the authorization server cannot revoke refresh tokens (unsupported_token_type)\n${KEPT}\n`,
+    )
     assert.deepEqual(JSON.parse(r.stdout), { event: 'signed_out', revoked: false, removed: true })
     assert.equal(requests.length, 1)
     assert.match(requests[0] ?? '', /^POST .*token_type_hint=refresh_token/)
     const status = JSON.parse((await runCli(['status', '--json'], { env: d.env })).stdout)
     assert.equal(status.account, null)
+  })
+
+  test('issue 11 security #13: a revocation endpoint answering 401 with an empty body: the warning reports the status first', async () => {
+    const revocation = createServer((req, res) => {
+      req.resume()
+      req.on('end', () => {
+        res.writeHead(401)
+        res.end()
+      })
+    })
+    await new Promise<void>((resolve) => revocation.listen(0, '127.0.0.1', resolve))
+    after(() => revocation.close())
+    const d = device(idp)
+    await seedSignIn({
+      issuer: idp.issuer,
+      clientId: idp.publicClientId,
+      scopes: SCOPES,
+      stateDir: d.stateDir,
+      env: d.env,
+    })
+    const port = (revocation.address() as AddressInfo).port
+    await cacheDiscovery(d, (doc) => {
+      doc.revocation_endpoint = `http://127.0.0.1:${port}/revoke`
+    })
+    const r = await runCli(['logout'], { env: d.env })
+    assert.equal(r.code, 0, r.stderr)
+    assert.equal(
+      r.stderr,
+      `edgetoken: warning: could not revoke the refresh token (revocation request: 127.0.0.1:${port} answered 401 with an empty body); removing it locally anyway\n`,
+    )
+    assert.doesNotMatch(r.stderr, /content-type/)
+    assert.equal(r.stdout, `${KEPT}\n`)
+  })
+
+  test('issue 11 security #13, RFC 8414 §2: revocation_endpoint_auth_methods_supported without none: nothing is sent, the refresh token stays valid at the IdP and the output says so', async () => {
+    const d = device(idp)
+    const tokens = await seedSignIn({
+      issuer: idp.issuer,
+      clientId: idp.publicClientId,
+      scopes: SCOPES,
+      stateDir: d.stateDir,
+      env: d.env,
+    })
+    const revocations: string[] = []
+    const revocation = createServer((req, res) => {
+      revocations.push(req.url ?? '')
+      res.writeHead(200)
+      res.end()
+    })
+    await new Promise<void>((resolve) => revocation.listen(0, '127.0.0.1', resolve))
+    after(() => revocation.close())
+    const port = (revocation.address() as AddressInfo).port
+    await cacheDiscovery(d, (doc) => {
+      // oidc-provider 9 publishes no list (its revocation endpoint takes the token endpoint's
+      // methods, `none` included): the first test covers that. This server names only
+      // confidential-client methods, which oidc-provider cannot be configured to publish.
+      assert.equal(doc.revocation_endpoint_auth_methods_supported, undefined)
+      doc.revocation_endpoint = `http://127.0.0.1:${port}/revoke`
+      doc.revocation_endpoint_auth_methods_supported = ['client_secret_basic', 'private_key_jwt']
+    })
+    const r = await runCli(['logout', '--json'], { env: d.env })
+    assert.equal(r.code, 0, r.stderr)
+    assert.equal(
+      r.stderr,
+      `edgetoken: warning: the authorization server's revocation endpoint does not accept public clients (its revocation_endpoint_auth_methods_supported has no 'none'); not revoking\n${KEPT}\n`,
+    )
+    assert.deepEqual(JSON.parse(r.stdout), { event: 'signed_out', revoked: false, removed: true })
+    assert.deepEqual(revocations, [], 'the refresh token was sent to the revocation endpoint')
+    // Still valid at the IdP, as the output says.
+    const server = await resolveAuthority(idp.issuer)
+    await refreshTokenGrant(server, { clientId: idp.publicClientId }, tokens.refreshToken ?? '', SCOPES)
+    // And gone here: status needs a sign-in (exit 3).
+    const status = await runCli(['status', '--json'], { env: d.env })
+    assert.equal(status.code, 3)
+    assert.equal(JSON.parse(status.stdout).account, null)
   })
 
   test('logging out when not signed in is fine', async () => {

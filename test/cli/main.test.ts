@@ -1,10 +1,16 @@
 import assert from 'node:assert/strict'
-import { readFileSync } from 'node:fs'
-import { describe, test } from 'node:test'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { after, describe, test } from 'node:test'
 import { ExitCode, exitCodeFor } from '../../src/cli/exit-codes.js'
+import { shellQuote } from '../../src/cli/hints.js'
 import { COMMANDS } from '../../src/cli/registry.js'
 import { VERSION } from '../../src/version.js'
-import { runMain } from '../support/cli.js'
+import { newTestDevice, runMain, seedCachedToken } from '../support/cli.js'
+
+const root = mkdtempSync(join(tmpdir(), 'edgetoken main-'))
+after(() => rmSync(root, { recursive: true, force: true }))
 
 describe('cli dispatch', () => {
   test('--version prints the package version', async () => {
@@ -35,12 +41,70 @@ describe('cli dispatch', () => {
   })
 
   test('unknown command and unknown option are usage errors (exit 2), one line, no stack', async () => {
-    for (const argv of [['frobnicate'], ['token', '--bogus'], ['login', '--scope', 'x']]) {
+    for (const argv of [['frobnicate'], ['token', '--bogus'], ['login', '--scope', 'x'], ['status', 'x']]) {
       const r = await runMain(argv)
       assert.equal(r.code, 2, argv.join(' '))
       assert.equal(r.err.trim().split('\n').length, 1)
       assert.doesNotMatch(r.err, /\n\s+at /)
     }
+  })
+
+  test('issue 11 #2: a typo gets the closest command or option, in our words', async () => {
+    const r = await runMain(['logn'])
+    assert.equal(r.code, 2)
+    assert.equal(r.err, "edgetoken: unknown command 'logn': did you mean 'login'? Run 'edgetoken --help'.\n")
+    const o = await runMain(['token', '--jsn'])
+    assert.equal(o.code, 2)
+    assert.equal(
+      o.err,
+      "edgetoken: unknown option '--jsn' for token: did you mean '--json'? Run 'edgetoken token --help'.\n",
+    )
+  })
+
+  test('issue 11 #2: help, help COMMAND, -h, -V and -v', async () => {
+    const help = await runMain(['help'])
+    assert.equal(help.code, 0)
+    assert.match(help.out, /^Usage: edgetoken <command>/)
+    assert.match(help.out, /\n {2}help +this text, or a command's help/)
+    const login = await runMain(['help', 'login'])
+    assert.equal(login.code, 0)
+    assert.equal(login.out, (await runMain(['login', '--help'])).out)
+    assert.match(login.out, /^Usage: edgetoken login/)
+    assert.equal((await runMain(['-h'])).out, help.out)
+    assert.equal((await runMain(['status', '-h'])).out, (await runMain(['help', 'status'])).out)
+    for (const flag of ['-V', '-v'])
+      assert.deepEqual(await runMain([flag]), { code: 0, out: `${VERSION}\n`, err: '' })
+  })
+
+  test('issue 11 #2: the exit-3 hint repeats the --config and --state-dir given, quoted for the shell', async () => {
+    const d = newTestDevice(root, { issuer: 'http://127.0.0.1:9' })
+    const config = join(root, "it's config.json")
+    writeFileSync(config, JSON.stringify({ authority: 'http://127.0.0.1:9', clientId: 'c' }))
+    const stateDir = join(root, 'state dir')
+    const r = await runMain(['token', '--config', config, '--state-dir', stateDir], d.env)
+    assert.equal(r.code, 3, r.err)
+    assert.equal(
+      r.err,
+      `edgetoken: not signed in; run: edgetoken --config ${shellQuote(config)} --state-dir '${stateDir}' login\n`,
+    )
+    assert.equal(shellQuote(config), `'${config.replace("'", "'\\''")}'`)
+    // Without flags, the variables stay where they are: the hint is the bare command.
+    const plain = await runMain(['token'], d.env)
+    assert.equal(plain.err, 'edgetoken: not signed in; run: edgetoken login\n')
+  })
+
+  test('issue 11 #2: exit 6 says how to recover, naming the store file and the sign-in command', async () => {
+    const d = newTestDevice(root, { issuer: 'http://127.0.0.1:9' })
+    await seedCachedToken(d)
+    const otherKey = join(root, 'other.key')
+    writeFileSync(otherKey, Buffer.alloc(48, 7), { mode: 0o600 })
+    const r = await runMain(['token', '--state-dir', d.stateDir], { ...d.env, EDGETOKEN_KEY_FILE: otherKey })
+    assert.equal(r.code, 6, r.err)
+    const store = join(d.stateDir, 'tokens.store')
+    assert.equal(
+      r.err,
+      `edgetoken: token store ${store} was encrypted with a different key (check EDGETOKEN_KEY_FILE or the edgetoken.key credential). To recover: restore the key that wrote it, or remove ${shellQuote(store)} and run: edgetoken --state-dir ${shellQuote(d.stateDir)} login\n`,
+    )
   })
 
   test('with --json a usage error is an NDJSON error event on stdout', async () => {

@@ -2,7 +2,7 @@
  * `edgetoken status` end to end against the real test IdP.
  */
 import assert from 'node:assert/strict'
-import { chmodSync, existsSync, mkdtempSync, rmSync, statSync } from 'node:fs'
+import { chmodSync, existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
@@ -28,24 +28,56 @@ describe('edgetoken status', () => {
     return newTestDevice(root, { issuer: idp.issuer, clientId: idp.publicClientId, scopes: SCOPES })
   }
 
-  test('a fresh machine is not signed in, and no key or store is created', async () => {
+  test('issue 11 #1: a fresh machine needs a sign-in: exit 3, needs_sign_in true, the next step on stderr; no key or store is created', async () => {
     const d = device()
     const { EDGETOKEN_KEY_FILE: _key, ...env } = d.env
     const r = await runCli(['status', '--json'], { env })
-    assert.equal(r.code, 0, r.stderr)
+    assert.equal(r.code, 3, r.stderr)
     assert.deepEqual(JSON.parse(r.stdout), {
       signed_in: false,
-      needs_sign_in: false,
+      needs_sign_in: true,
       account: null,
       access_token_expires_at: null,
       spool: { pending: 0, dropped: 0, dead_lettered: 0 },
     })
-    assert.equal(r.stderr, '')
+    assert.equal(r.stderr, 'edgetoken: nobody has signed in; run: edgetoken login\n')
     assert.equal(existsSync(join(d.stateDir, 'store.key')), false)
     assert.equal(existsSync(join(d.stateDir, 'tokens.store')), false)
     const human = await runCli(['status'], { env })
-    assert.equal(human.code, 0)
-    assert.match(human.stdout, /^signed in: no\n/)
+    assert.equal(human.code, 3)
+    assert.equal(human.stderr, '')
+    assert.equal(
+      human.stdout,
+      [
+        'signed in: no (nobody has signed in)',
+        'spool: 0 pending, 0 dropped, 0 dead-lettered',
+        'config: none (environment and defaults)',
+        `state dir: ${d.stateDir}`,
+        'run: edgetoken login',
+        '',
+      ].join('\n'),
+    )
+  })
+
+  test('issue 11 #1: the next step names the --config and --state-dir of this command line', async () => {
+    const d = device()
+    const config = join(root, 'my config.json')
+    writeFileSync(config, JSON.stringify({ authority: idp.issuer, clientId: idp.publicClientId }))
+    const stateDir = join(d.stateDir, 'elsewhere')
+    const r = await runCli(['status', '--config', config, '--state-dir', stateDir], { env: d.env })
+    assert.equal(r.code, 3, r.stderr)
+    assert.match(r.stdout, new RegExp(`\nconfig: ${config}\nstate dir: ${stateDir}\n`))
+    assert.ok(
+      r.stdout.endsWith(`\nrun: edgetoken --config '${config}' --state-dir ${stateDir} login\n`),
+      r.stdout,
+    )
+    const json = await runCli(['--json', 'status', '--state-dir', stateDir], { env: d.env })
+    assert.equal(json.code, 3)
+    assert.equal(JSON.parse(json.stdout).needs_sign_in, true)
+    assert.equal(
+      json.stderr,
+      `edgetoken: nobody has signed in; run: edgetoken --state-dir ${stateDir} login\n`,
+    )
   })
 
   test('shows the account, the token expiry and the spool', async () => {
@@ -62,6 +94,7 @@ describe('edgetoken status', () => {
     await spool.close()
     const r = await runCli(['status', '--json'], { env: d.env })
     assert.equal(r.code, 0, r.stderr)
+    assert.equal(r.stderr, '')
     const body = JSON.parse(r.stdout)
     assert.equal(body.signed_in, true)
     assert.equal(body.needs_sign_in, false)
@@ -70,16 +103,17 @@ describe('edgetoken status', () => {
     assert.ok(Math.abs(Date.parse(body.access_token_expires_at) - tokens.expiresAt) < 1000)
     assert.equal(body.spool.pending, 3)
     const human = await runCli(['status'], { env: d.env })
+    assert.equal(human.code, 0)
     assert.match(
       human.stdout,
-      /^signed in: yes\naccount: device-user\naccess token expires: \S+Z\nspool: 3 pending/,
+      /^signed in: yes\naccount: device-user\naccess token expires: \S+Z\nspool: 3 pending[^\n]*\nconfig: [^\n]+\nstate dir: [^\n]+\n$/,
     )
     for (const secret of [tokens.accessToken, tokens.refreshToken ?? '']) {
       assert.ok(!r.stdout.includes(secret) && !human.stdout.includes(secret))
     }
   })
 
-  test('a revoked refresh token: token exits 3, status keeps the account and says sign-in is required', async () => {
+  test('issue 11 #1: a revoked refresh token: token and status exit 3, status keeps the account and says sign-in is required', async () => {
     const d = device()
     const tokens = await seedSignIn({
       issuer: idp.issuer,
@@ -97,12 +131,19 @@ describe('edgetoken status', () => {
     assert.equal(again.code, 3)
     assert.match(again.stderr, /edgetoken login/)
     const r = await runCli(['status', '--json'], { env: d.env })
+    assert.equal(r.code, 3, r.stderr)
     const body = JSON.parse(r.stdout)
     assert.equal(body.signed_in, false)
     assert.equal(body.needs_sign_in, true)
     assert.deepEqual(body.account, { id: 'device-user' })
+    assert.equal(
+      r.stderr,
+      'edgetoken: sign-in required: the refresh token was rejected; run: edgetoken login\n',
+    )
     const human = await runCli(['status'], { env: d.env })
-    assert.match(human.stdout, /^signed in: no \(sign-in required/)
+    assert.equal(human.code, 3)
+    assert.match(human.stdout, /^signed in: no \(sign-in required: the refresh token was rejected\)\n/)
+    assert.match(human.stdout, /\nrun: edgetoken login\n$/)
   })
 
   async function signedIn() {

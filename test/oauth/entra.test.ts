@@ -4,7 +4,8 @@
  * server (test/support/entra.ts), reached through an origin-rewriting HTTP dispatcher.
  */
 import assert from 'node:assert/strict'
-import { after, before, describe, test } from 'node:test'
+import { after, afterEach, before, describe, test } from 'node:test'
+import { exitCodeFor } from '../../src/cli/exit-codes.js'
 import { PublicClient } from '../../src/client/public-client.js'
 import { ConfigError, OAuthServerError } from '../../src/errors.js'
 import { parseAuthority, resolveAuthority } from '../../src/oauth/authority.js'
@@ -86,6 +87,13 @@ describe('Entra ID dialect server', () => {
   after(async () => {
     await unroute()
     await entra.close()
+  })
+  // Restores what a test changed on the shared server, even when it fails.
+  let undo: (() => void)[] = []
+  const t_after = (fn: () => void) => undo.push(fn)
+  afterEach(() => {
+    for (const fn of undo) fn()
+    undo = []
   })
 
   const resolve = (tenant: string) => resolveAuthority(`https://login.microsoftonline.com/${tenant}`)
@@ -171,6 +179,62 @@ describe('Entra ID dialect server', () => {
       assert.equal(clock.sleeps.length, 2)
     })
   }
+
+  const BLOCKED =
+    /^the tenant blocks the device code flow by Conditional Access \(AADSTS53003\): sign in with a client certificate or managed identity \(config grant\), or run 'edgetoken login --browser'$/
+
+  test('issue 11 #3: a tenant that blocks the device code flow by Conditional Access (AADSTS53003) at a poll says so and names the alternatives (exit 2)', async () => {
+    entra.setOutcomes(['authorization_pending', 'conditional_access_blocked'])
+    t_after(() => entra.setOutcomes(['success']))
+    const server = await resolve('organizations')
+    const clock = fakeClock()
+    const client = { clientId: CLIENT_ID }
+    const flow = await startDeviceAuthorization(server, client, ['openid', 'offline_access'], {
+      now: clock.now,
+    })
+    await assert.rejects(
+      pollDeviceAuthorization(server, client, flow, { now: clock.now, sleep: clock.sleep }),
+      (err: unknown) => {
+        assert.ok(err instanceof OAuthServerError)
+        assert.equal(err.code, 'ERR_DEVICE_FLOW_BLOCKED')
+        assert.equal(err.category, 'config')
+        assert.equal(exitCodeFor(err.category), 2)
+        // The server's answer stays on the error for callers that want it.
+        assert.equal(err.error, 'invalid_grant')
+        assert.equal(err.status, 400)
+        assert.match(
+          err.errorDescription ?? '',
+          /^AADSTS53003: Access has been blocked by Conditional Access/,
+        )
+        assert.match(err.message, BLOCKED)
+        return true
+      },
+    )
+    // Polling ended at the block: no further request.
+    assert.equal(clock.sleeps.length, 2)
+  })
+
+  test('issue 11 #3: AADSTS53003 at the device authorization request (RFC 8628 §3.2 error response) is the same error', async () => {
+    entra.setDeviceCodeOutcome('conditional_access_blocked')
+    t_after(() => entra.setDeviceCodeOutcome('success'))
+    const server = await resolve('organizations')
+    await assert.rejects(startDeviceAuthorization(server, { clientId: CLIENT_ID }, ['openid']), {
+      code: 'ERR_DEVICE_FLOW_BLOCKED',
+      message: BLOCKED,
+    })
+  })
+
+  test('issue 11 #3: AADSTS53003 on a refresh is not about the device code flow: it keeps its OAuth mapping', async () => {
+    entra.setOutcomes(['conditional_access_blocked'])
+    t_after(() => entra.setOutcomes(['success']))
+    const server = await resolve('organizations')
+    await assert.rejects(
+      refreshTokenGrant(server, { clientId: CLIENT_ID }, 'some-refresh-token', ['User.Read']),
+      {
+        code: 'ERR_SIGNIN_REQUIRED',
+      },
+    )
+  })
 
   test('an id_token for another audience is rejected (ERR_JWT_INVALID)', async (t) => {
     entra.setOutcomes(['success'])

@@ -11,6 +11,10 @@
  *   `expired_token`, `bad_verification_code` errors with AADSTS descriptions and `error_codes`; a
  *   success with `token_type: "Bearer"`, `client_info` (when `client_info=1` is sent) and an RS256
  *   id_token whose `iss` is `https://login.microsoftonline.com/<tid>/v2.0`;
+ * - a tenant that blocks the device code flow by Conditional Access: `invalid_grant` with
+ *   `error_codes: [53003]` ("AADSTS53003: Access has been blocked by Conditional Access policies"),
+ *   at a poll ({@link EntraDialectServer.setOutcomes}) or at the device authorization request
+ *   ({@link EntraDialectServer.setDeviceCodeOutcome});
  * - the same token endpoint for confidential clients: `client_credentials` and the on-behalf-of
  *   grant (`urn:ietf:params:oauth:grant-type:jwt-bearer` + `requested_token_use=on_behalf_of` +
  *   `assertion`), which require client authentication (secret or `client_assertion`), answer
@@ -34,6 +38,7 @@ export type EntraOutcome =
   | 'expired_token'
   | 'bad_verification_code'
   | 'invalid_grant'
+  | 'conditional_access_blocked'
   | 'success'
 
 /** One request the server received. */
@@ -58,6 +63,8 @@ export interface EntraDialectServer {
   requests: EntraRequest[]
   /** Answers of the next polls, in order; the last one repeats. Default `['success']`. */
   setOutcomes(outcomes: EntraOutcome[]): void
+  /** What the device authorization endpoint answers from now on. Default `'success'`. */
+  setDeviceCodeOutcome(outcome: EntraOutcome): void
   /** The `aud` the next id_token carries (default: the client_id of the request). */
   setIdTokenAudience(aud: string | undefined): void
   /** Stops the server. */
@@ -67,12 +74,32 @@ export interface EntraDialectServer {
 const ENTRA_ISSUER_HOST = 'https://login.microsoftonline.com'
 const MULTI_TENANT = new Set(['common', 'organizations', 'consumers'])
 
-const ERRORS: Record<Exclude<EntraOutcome, 'success'>, [number, string]> = {
+/** Each outcome's AADSTS code, text and, where it differs from the outcome's name, `error`. */
+const ERRORS: Record<Exclude<EntraOutcome, 'success'>, [number, string, string?]> = {
   authorization_pending: [70016, 'OAuth 2.0 device flow error. Authorization is pending. Continue polling.'],
   authorization_declined: [70000, 'The end user denied the authorization request.'],
   expired_token: [70020, 'The provided value for the input parameter device_code is expired.'],
   bad_verification_code: [70019, 'Verification code expired or was not recognised.'],
   invalid_grant: [50013, 'Assertion failed signature validation.'],
+  conditional_access_blocked: [
+    53003,
+    'Access has been blocked by Conditional Access policies. The access policy does not allow token issuance.',
+    'invalid_grant',
+  ],
+}
+
+/** An Entra ID error body, as the v2.0 endpoints send it. */
+function aadErrorBody(outcome: Exclude<EntraOutcome, 'success'>): Record<string, unknown> {
+  const [code, text, error] = ERRORS[outcome]
+  return {
+    error: error ?? outcome,
+    error_description: `AADSTS${code}: ${text} Trace ID: ${randomUUID()} Correlation ID: ${randomUUID()} Timestamp: 2026-11-25 10:00:00Z`,
+    error_codes: [code],
+    timestamp: '2026-11-25 10:00:00Z',
+    trace_id: randomUUID(),
+    correlation_id: randomUUID(),
+    error_uri: `${ENTRA_ISSUER_HOST}/error?code=${code}`,
+  }
 }
 
 const JWT_BEARER = 'urn:ietf:params:oauth:grant-type:jwt-bearer'
@@ -128,6 +155,7 @@ export async function startEntraDialect(): Promise<EntraDialectServer> {
   const objectId = randomUUID()
   const requests: EntraRequest[] = []
   let outcomes: EntraOutcome[] = ['success']
+  let deviceCodeOutcome: EntraOutcome = 'success'
   let idTokenAudience: string | undefined
   let baseUrl = ''
   // The scope of each device authorization, answered in its token response as Entra does.
@@ -157,6 +185,7 @@ export async function startEntraDialect(): Promise<EntraDialectServer> {
     }
     if (req.method === 'GET' && route === 'discovery/v2.0/keys') return json(res, 200, { keys: [jwk] })
     if (req.method === 'POST' && route === 'oauth2/v2.0/devicecode') {
+      if (deviceCodeOutcome !== 'success') return json(res, 400, aadErrorBody(deviceCodeOutcome))
       const userCode = randomBytes(5).toString('hex').toUpperCase().slice(0, 9)
       const deviceCode = `DAQABAAEAAAD${randomBytes(48).toString('base64url')}`
       scopes.set(deviceCode, params.get('scope') ?? '')
@@ -193,8 +222,8 @@ export async function startEntraDialect(): Promise<EntraDialectServer> {
       if (!params.get('scope')) return aadError('invalid_request', 90014, "The 'scope' parameter is missing.")
       const outcome = outcomes.length > 1 ? (outcomes.shift() as EntraOutcome) : (outcomes[0] ?? 'success')
       if (outcome !== 'success') {
-        const [code, text] = ERRORS[outcome]
-        return aadError(outcome, code, text)
+        const [code, text, error] = ERRORS[outcome]
+        return aadError(error ?? outcome, code, text)
       }
       const scope = params.get('scope') ?? ''
       const body: Record<string, unknown> = {
@@ -225,18 +254,7 @@ export async function startEntraDialect(): Promise<EntraDialectServer> {
     }
     if (req.method === 'POST' && route === 'oauth2/v2.0/token') {
       const outcome = outcomes.length > 1 ? (outcomes.shift() as EntraOutcome) : (outcomes[0] ?? 'success')
-      if (outcome !== 'success') {
-        const [code, text] = ERRORS[outcome]
-        return json(res, 400, {
-          error: outcome,
-          error_description: `AADSTS${code}: ${text} Trace ID: ${randomUUID()} Correlation ID: ${randomUUID()} Timestamp: 2026-11-25 10:00:00Z`,
-          error_codes: [code],
-          timestamp: '2026-11-25 10:00:00Z',
-          trace_id: randomUUID(),
-          correlation_id: randomUUID(),
-          error_uri: `${ENTRA_ISSUER_HOST}/error?code=${code}`,
-        })
-      }
+      if (outcome !== 'success') return json(res, 400, aadErrorBody(outcome))
       const clientId = params.get('client_id') ?? ''
       const now = Math.floor(Date.now() / 1000)
       const idToken = await new SignJWT({
@@ -291,6 +309,9 @@ export async function startEntraDialect(): Promise<EntraDialectServer> {
     requests,
     setOutcomes(list) {
       outcomes = [...list]
+    },
+    setDeviceCodeOutcome(outcome) {
+      deviceCodeOutcome = outcome
     },
     setIdTokenAudience(aud) {
       idTokenAudience = aud

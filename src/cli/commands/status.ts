@@ -1,6 +1,7 @@
 /**
  * `edgetoken status`: the account, the access token's expiry and the telemetry spool. Reads only:
- * no network, no lock, and no key is generated on a machine that has no store yet.
+ * no network, no lock, and no key is generated on a machine that has no store yet. Exits 3 when
+ * someone has to sign in, like `gh auth status`, so scripts can test it without parsing.
  */
 import { loadConfig } from '../../config/load.js'
 import { isoSeconds } from '../../lib/time.js'
@@ -10,6 +11,7 @@ import { readSpoolStatus } from '../../telemetry/spool-status.js'
 import { openExistingStore } from '../configured-store.js'
 import type { CommandContext, CommandModule } from '../context.js'
 import { ExitCode } from '../exit-codes.js'
+import { nextCommand } from '../hints.js'
 
 const HELP = `Usage: edgetoken status [--json]
 
@@ -21,7 +23,12 @@ With --json, prints one object:
    "access_token_expires_at":"2026-11-25T10:00:00Z"|null,
    "spool":{"pending":N,"dropped":N,"dead_lettered":N,"last_upload"?:{...}}}
 
-Exit codes: 0 ok, 2 config, 6 token store unreadable.`
+Signed in means the tokens are usable or can be renewed silently. When nobody has signed in, or
+the sign-in has to be repeated (the refresh token was rejected), needs_sign_in is true, the next
+step is printed (with --json: on stderr), and the exit code is 3. Judged from the local store
+alone: after 'edgetoken logout' too.
+
+Exit codes: 0 signed in, 2 config, 3 sign-in required, 6 token store unreadable.`
 
 async function run(ctx: CommandContext): Promise<number> {
   const config = await loadConfig({ options: ctx.options, env: ctx.env })
@@ -46,11 +53,25 @@ async function run(ctx: CommandContext): Promise<number> {
       }
     : null
   const expiresAt = status.accessTokenExpiresAt === null ? null : isoSeconds(status.accessTokenExpiresAt)
+  // "Usable or refreshable": an account without a refresh token is signed in while its access
+  // token lasts. Everything else (no store, no account, a rejected refresh token) needs a sign-in.
+  const signedIn =
+    status.signedIn ||
+    (status.account !== null && !status.needsSignIn && (status.accessTokenExpiresAt ?? 0) > Date.now())
+  const exitCode = signedIn ? ExitCode.ok : ExitCode.signinRequired
+  const why = signedIn
+    ? undefined
+    : status.needsSignIn
+      ? 'sign-in required: the refresh token was rejected'
+      : status.account
+        ? 'sign-in required: the tokens expired and none can be renewed'
+        : 'nobody has signed in'
+  const step = `run: ${nextCommand(ctx.options, 'login')}`
   if (ctx.json) {
     ctx.stdout.write(
       `${JSON.stringify({
-        signed_in: status.signedIn,
-        needs_sign_in: status.needsSignIn,
+        signed_in: signedIn,
+        needs_sign_in: !signedIn,
         account,
         access_token_expires_at: expiresAt,
         spool: {
@@ -61,14 +82,10 @@ async function run(ctx: CommandContext): Promise<number> {
         },
       })}\n`,
     )
-    return ExitCode.ok
+    if (why !== undefined) ctx.stderr.write(`edgetoken: ${why}; ${step}\n`)
+    return exitCode
   }
-  const signedIn = status.signedIn
-    ? 'yes'
-    : status.needsSignIn
-      ? "no (sign-in required: run 'edgetoken login')"
-      : 'no'
-  const lines = [`signed in: ${signedIn}`]
+  const lines = [`signed in: ${why === undefined ? 'yes' : `no (${why})`}`]
   if (account) lines.push(`account: ${account.username ? `${account.username} (${account.id})` : account.id}`)
   if (expiresAt) {
     const past = (status.accessTokenExpiresAt ?? 0) <= Date.now()
@@ -76,8 +93,11 @@ async function run(ctx: CommandContext): Promise<number> {
   }
   lines.push(`spool: ${spool.pending} pending, ${spool.dropped} dropped, ${spool.deadLettered} dead-lettered`)
   if (spool.lastUpload) lines.push(`last upload: ${spool.lastUpload.at} ${spool.lastUpload.result}`)
+  lines.push(`config: ${config.configFile ?? 'none (environment and defaults)'}`)
+  lines.push(`state dir: ${config.stateDir}`)
+  if (why !== undefined) lines.push(step)
   for (const line of lines) ctx.stdout.write(`${line}\n`)
-  return ExitCode.ok
+  return exitCode
 }
 
 const command: CommandModule = { help: HELP, run }
