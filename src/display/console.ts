@@ -3,6 +3,10 @@
  * (RFC 8628 §3.3.1), and on a TTY a countdown updated in place. Piped output gets plain lines and
  * no ANSI escapes, so logs and journald stay readable.
  *
+ * The countdown is the one line that is rewritten (`\r`), so it must be the last line on the
+ * terminal: it starts in {@link LoginDisplay.waiting}, after every display (the QR code) has
+ * written, and is wiped before the end state is written.
+ *
  * @packageDocumentation
  */
 import type { Writable } from 'node:stream'
@@ -72,6 +76,7 @@ function minutes(ms: number): string {
  * ```ts
  * const display = createConsoleDisplay({ stream: ctx.json ? ctx.stderr : ctx.stdout })
  * await display.show(toDisplayFlow(flow))
+ * display.waiting?.() // starts the countdown on a TTY
  * ```
  */
 export function createConsoleDisplay(options: ConsoleDisplayOptions): LoginDisplay {
@@ -84,6 +89,8 @@ export function createConsoleDisplay(options: ConsoleDisplayOptions): LoginDispl
   let timer: NodeJS.Timeout | undefined
   let lineLength = 0
   let expiresAt = 0
+  // Between show and end: only then is there a countdown to run.
+  let pending = false
 
   const write = (text: string) => {
     stream.write(text)
@@ -115,6 +122,7 @@ export function createConsoleDisplay(options: ConsoleDisplayOptions): LoginDispl
     show(flow: DisplayFlow) {
       stopCountdown()
       expiresAt = flow.expiresAt
+      pending = true
       const code = printable(flow.userCode)
       const shownCode = color ? `${BOLD}${code}${RESET}` : code
       const lines: string[] = []
@@ -134,13 +142,15 @@ export function createConsoleDisplay(options: ConsoleDisplayOptions): LoginDispl
       const left = flow.expiresAt - now()
       lines.push(`The code expires in ${minutes(left)} (${isoSeconds(flow.expiresAt)}).`)
       write(`${lines.join('\n')}\n`)
-      if (tty) {
-        tick()
-        timer = setInterval(tick, tickMs)
-        timer.unref()
-      }
+    },
+    waiting() {
+      if (!tty || !pending || timer || lineLength > 0) return
+      tick()
+      timer = setInterval(tick, tickMs)
+      timer.unref()
     },
     end(state: DisplayEndState, detail?: DisplayEndDetail) {
+      pending = false
       stopCountdown()
       const reason = detail?.reason ? ` (${printable(detail.reason)})` : ''
       const texts: Record<DisplayEndState, string> = {

@@ -46,6 +46,12 @@ export interface LoginDisplay {
   readonly name: string
   /** Shows the pending flow. Must not block the sign-in for long (the relay connects in the background). */
   show(flow: DisplayFlow): Promise<void> | void
+  /**
+   * Called once every display has shown the flow, as the sign-in starts waiting for approval.
+   * A display that keeps a live line on a shared terminal (the console's countdown) starts it
+   * here, so no other display's output lands inside that line.
+   */
+  waiting?(): Promise<void> | void
   /** Shows how the sign-in ended and removes the pending code. */
   end(state: DisplayEndState, detail?: DisplayEndDetail): Promise<void> | void
   /** Releases what the display holds (timers, connections). Idempotent. */
@@ -76,7 +82,8 @@ export { isoSeconds } from '../lib/time.js'
 
 /**
  * Shows a flow on several displays at once. One failing display does not stop the others or the
- * sign-in: its failure becomes one warning and it is left out of later calls.
+ * sign-in: its failure becomes one warning and it is left out of later calls. `show` resolves
+ * after every display has shown the flow and then been told it is {@link LoginDisplay.waiting}.
  *
  * @param displays - the displays, in order.
  * @param onWarning - receives one line per failure.
@@ -100,7 +107,11 @@ export function fanOut(displays: readonly LoginDisplay[], onWarning: (line: stri
   let closed = false
   return {
     name: displays.map((d) => d.name).join(','),
-    show: (flow) => each('show the code', (d) => d.show(flow)),
+    show: async (flow) => {
+      await each('show the code', (d) => d.show(flow))
+      // Only now: the console's countdown line would otherwise be the line the QR code starts on.
+      await each('show the code', (d) => d.waiting?.())
+    },
     end: (state, detail) => each('show the end state', (d) => d.end(state, detail)),
     close: async () => {
       if (closed) return

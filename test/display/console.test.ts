@@ -90,6 +90,7 @@ describe('console display', () => {
     const display = createConsoleDisplay({ stream, now: () => now, env: {} })
     display.show(flow)
     assert.ok(text().includes(BOLD_CODE), 'the code is bold on a TTY')
+    display.waiting?.()
     assert.match(text(), /\rWaiting for approval\.\.\. 15:00 left$/)
     now += 1000
     mock.timers.tick(1000)
@@ -117,11 +118,41 @@ describe('console display', () => {
     const { stream, text } = capture(true, 22)
     const display = createConsoleDisplay({ stream, now: () => T0, env: { NO_COLOR: '1' } })
     display.show(flow)
+    display.waiting?.()
     display.close()
     assert.ok(!text().includes(`${ESC}[1m`), 'no bold with NO_COLOR')
     assert.match(text(), /\rWaiting for approval/)
     const countdown = text().split('\r')[1] ?? ''
     assert.ok(countdown.length <= 21, countdown)
+  })
+
+  test('issue 11 #1: the countdown starts only when waiting begins, never inside show, and is wiped at the end', (t) => {
+    mock.timers.enable({ apis: ['setInterval'] })
+    t.after(() => mock.timers.reset())
+    const { stream, text } = capture(true, 80)
+    const display = createConsoleDisplay({ stream, now: () => T0, env: {} })
+    display.show(flow)
+    // Another display (the QR code) writes whole lines here: the console's output so far ends a line.
+    assert.match(text(), /\n$/)
+    mock.timers.tick(5000)
+    assert.doesNotMatch(text(), /Waiting/, 'no countdown before waiting()')
+    display.waiting?.()
+    display.waiting?.()
+    assert.equal(text().match(/Waiting/g)?.length, 1, 'waiting() twice starts one countdown')
+    display.end('approved')
+    display.waiting?.()
+    assert.match(text(), /\r {30,}\rSigned in\.\n$/, 'no countdown after the end')
+    display.close()
+  })
+
+  test('piped: waiting() writes nothing', () => {
+    const { stream, text } = capture(false)
+    const display = createConsoleDisplay({ stream, now: () => T0, env: {} })
+    display.show(flow)
+    const before = text()
+    display.waiting?.()
+    display.close()
+    assert.equal(text(), before)
   })
 
   test('end states', () => {
