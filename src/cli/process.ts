@@ -6,6 +6,14 @@
 import { main } from './main.js'
 
 /**
+ * How long a command may take to stop after the first SIGINT/SIGTERM before the process ends as
+ * after a second one (exit 130), ms: above the daemon's 10 s shutdown budget, far below systemd's
+ * 90 s stop timeout. Commands stop well within it; this only holds when one does not (a request
+ * that its HTTP client keeps alive, a hung file system), so one signal is always enough.
+ */
+export const FORCE_EXIT_AFTER_SIGNAL_MS = 15_000
+
+/**
  * Runs one command line and sets `process.exitCode`.
  *
  * @param argv - the arguments after node and the script.
@@ -18,6 +26,7 @@ export async function runProcess(argv: readonly string[]): Promise<void> {
     stops += 1
     // A second Ctrl-C means "now": the first one asked the command to stop cleanly.
     if (stops > 1) process.exit(130)
+    setTimeout(() => process.exit(130), FORCE_EXIT_AFTER_SIGNAL_MS).unref()
     controller.abort(sig)
   }
   process.on('SIGINT', onSignal)

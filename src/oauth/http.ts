@@ -1,42 +1,57 @@
 /**
- * The one HTTP client of the protocol core: undici `request` through one lazily created
- * `EnvHttpProxyAgent` (HTTPS_PROXY / HTTP_PROXY / NO_PROXY), a per-request timeout, no redirects
- * followed, a streamed response size cap and a JSON content-type check.
+ * The one HTTP client of the protocol core: undici `request` with an overall deadline per request
+ * (connect, headers and the whole body), no redirects followed, a streamed response size cap and
+ * a JSON content-type check. Loopback hosts are always reached directly; other hosts through
+ * `HTTPS_PROXY`/`HTTP_PROXY` unless `NO_PROXY` names them (see `lib/http-agent.ts`).
  *
  * Never the global `fetch`: it is a second copy of undici that ignores our dispatcher.
  *
  * @packageDocumentation
  */
-import { type Dispatcher, EnvHttpProxyAgent, request } from 'undici'
+import { type Dispatcher, request } from 'undici'
 import { EdgeTokenError, InvalidResponseError, UnavailableError } from '../errors.js'
+import { createNetworkAgents, type NetworkAgents } from '../lib/http-agent.js'
+import { describeNetworkFailure, type ServiceName, timeoutMessage } from '../lib/network-errors.js'
+import { RequestDeadline } from '../lib/request-deadline.js'
 import { parseJson } from '../lib/validate.js'
 import { VERSION } from '../version.js'
 
-/** Default per-request timeout, ms. */
+/** Default overall deadline of one request (connect, headers and the whole body), ms. */
 export const DEFAULT_TIMEOUT_MS = 10_000
 /** Default response size cap, bytes (1 MiB: far more than any OAuth response). */
 export const DEFAULT_MAX_BYTES = 1024 * 1024
+/** The service named in messages when the caller names none. */
+export const IDENTITY_PROVIDER: ServiceName = { name: 'the identity provider', setting: 'authority' }
 
-let dispatcher: Dispatcher | undefined
+let injected: Dispatcher | undefined
+let agents: NetworkAgents | undefined
 
 /**
  * Replaces the dispatcher every request goes through, or (with `undefined`) drops it so the next
- * request creates a fresh `EnvHttpProxyAgent` from the current environment.
+ * request creates fresh dispatchers from the current environment.
  *
- * Meant for tests (an undici `MockAgent`) and for embedders that bring their own agent; the
- * previous dispatcher is not closed.
+ * Meant for tests (an undici `MockAgent`) and for embedders that bring their own agent, which then
+ * carries every request (loopback ones too); a dispatcher passed here is never closed.
  *
  * @param value - the dispatcher to use, or undefined for the default.
  */
 export function setHttpDispatcher(value: Dispatcher | undefined): void {
-  dispatcher = value
+  injected = value
+  retireAgents('close')
 }
 
-function getDispatcher(): Dispatcher {
-  // Created on first use, so HTTPS_PROXY/NO_PROXY are read once and the cached `token` path
-  // never pays for it.
-  dispatcher ??= new EnvHttpProxyAgent()
-  return dispatcher
+function retireAgents(how: 'close' | 'destroy', which: NetworkAgents | undefined = agents): void {
+  if (which === undefined || which !== agents) return
+  agents = undefined
+  void (how === 'close' ? which.close() : which.destroy()).catch(() => {})
+}
+
+function getDispatcher(url: URL): Dispatcher {
+  if (injected) return injected
+  // Created on first use, so the proxy variables are read once and the cached `token` path never
+  // pays for it.
+  agents ??= createNetworkAgents()
+  return agents.forUrl(url)
 }
 
 /** Options of {@link httpRequest}. */
@@ -53,6 +68,8 @@ export interface HttpRequestOptions {
   maxBytes?: number
   /** Cancels the request; the promise then rejects with `ERR_CANCELLED`. */
   signal?: AbortSignal | undefined
+  /** The service, for messages. Default {@link IDENTITY_PROVIDER}. */
+  service?: ServiceName | undefined
 }
 
 /** A response read in full (within the size cap). */
@@ -69,45 +86,57 @@ export interface HttpResponse {
 
 /**
  * Marks an {@link UnavailableError} that happened before any response arrived (connection refused,
- * reset, DNS, timeout), which RFC 8628 §3.5 asks device clients to answer by backing off.
+ * reset, DNS, timeout, a proxy that refused the tunnel), which RFC 8628 §3.5 asks device clients
+ * to answer by backing off.
  */
 export class NetworkError extends UnavailableError {
   /** Whether the request timed out (rather than failed to connect or was reset). */
   readonly timedOut: boolean
+  /**
+   * False when another try cannot help (a proxy refused the target with a 4xx); `withRetries`
+   * then gives up at once.
+   */
+  readonly retryable: boolean
 
   /**
-   * @param message - one line naming the host.
+   * @param message - one line naming the host (or the proxy) and what to check.
    * @param timedOut - whether it was a timeout.
    * @param cause - the underlying error (non-enumerable).
+   * @param retryable - whether another try may help. Default true.
    */
-  constructor(message: string, timedOut: boolean, cause?: unknown) {
+  constructor(message: string, timedOut: boolean, cause?: unknown, retryable = true) {
     super(message, { cause })
     this.timedOut = timedOut
+    this.retryable = retryable
   }
 }
 
-function cancelled(): EdgeTokenError {
-  return new EdgeTokenError('ERR_CANCELLED', 'the operation was cancelled')
+function cancelled(cause?: unknown): EdgeTokenError {
+  return new EdgeTokenError('ERR_CANCELLED', 'the operation was cancelled', { cause })
 }
 
 /**
  * Sends one HTTP request and reads the whole response, enforcing the house rules.
  *
+ * The deadline covers everything (connect, headers and the whole body) and holds whatever undici
+ * does: a server dribbling its body, or a proxy that undici keeps reconnecting to, ends at
+ * `timeoutMs`. `signal` ends it at once.
+ *
  * @param url - the URL (already checked to be https or loopback http by the caller).
  * @param options - method, headers, body, timeout, size cap, signal.
  * @returns the status, headers and body text.
- * @throws {@link NetworkError} (`ERR_UNAVAILABLE`) when the host cannot be reached or times out;
- *   {@link InvalidResponseError} on a redirect (3xx: never followed) or a body over the cap;
- *   `ERR_CANCELLED` when `signal` aborts.
+ * @throws {@link NetworkError} (`ERR_UNAVAILABLE`) when the host or the proxy cannot be reached,
+ *   the proxy refuses the tunnel, or the deadline passes; {@link InvalidResponseError} on a
+ *   redirect (3xx: never followed) or a body over the cap; `ERR_CANCELLED` when `signal` aborts;
+ *   `ERR_CONFIG` when a proxy variable is not a URL.
  */
 export async function httpRequest(
   url: URL | string,
   options: HttpRequestOptions = {},
 ): Promise<HttpResponse> {
   const target = typeof url === 'string' ? new URL(url) : url
-  const host = target.host
   const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS
-  const maxBytes = options.maxBytes ?? DEFAULT_MAX_BYTES
+  const service = options.service ?? IDENTITY_PROVIDER
   if (options.signal?.aborted) throw cancelled()
 
   const headers: Record<string, string> = {
@@ -123,85 +152,83 @@ export async function httpRequest(
     body = options.body
   }
 
-  const controller = new AbortController()
-  let timedOut = false
-  const timer = setTimeout(() => {
-    timedOut = true
-    controller.abort()
-  }, timeoutMs)
-  const onAbort = () => controller.abort()
-  options.signal?.addEventListener('abort', onAbort, { once: true })
-
+  const dispatcher = getDispatcher(target)
+  const owned = agents
+  const deadline = new RequestDeadline(timeoutMs, options.signal)
   try {
-    let response: Dispatcher.ResponseData
-    try {
-      response = await request(target, {
-        method: options.method ?? (body === undefined ? 'GET' : 'POST'),
-        headers,
-        body,
-        dispatcher: getDispatcher(),
-        signal: controller.signal,
-      })
-    } catch (err) {
-      throw failure(err, host, timedOut, options.signal)
+    const exchange = send(target, dispatcher, {
+      method: options.method ?? (body === undefined ? 'GET' : 'POST'),
+      headers,
+      body,
+      signal: deadline.signal,
+      maxBytes: options.maxBytes ?? DEFAULT_MAX_BYTES,
+    })
+    // undici did not hear the abort (a request stuck behind a reconnect loop): drop its
+    // connections rather than let them spin on after we gave up.
+    return await deadline.race(exchange, () => retireAgents('destroy', owned))
+  } catch (err) {
+    if (err instanceof InvalidResponseError) throw err
+    if (deadline.reason === 'cancelled') throw cancelled(err)
+    if (deadline.reason === 'timeout') {
+      throw new NetworkError(timeoutMessage(target, service, timeoutMs), true, err)
     }
+    const failure = describeNetworkFailure(err, target, service)
+    throw new NetworkError(failure.message, false, err, failure.retryable)
+  } finally {
+    deadline.dispose()
+  }
+}
 
-    const { statusCode: status } = response
-    if (status >= 300 && status < 400) {
-      response.body.destroy()
-      throw new InvalidResponseError(
-        `${host} answered with a redirect (${status}); redirects are not followed`,
-        {
-          status,
-        },
-      )
-    }
-    const declared = Number(response.headers['content-length'])
-    if (Number.isFinite(declared) && declared > maxBytes) {
+interface SendOptions {
+  method: 'GET' | 'POST'
+  headers: Record<string, string>
+  body: string | undefined
+  signal: AbortSignal
+  maxBytes: number
+}
+
+async function send(target: URL, dispatcher: Dispatcher, options: SendOptions): Promise<HttpResponse> {
+  const host = target.host
+  const { maxBytes } = options
+  const response = await request(target, {
+    method: options.method,
+    headers: options.headers,
+    body: options.body,
+    dispatcher,
+    signal: options.signal,
+  })
+  const { statusCode: status } = response
+  if (status >= 300 && status < 400) {
+    response.body.destroy()
+    throw new InvalidResponseError(
+      `${host} answered with a redirect (${status}); redirects are not followed`,
+      {
+        status,
+      },
+    )
+  }
+  const declared = Number(response.headers['content-length'])
+  if (Number.isFinite(declared) && declared > maxBytes) {
+    response.body.destroy()
+    throw tooLarge(host, maxBytes, status)
+  }
+  const chunks: Buffer[] = []
+  let size = 0
+  for await (const chunk of response.body) {
+    const buf = chunk as Buffer
+    size += buf.length
+    if (size > maxBytes) {
+      // Stop reading at the cap: a hostile or broken server must not make us buffer it all.
       response.body.destroy()
       throw tooLarge(host, maxBytes, status)
     }
-
-    const chunks: Buffer[] = []
-    let size = 0
-    try {
-      for await (const chunk of response.body) {
-        const buf = chunk as Buffer
-        size += buf.length
-        if (size > maxBytes) {
-          // Stop reading at the cap: a hostile or broken server must not make us buffer it all.
-          response.body.destroy()
-          throw tooLarge(host, maxBytes, status)
-        }
-        chunks.push(buf)
-      }
-    } catch (err) {
-      if (err instanceof InvalidResponseError) throw err
-      throw failure(err, host, timedOut, options.signal)
-    }
-    return { url: target, status, headers: response.headers, body: Buffer.concat(chunks).toString('utf8') }
-  } finally {
-    clearTimeout(timer)
-    options.signal?.removeEventListener('abort', onAbort)
+    chunks.push(buf)
   }
+  return { url: target, status, headers: response.headers, body: Buffer.concat(chunks).toString('utf8') }
 }
 
 function tooLarge(host: string, maxBytes: number, status: number): InvalidResponseError {
   return new InvalidResponseError(`${host} sent a response larger than ${maxBytes} bytes`, { status })
-}
-
-function failure(
-  err: unknown,
-  host: string,
-  timedOut: boolean,
-  signal: AbortSignal | undefined,
-): EdgeTokenError {
-  if (signal?.aborted) return cancelled()
-  if (timedOut) return new NetworkError(`${host} did not answer in time`, true, err)
-  // Only the error code goes into the message: never a body or a header.
-  const code = (err as { code?: unknown } | null)?.code
-  const detail = typeof code === 'string' && /^[A-Z0-9_]{2,40}$/.test(code) ? ` (${code})` : ''
-  return new NetworkError(`cannot reach ${host}${detail}`, false, err)
 }
 
 function header(response: HttpResponse, name: string): string | undefined {

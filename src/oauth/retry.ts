@@ -47,6 +47,11 @@ export async function sleepOrCancel(
   if (signal?.aborted) throw cancelled(signal.reason)
 }
 
+function isRetryable(err: unknown): err is UnavailableError {
+  // Duck-typed: `NetworkError` lives in http.ts, which loads undici; this module must not.
+  return err instanceof UnavailableError && (err as { retryable?: unknown }).retryable !== false
+}
+
 function cancelled(cause: unknown): EdgeTokenError {
   return new EdgeTokenError('ERR_CANCELLED', 'the operation was cancelled', { cause })
 }
@@ -62,10 +67,11 @@ export interface RetryOptions {
 }
 
 /**
- * Runs `attempt` until it succeeds, fails with anything but {@link UnavailableError}, or has been
- * tried `attempts` times. Between tries it waits the server's `Retry-After` (RFC 9110 §10.2.3),
- * else 1 s, 2 s, 4 s...; a `Retry-After` above {@link MAX_RETRY_AFTER_WAIT_SECONDS} ends the
- * retries at once.
+ * Runs `attempt` until it succeeds, fails with anything but a retryable {@link UnavailableError}
+ * (a `NetworkError` with `retryable: false`, such as a proxy refusing the tunnel with 403, is
+ * final), or has been tried `attempts` times. Between tries it waits the server's `Retry-After`
+ * (RFC 9110 §10.2.3), else 1 s, 2 s, 4 s...; a `Retry-After` above
+ * {@link MAX_RETRY_AFTER_WAIT_SECONDS} ends the retries at once.
  *
  * @param attempt - one request and its validation.
  * @param options - attempts, sleep, signal.
@@ -78,7 +84,7 @@ export async function withRetries<T>(attempt: () => Promise<T>, options: RetryOp
     try {
       return await attempt()
     } catch (err) {
-      if (!(err instanceof UnavailableError) || n >= attempts) throw err
+      if (!isRetryable(err) || n >= attempts) throw err
       const retryAfter = err.retryAfterSeconds
       if (retryAfter !== undefined && retryAfter > MAX_RETRY_AFTER_WAIT_SECONDS) throw err
       const waitMs = retryAfter === undefined ? 1000 * 2 ** (n - 1) : retryAfter * 1000

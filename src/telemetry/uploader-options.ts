@@ -34,8 +34,16 @@ export interface UploaderOptions {
   batchMaxBytes?: number
   /** How long the daemon lets a partial batch wait for more records, ms. Default 1000. */
   lingerMs?: number
-  /** Longest wait for the answer's headers, and between body chunks, ms (undici timeouts). Default 30000. */
+  /**
+   * Overall deadline of one POST: connect, send, the answer's headers and its whole body, ms. An
+   * API that sends a byte every few seconds is given up on here (the batch is kept). Default 30000.
+   */
   requestTimeoutMs?: number
+  /**
+   * Bytes of an answer read at most; past them the connection is dropped and the answer is
+   * classified by its status and first 16 KiB. Default 65536.
+   */
+  maxResponseBytes?: number
   /** How long a batch in flight may still finish after the stop signal, ms. Default 5000. */
   shutdownGraceMs?: number
   /** First back-off delay, ms. Default 1000. */
@@ -53,7 +61,10 @@ export interface UploaderOptions {
   sleep?: (ms: number, signal?: AbortSignal) => Promise<void>
   /** The clock, epoch ms (tests). */
   now?: () => number
-  /** The HTTP dispatcher; default a keep-alive Pool to the endpoint's origin (or the proxy agent when HTTPS_PROXY/HTTP_PROXY is set). */
+  /**
+   * The HTTP dispatcher; default one keep-alive connection to the endpoint's origin, through
+   * HTTPS_PROXY/HTTP_PROXY when set (never for a loopback endpoint; NO_PROXY honoured).
+   */
   dispatcher?: Dispatcher
   /** Receives what happened. */
   onEvent?: (event: UploadEvent) => void
@@ -89,8 +100,10 @@ export interface UploaderSettings {
   maxBytes: number
   /** How long a partial batch waits for more records, ms. */
   lingerMs: number
-  /** The request timeouts, ms, at least 1. */
+  /** The overall deadline of one POST, ms, at least 1. */
   timeoutMs: number
+  /** Bytes of an answer read at most, at least 1024. */
+  maxResponseBytes: number
   /** How long a batch in flight may still finish after the stop signal, ms. */
   graceMs: number
   /** First back-off delay, ms, at least 1. */
@@ -142,6 +155,7 @@ export function uploaderSettings(options: UploaderOptions): UploaderSettings {
     maxBytes: Math.max(1024, Math.floor(options.batchMaxBytes ?? 512 * 1024)),
     lingerMs: Math.max(0, options.lingerMs ?? 1000),
     timeoutMs: Math.max(1, options.requestTimeoutMs ?? 30_000),
+    maxResponseBytes: Math.max(1024, Math.floor(options.maxResponseBytes ?? 64 * 1024)),
     graceMs: Math.max(0, options.shutdownGraceMs ?? 5000),
     baseMs,
     capMs,

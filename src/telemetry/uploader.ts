@@ -82,7 +82,11 @@ export class Uploader {
     this.#settings = uploaderSettings(options)
     this.#spool = options.spool
     this.#deviceId = options.deviceId
-    this.#connection = new UploadConnection(this.#settings.url, this.#settings.timeoutMs, options.dispatcher)
+    this.#connection = new UploadConnection(
+      this.#settings.url,
+      { timeoutMs: this.#settings.timeoutMs, maxResponseBytes: this.#settings.maxResponseBytes },
+      options.dispatcher,
+    )
     this.#target = {
       connection: this.#connection,
       deviceId: options.deviceId,

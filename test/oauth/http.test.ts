@@ -18,6 +18,19 @@ import { createTestPki } from '../support/tls.js'
 
 const ORIGIN = 'https://idp.test'
 
+/** Fails instead of hanging when `promise` has not settled within `ms`. */
+async function within<T>(ms: number, promise: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  const late = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => reject(new Error(`still pending after ${ms} ms`)), ms)
+  })
+  try {
+    return await Promise.race([promise, late])
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
 async function serve(t: TestContext, handler: (req: IncomingMessage, res: ServerResponse) => void) {
   const server = createServer(handler)
   const port = await listen(server)
@@ -99,11 +112,11 @@ describe('httpRequest', () => {
       assert.match(err.message, /larger than 262144 bytes/)
       return true
     })
-    await new Promise((resolve) => setTimeout(resolve, 100))
+    for (let i = 0; i < 100 && !closedEarly; i++) await new Promise((resolve) => setTimeout(resolve, 20))
     assert.ok(closedEarly, `the server could write ${written} bytes`)
   })
 
-  test('a connection failure is ERR_UNAVAILABLE naming the host, never a body', async () => {
+  test('issue 11 #1: a refused connection is ERR_UNAVAILABLE naming the identity provider, the host and what to check', async () => {
     // A port that was just free: connecting is refused.
     const dead = createServer()
     const deadPort = await listen(dead)
@@ -112,7 +125,11 @@ describe('httpRequest', () => {
       assert.ok(err instanceof NetworkError)
       assert.equal(err.code, 'ERR_UNAVAILABLE')
       assert.equal(err.timedOut, false)
-      assert.match(err.message, new RegExp(`cannot reach 127\\.0\\.0\\.1:${deadPort} \\(ECONNREFUSED\\)`))
+      assert.equal(
+        err.message,
+        `the identity provider at 127.0.0.1:${deadPort} is unreachable (ECONNREFUSED): ` +
+          'check `authority` in the config, the network and DNS, and HTTPS_PROXY/NO_PROXY',
+      )
       return true
     })
   })
@@ -124,9 +141,35 @@ describe('httpRequest', () => {
     await assert.rejects(httpRequest(url, { timeoutMs: 200 }), (err: unknown) => {
       assert.ok(err instanceof NetworkError)
       assert.equal(err.timedOut, true)
-      assert.match(err.message, /127\.0\.0\.1:\d+ did not answer in time/)
+      assert.match(
+        err.message,
+        /^the identity provider at 127\.0\.0\.1:\d+ did not answer within 200 ms: check `authority`/,
+      )
       return true
     })
+  })
+
+  test('issue 11 #2: the deadline covers the whole body: an answer dribbled a byte every 50 ms ends at 300 ms', async (t) => {
+    let askedAt = 0
+    let closedAt = 0
+    const url = await serve(t, (_req, res) => {
+      askedAt = Date.now()
+      res.writeHead(200, { 'content-type': 'application/json' })
+      res.write('{"a":"')
+      // Each byte comes well within any idle timeout; the whole answer never does.
+      const timer = setInterval(() => res.write('x'), 50)
+      res.on('close', () => {
+        clearInterval(timer)
+        closedAt = Date.now()
+      })
+    })
+    await assert.rejects(within(5000, httpRequest(url, { timeoutMs: 300 })), (err: unknown) => {
+      assert.ok(err instanceof NetworkError, String(err))
+      assert.equal(err.timedOut, true)
+      return true
+    })
+    for (let i = 0; i < 100 && closedAt === 0; i++) await new Promise((resolve) => setTimeout(resolve, 20))
+    assert.ok(closedAt > 0 && askedAt > 0, 'the connection was dropped')
   })
 
   test('an aborted signal is ERR_CANCELLED', async (t) => {
