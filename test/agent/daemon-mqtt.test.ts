@@ -45,7 +45,7 @@ describe('daemon MQTT start', () => {
       spool,
       signal: controller.signal,
       output,
-      pair: { busy: () => false, onPair: async () => {} },
+      pair: { busy: () => false, signinRequired: () => true, onPair: async () => {} },
     })
     const settled = (p: Promise<unknown> | undefined) => {
       let done = false
