@@ -5,7 +5,9 @@
  *
  * Separate from the daemon so that the uploader and the renewer are seen to share one acquisition
  * path, and so that the renewal reporting (what counts as a renewal, when a failure is worth a
- * warning) sits next to the renewer it reports on.
+ * warning) sits next to the renewer it reports on. Every token request is reported the same way,
+ * whoever made it: the renewer's, and the uploader's after the API answered 401 (a `renewed`
+ * event, a debug line, one more in the renewal count).
  *
  * @packageDocumentation
  */
@@ -13,6 +15,7 @@ import { isoSeconds } from '../lib/time.js'
 import type {
   AccountIdentity,
   AcquireTokenSilentOptions,
+  MachineAcquisition,
   RefreshFunction,
   SilentTokenResult,
 } from '../store/cache.js'
@@ -38,6 +41,8 @@ export interface DaemonTokensOptions {
   acquireTokenSilent: (store: TokenStore, options: AcquireTokenSilentOptions) => Promise<SilentTokenResult>
   /** The refresh grant's builder. */
   refreshFor: RefreshFor
+  /** A machine's own acquisition (client credentials, managed identity) instead of refreshes. */
+  machineFor?: ((store: TokenStore, signal: AbortSignal | undefined) => MachineAcquisition | undefined) | undefined
   /** The daemon's stop signal: aborts acquisitions in flight. */
   signal: AbortSignal
   /** Renewal timing (tests, and fleets that want a wider window). */
@@ -62,7 +67,7 @@ export interface DaemonTokens {
   getToken(forceRefresh: boolean, signal?: AbortSignal): Promise<SilentTokenResult>
   /** The renewer; not started (the daemon starts it once it knows an account is signed in). */
   readonly renewer: Renewer
-  /** Token requests the renewer made (cached reads do not count). */
+  /** Token requests made (by the renewer, or for the uploader after a 401); cached reads do not count. */
   readonly renewals: number
 }
 
@@ -76,8 +81,11 @@ export function createDaemonTokens(options: DaemonTokensOptions): DaemonTokens {
   const { store, identity, signal, output } = options
   const { log, warn, emit } = output
   let renewals = 0
+  // The renewer's last call was its unforced first one (at start, after a sign-in): a cached
+  // token then is news worth a line; later it only means another caller refreshed first.
+  let firstSinceStart = false
 
-  const getToken = (forceRefresh: boolean, tokenSignal: AbortSignal = signal): Promise<SilentTokenResult> =>
+  const acquire = (forceRefresh: boolean, tokenSignal: AbortSignal): Promise<SilentTokenResult> =>
     options.acquireTokenSilent(store, {
       authority: identity.authority,
       clientId: identity.clientId,
@@ -85,31 +93,37 @@ export function createDaemonTokens(options: DaemonTokensOptions): DaemonTokens {
       forceRefresh,
       signal: tokenSignal,
       refresh: options.refreshFor(identity.authority, identity.clientId, store, tokenSignal),
+      machine: options.machineFor?.(store, tokenSignal),
     })
+
+  /** One line and one event per token request, whoever asked for it. */
+  const reportRenewal = (expiresAt: number, nextAt: number | undefined): void => {
+    renewals += 1
+    const next = nextAt === undefined ? '' : `, next renewal ${isoSeconds(nextAt)}`
+    output.debug(`edgetoken: renewed the access token; expires ${isoSeconds(expiresAt)}${next}`)
+    emit({
+      event: 'renewed',
+      expires_at: isoSeconds(expiresAt),
+      ...(nextAt === undefined ? {} : { next_renewal_at: isoSeconds(nextAt) }),
+    })
+  }
 
   const renewer = createRenewer({
     renew: async (force, renewSignal) => {
-      const result = await getToken(force, AbortSignal.any([signal, renewSignal]))
+      firstSinceStart = !force
+      const result = await acquire(force, AbortSignal.any([signal, renewSignal]))
       return { expiresAt: result.expiresAt, fromCache: result.fromCache }
     },
     ...(options.renewal?.marginMs === undefined ? {} : { marginMs: options.renewal.marginMs }),
     ...(options.renewal?.jitterMs === undefined ? {} : { jitterMs: options.renewal.jitterMs }),
     onRenewed: (result, nextAt) => {
       if (!result.fromCache) {
-        renewals += 1
-        log(
-          `edgetoken: renewed the access token; expires ${isoSeconds(result.expiresAt)}, next renewal ${isoSeconds(nextAt)}`,
-        )
-        emit({
-          event: 'renewed',
-          expires_at: isoSeconds(result.expiresAt),
-          next_renewal_at: isoSeconds(nextAt),
-        })
-      } else {
-        log(
-          `edgetoken: access token valid until ${isoSeconds(result.expiresAt)}; next renewal ${isoSeconds(nextAt)}`,
-        )
+        reportRenewal(result.expiresAt, nextAt)
+        return
       }
+      const line = `edgetoken: access token valid until ${isoSeconds(result.expiresAt)}; next renewal ${isoSeconds(nextAt)}`
+      if (firstSinceStart) log(line)
+      else output.debug(line)
     },
     onRetry: (err, ms) => {
       if (!signal.aborted)
@@ -117,6 +131,17 @@ export function createDaemonTokens(options: DaemonTokensOptions): DaemonTokens {
     },
     onSigninRequired: (err) => options.onSigninRequired(errorText(err)),
   })
+
+  // The uploader's way in: a refresh it causes (a 401, or a token gone stale before the renewer
+  // got to it) is a renewal like the renewer's own, and is reported as one.
+  const getToken = async (
+    forceRefresh: boolean,
+    tokenSignal: AbortSignal = signal,
+  ): Promise<SilentTokenResult> => {
+    const result = await acquire(forceRefresh, tokenSignal)
+    if (!result.fromCache) reportRenewal(result.expiresAt, renewer.renewedElsewhere(result.expiresAt))
+    return result
+  }
 
   return {
     getToken,

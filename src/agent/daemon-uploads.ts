@@ -54,6 +54,8 @@ export interface DaemonUploads {
   readonly done: Promise<void>
   /** Records the API acknowledged so far. */
   readonly uploadedRecords: number
+  /** Batches the API acknowledged so far. */
+  readonly uploadedBatches: number
   /** Resumes a loop parked while sign-in was required. */
   wake(): void
 }
@@ -85,6 +87,11 @@ export async function startUploads(options: DaemonUploadsOptions): Promise<Daemo
   const { signal, telemetry } = options
   const { log, warn, emit } = options.output
   let uploadedRecords = 0
+  let uploadedBatches = 0
+  // Since when batches have been failing (epoch ms), and how many retries: the first failure is a
+  // warning, the first delivery after it a line of its own, so an outage reads as two lines.
+  let failingSince: number | undefined
+  let retriesSinceDelivery = 0
   let wakeUp: (() => void) | undefined
   const { Uploader } = await import('../telemetry/uploader.js')
   const uploader = new Uploader({
@@ -98,9 +105,22 @@ export async function startUploads(options: DaemonUploadsOptions): Promise<Daemo
     onEvent: (event: UploadEvent) => {
       if (event.type === 'delivered') {
         uploadedRecords += event.records
-        log(`edgetoken: uploaded batch ${event.batchId} seq ${event.seq} (${event.records} records)`)
+        uploadedBatches += 1
+        options.output.debug(
+          `edgetoken: uploaded batch ${event.batchId} seq ${event.seq} (${event.records} records)`,
+        )
         emit({ event: 'uploaded', batch_id: event.batchId, seq: event.seq, records: event.records })
+        if (failingSince !== undefined) {
+          const seconds = Math.round((Date.now() - failingSince) / 1000)
+          log(
+            `edgetoken: uploads resumed: batch ${event.batchId} delivered after ${retriesSinceDelivery} ${retriesSinceDelivery === 1 ? 'retry' : 'retries'} (${seconds} s)`,
+          )
+          failingSince = undefined
+          retriesSinceDelivery = 0
+        }
       } else if (event.type === 'retry') {
+        failingSince ??= Date.now()
+        retriesSinceDelivery += 1
         // The first failure and every tenth: an API down for an hour is a few lines, not hundreds.
         if (event.attempt === 1 || event.attempt % 10 === 0) {
           warn(
@@ -108,6 +128,9 @@ export async function startUploads(options: DaemonUploadsOptions): Promise<Daemo
           )
         }
       } else {
+        // The API answered: it is reachable, whatever it thought of this batch.
+        failingSince = undefined
+        retriesSinceDelivery = 0
         warn(
           `the API rejected batch ${event.batchId} for good (${event.reason}); ${event.records} records moved to the dead-letter file`,
         )
@@ -149,6 +172,9 @@ export async function startUploads(options: DaemonUploadsOptions): Promise<Daemo
     done,
     get uploadedRecords() {
       return uploadedRecords
+    },
+    get uploadedBatches() {
+      return uploadedBatches
     },
     wake() {
       wakeUp?.()

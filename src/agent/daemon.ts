@@ -41,7 +41,7 @@
 import { requireIdentity } from '../config/load.js'
 import type { EdgeTokenConfig } from '../config/types.js'
 import { isEdgeTokenError } from '../errors.js'
-import type { RefreshFunction } from '../store/cache.js'
+import type { MachineAcquisition, RefreshFunction } from '../store/cache.js'
 import type { TokenStore } from '../store/token-store.js'
 import type { Spool } from '../telemetry/spool.js'
 import { waitForSaneClock } from './clock.js'
@@ -87,6 +87,11 @@ export interface DaemonOptions {
     store: TokenStore,
     signal: AbortSignal | undefined,
   ) => RefreshFunction
+  /**
+   * A machine's own acquisition (grant `client_credentials` or `managed_identity`): tokens are
+   * acquired again ahead of expiry instead of refreshed, and the first one needs no sign-in.
+   */
+  machineFor?: (store: TokenStore, signal: AbortSignal | undefined) => MachineAcquisition | undefined
   /** systemd notifications, when started by systemd with `Type=notify`. */
   notifier?: Notifier | undefined
   /** Upper bound of the shutdown, ms. Default 10000. */
@@ -184,7 +189,8 @@ export async function runDaemon(options: DaemonOptions): Promise<DaemonSummary> 
   // --- sign-in state and tokens: each stops or resumes the other --------------------------------
   // Assigned below; a sign-in can complete before then, and must not find it uninitialised.
   let uploads: DaemonUploads | undefined
-  const pairEnabled = config.mqtt?.allowPair === true
+  // A pair request starts a device flow: meaningless for a machine with no user.
+  const pairEnabled = config.mqtt?.allowPair === true && config.grant === 'device_code'
   // Assigned once MQTT started (the pair sign-in shows its code on the daemon's relay).
   let mqtt: DaemonMqtt | undefined
   const signIn = createDaemonSignIn({
@@ -215,6 +221,7 @@ export async function runDaemon(options: DaemonOptions): Promise<DaemonSummary> 
     identity,
     acquireTokenSilent: (s, o) => guarded(cache.acquireTokenSilent(s, o)),
     refreshFor: options.refreshFor,
+    machineFor: options.machineFor,
     signal,
     renewal: options.renewal,
     output,
@@ -261,7 +268,8 @@ export async function runDaemon(options: DaemonOptions): Promise<DaemonSummary> 
   }
 
   // --- start ------------------------------------------------------------------------------------
-  if (initialStatus.signedIn) tokens.renewer.start()
+  // A machine acquires with its own credential, at once: a rejection then reports itself.
+  if (initialStatus.signedIn || options.machineFor) tokens.renewer.start()
   else signin.enter(initialStatus.needsSignIn ? 'the refresh token was rejected' : 'not signed in')
   const stopWatchdog = options.notifier?.startWatchdog()
   void options.notifier?.ready(signin.status)

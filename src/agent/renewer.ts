@@ -74,6 +74,15 @@ export interface Renewer {
   start(): void
   /** Renews (forced) now, e.g. after the API rejected a token. No-op while a renewal runs. */
   renewNow(): void
+  /**
+   * Another caller refreshed the token (the uploader, after a 401): while a renewal is scheduled,
+   * schedule it again from the new token's expiry, so the token just obtained is not renewed
+   * early. Does nothing in any other state.
+   *
+   * @param expiresAt - the new token's expiry, epoch ms.
+   * @returns when the next renewal is due now, epoch ms, while scheduled.
+   */
+  renewedElsewhere(expiresAt: number): number | undefined
   /** Cancels the timer and any renewal in flight; the renewer does nothing until {@link Renewer.start}. */
   stop(): void
   /** The current state. */
@@ -230,6 +239,13 @@ export function createRenewer(options: RenewerOptions): Renewer {
     renewNow() {
       if (state === 'renewing' || state === 'stopped') return
       void attempt(true)
+    },
+    renewedElsewhere(expiresAt) {
+      if (state !== 'scheduled' || nextAt === undefined) return nextAt
+      // A retry pending after a failed renewal is moot too: the token is fresh.
+      failures = 0
+      schedule(renewalAt(expiresAt, now(), { ...timing, random: random() }), true)
+      return nextAt
     },
     stop() {
       generation += 1

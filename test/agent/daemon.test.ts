@@ -44,6 +44,8 @@ describe('edgetoken run (daemon)', { timeout: 180_000 }, () => {
     // A 12 s token is renewed 3-6 s after it was obtained.
     await daemon.waitForEvent((e) => e.event === 'renewed', 'a renewal', 30_000)
     assert.ok(f.idp.refreshes > refreshesBefore, 'the IdP saw a refresh_token grant')
+    // Issue 21: at the default level the journal gets no line per batch or per renewal.
+    assert.doesNotMatch(daemon.stderr(), /uploaded batch|renewed the access token/)
 
     const stderrBefore = daemon.stderr().length
     await f.api.setMode('down')
@@ -108,6 +110,59 @@ describe('edgetoken run (daemon)', { timeout: 180_000 }, () => {
     )
     restarted.child.kill('SIGTERM')
     assert.equal(await restarted.exit, 0, restarted.stderr())
+  })
+
+  test('issue 21: --debug and logLevel debug add a line per batch and per renewal', async () => {
+    const env = await setup('debug', 'gw-debug')
+    await login(env)
+    const publish = async (startSeq: number) => {
+      const sensor = await startSensorSimulator({
+        url: f.broker.url,
+        deviceId: 'gw-debug',
+        sensor: 'dbg',
+        intervalMs: 10,
+        count: 3,
+        startSeq,
+      })
+      await sensor.done
+      await sensor.close()
+    }
+    const lines = (cli: { stderr: () => string }, re: RegExp) =>
+      cli
+        .stderr()
+        .split('\n')
+        .filter((l) => re.test(l))
+    for (const [how, args, extra, startSeq] of [
+      ['--debug', ['run', '--json', '--debug'], {}, 0],
+      ['logLevel', ['run', '--json'], { EDGETOKEN_LOG_LEVEL: 'debug' }, 3],
+    ] as const) {
+      const daemon = startCli([...args], { ...env, ...extra })
+      children.push(daemon.child)
+      await daemon.waitForEvent((e) => e.event === 'ready', `ready (${how})`)
+      await publish(startSeq)
+      await daemon.waitForEvent((e) => e.event === 'uploaded', `a batch (${how})`)
+      await daemon.waitForEvent((e) => e.event === 'renewed', `a renewal (${how})`, 30_000)
+      await waitUntil(
+        () => lines(daemon, /^edgetoken: renewed the access token; expires /).length > 0,
+        `the renewal line (${how})`,
+        5000,
+        daemon.stderr,
+      )
+      daemon.child.kill('SIGTERM')
+      assert.equal(await daemon.exit, 0, daemon.stderr())
+      const uploaded = daemon.events.filter((e) => e.event === 'uploaded').length
+      assert.equal(
+        lines(daemon, /^edgetoken: uploaded batch \S+ seq \d+ \(\d+ records?\)$/).length,
+        uploaded,
+        how,
+      )
+      assert.equal(
+        lines(daemon, /^edgetoken: renewed the access token; expires /).length,
+        daemon.events.filter((e) => e.event === 'renewed').length,
+        `one line per renewed event (${how})`,
+      )
+      assertNoSecrets(daemon)
+    }
   })
 
   test('`send` and `upload` next to the running daemon: upload exits 0 and every record arrives once', async () => {

@@ -235,4 +235,45 @@ describe('createRenewer', () => {
     assert.equal(renewer.state, 'scheduled')
     renewer.stop()
   })
+
+  test('issue 21: a token refreshed elsewhere (the uploader after a 401) moves the next renewal, a pending retry too', async () => {
+    const calls: number[] = []
+    let fail = false
+    const renewer = createRenewer({
+      renew: async () => {
+        calls.push(Date.now())
+        if (fail) throw new UnavailableError('IdP down')
+        return { expiresAt: Date.now() + HOUR }
+      },
+      random: () => 0,
+    })
+    renewer.start()
+    await settle()
+    assert.equal(renewer.nextAt, T0 + HOUR - 300_000)
+    // Twenty minutes later the uploader refreshed: the renewal follows the new token's expiry.
+    mock.timers.tick(20 * 60_000)
+    const refreshedAt = Date.now()
+    assert.equal(renewer.renewedElsewhere(refreshedAt + HOUR), refreshedAt + HOUR - 300_000)
+    mock.timers.tick(HOUR - 300_000 - 20 * 60_000)
+    await settle()
+    assert.equal(calls.length, 1, 'the old schedule is gone')
+    mock.timers.tick(20 * 60_000)
+    await settle()
+    assert.equal(calls.length, 2, 'renewed on the new schedule')
+
+    // A failed renewal waits for its retry; a refresh elsewhere makes the retry moot.
+    fail = true
+    mock.timers.tick(HOUR - 300_000)
+    await settle()
+    assert.equal(calls.length, 3)
+    assert.ok(renewer.nextAt !== undefined && renewer.nextAt - Date.now() <= 4000, 'a retry is pending')
+    fail = false
+    const at = renewer.renewedElsewhere(Date.now() + HOUR)
+    assert.equal(at, Date.now() + HOUR - 300_000)
+    mock.timers.tick(10_000)
+    await settle()
+    assert.equal(calls.length, 3, 'no retry once the token is fresh')
+    renewer.stop()
+    assert.equal(renewer.renewedElsewhere(Date.now() + HOUR), undefined, 'stopped: nothing scheduled')
+  })
 })

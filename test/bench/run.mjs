@@ -1,14 +1,19 @@
 #!/usr/bin/env node
 // Runs every test/bench/bench-*.mjs in turn. Benchmarks print figures; they never fail on a number.
-// `npm run bench -- token` runs only the benchmarks whose name contains "token".
+// `npm run bench -- token` runs only the benchmarks whose name contains "token"; arguments after
+// the filter go to each benchmark (`npm run bench -- soak --minutes 3`).
+// The soak (bench-soak.mjs, 10 minutes by default) runs only when asked for by name: `-- soak`.
 import { spawnSync } from 'node:child_process'
 import { readdirSync } from 'node:fs'
 import { join } from 'node:path'
 
 const dir = new URL('.', import.meta.url).pathname
 const filter = process.argv[2] ?? ''
+const passOn = process.argv.slice(3)
+const LONG = ['bench-soak.mjs']
 const benches = readdirSync(dir)
   .filter((f) => /^bench-.+\.mjs$/.test(f) && f.includes(filter))
+  .filter((f) => !LONG.includes(f) || f === `bench-${filter}.mjs`)
   .sort()
 if (benches.length === 0) {
   console.error(`no benchmark matches '${filter}'`)
@@ -17,7 +22,7 @@ if (benches.length === 0) {
 let failed = 0
 for (const file of benches) {
   console.log(`\n## ${file}`)
-  const res = spawnSync(process.execPath, [join(dir, file)], { stdio: 'inherit' })
+  const res = spawnSync(process.execPath, [join(dir, file), ...passOn], { stdio: 'inherit' })
   if (res.status !== 0) failed += 1
 }
 process.exit(failed === 0 ? 0 : 1)

@@ -7,7 +7,7 @@ import { EdgeTokenError } from '../../errors.js'
 import type { CommandContext, CommandModule } from '../context.js'
 import { ExitCode } from '../exit-codes.js'
 
-const HELP = `Usage: edgetoken run [--config FILE] [--state-dir DIR] [--json]
+const HELP = `Usage: edgetoken run [--config FILE] [--state-dir DIR] [--json] [--debug]
 
 The agent daemon. Runs until SIGTERM or SIGINT:
   - renews the access token silently ahead of its expiry (with random jitter, so a fleet does
@@ -29,10 +29,17 @@ The agent daemon. Runs until SIGTERM or SIGINT:
   - under systemd (Type=notify) sends READY=1, STATUS=..., WATCHDOG=1 and STOPPING=1.
 SIGTERM flushes and exits 0 within 10 seconds.
 
+Log (stderr; the journal under systemd): changes of state and problems, and every 10 minutes
+one summary line ('last 10 min: received N readings, uploaded N records in M batches,
+K renewals; spool P pending').
+
 Options:
   --json     NDJSON events on stdout: {"event":"ready"}, {"event":"renewed","expires_at",...},
              {"event":"uploaded","batch_id","seq","records"}, {"event":"signin_required"},
-             {"event":"signed_in"}, {"event":"stopped"}; log lines go to stderr
+             {"event":"signed_in"}, {"event":"stopped"}, one per event at every log level;
+             log lines go to stderr
+  --debug    also a line per uploaded batch and per token renewal (config logLevel "debug",
+             env EDGETOKEN_LOG_LEVEL=debug, does the same without stack traces)
   --config FILE, --state-dir DIR   see 'edgetoken --help'
 
 Exit codes: 0 stopped by a signal, 2 usage/config, 6 token store unreadable, 1 internal error.`
@@ -41,22 +48,29 @@ async function run(ctx: CommandContext): Promise<number> {
   if (ctx.args.length > 0)
     throw new EdgeTokenError('ERR_USAGE', `run takes no arguments (got '${ctx.args[0]}')`)
   const config = await loadConfig({ options: ctx.options, env: ctx.env })
-  const [{ runDaemon }, { createNotifier }, { refreshFor }] = await Promise.all([
+  const [{ runDaemon }, { createNotifier }, { refreshFor, machineAcquisitionFor }] = await Promise.all([
     import('../../agent/daemon.js'),
     import('../../agent/notify.js'),
     import('../token-source.js'),
   ])
   const notifier = createNotifier(ctx.env, { onError: (err) => ctx.warn(`systemd notify: ${err.message}`) })
   const log = (line: string) => ctx.stderr.write(`${line}\n`)
+  // --debug (stack traces too) or logLevel debug (the per-event lines alone).
+  const debug = ctx.debug || config.logLevel === 'debug'
   await runDaemon({
     config,
     env: ctx.env,
     signal: ctx.signal,
     log,
     warn: ctx.warn,
+    ...(debug ? { debug: log } : {}),
     emit: ctx.emit,
     // agent/ does not import cli/: the one refresh callback is handed in.
     refreshFor,
+    machineFor:
+      config.grant === 'device_code'
+        ? undefined
+        : (store, signal) => machineAcquisitionFor(config, ctx.env, store, signal),
     notifier,
   })
   return ExitCode.ok
