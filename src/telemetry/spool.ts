@@ -302,8 +302,14 @@ export class Spool {
     await this.#settled()
     const found = await this.#locked('reading a batch', async () => {
       const tail = await this.#log.sync()
+      const before = { acked: state.acked, spoolId: state.spoolId }
       const found = await locateBatch(this.#log, state, tail, () => this.#cutLimits())
-      if (!found) return undefined
+      if (!found) {
+        // The position moved past damaged or dropped records with no batch after them: kept, or
+        // the next start would count the same records as dropped again (issue 16).
+        if (state.acked !== before.acked || state.spoolId !== before.spoolId) await this.#saveState()
+        return undefined
+      }
       // Every batch sent before a crash was complete and cut with these limits, or was declared
       // here; past the first incomplete batch, the new limits apply.
       if (!found.complete) this.#restartLimits = undefined
