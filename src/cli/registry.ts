@@ -42,16 +42,21 @@ export const OPTION_ENV: Readonly<Record<string, string>> = {
   'min-ttl-seconds': 'EDGETOKEN_MIN_TTL_SECONDS',
   'force-refresh': 'EDGETOKEN_FORCE_REFRESH',
   'on-invalid': 'EDGETOKEN_ON_INVALID',
+  browser: 'EDGETOKEN_LOGIN_BROWSER',
+  'no-open': 'EDGETOKEN_NO_OPEN',
+  claims: 'EDGETOKEN_CLAIMS',
 }
 
 /** Every command of the contract, plus `serve-api`. */
 export const COMMANDS: Readonly<Record<string, CommandEntry>> = {
   login: {
-    summary: 'sign this device in with the device authorization grant (RFC 8628)',
+    summary: 'sign this device in with the device authorization grant (RFC 8628), or --browser',
     options: {
       display: { type: 'string' },
       'timeout-seconds': { type: 'string' },
       'qr-theme': { type: 'string' },
+      browser: { type: 'boolean' },
+      'no-open': { type: 'boolean' },
     },
     load: () => import('./commands/login.js'),
   },
@@ -61,6 +66,7 @@ export const COMMANDS: Readonly<Record<string, CommandEntry>> = {
       scope: { type: 'string', multiple: true },
       'min-ttl-seconds': { type: 'string' },
       'force-refresh': { type: 'boolean' },
+      claims: { type: 'string' },
     },
     load: () => import('./commands/token.js'),
   },
@@ -88,6 +94,18 @@ export const COMMANDS: Readonly<Record<string, CommandEntry>> = {
     summary: 'the daemon: silent renewal, MQTT ingest and upload until SIGTERM',
     options: {},
     load: () => import('./commands/run.js'),
+  },
+  config: {
+    summary: 'get, set, unset or list keys of the config file, or print its path',
+    options: {},
+    // `set KEY VALUE [KEY VALUE]...`: up to 32 keys in one validated, atomic write.
+    maxArgs: 65,
+    load: () => import('./commands/config.js'),
+  },
+  doctor: {
+    summary: 'check that this gateway is ready: config, clock, key, state dir, IdP, broker, API',
+    options: {},
+    load: () => import('./commands/doctor.js'),
   },
   'serve-api': {
     summary: 'run the reference protected telemetry API (validates bearer JWTs)',

@@ -10,8 +10,26 @@ import { existsSync, readFileSync, statSync } from 'node:fs'
 import { homedir, hostname } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import { ConfigError } from '../errors.js'
-import { checkTogether, envLayer, fileLayer, flagLayer, type Layer, RULES, topicMatches } from './rules.js'
-import type { DisplayName, EdgeTokenConfig, MqttConfig, OptionValues, TelemetryConfig } from './types.js'
+import {
+  checkGrant,
+  checkTogether,
+  envLayer,
+  fileLayer,
+  flagLayer,
+  type Layer,
+  RULES,
+  topicMatches,
+} from './rules.js'
+import type {
+  ClientCredentialConfig,
+  DisplayName,
+  EdgeTokenConfig,
+  GrantName,
+  ManagedIdentityConfig,
+  MqttConfig,
+  OptionValues,
+  TelemetryConfig,
+} from './types.js'
 
 /** Where configuration comes from. */
 export interface LoadConfigSource {
@@ -87,13 +105,51 @@ export async function loadConfig(source: LoadConfigSource): Promise<EdgeTokenCon
     const origin = { label: '$CREDENTIALS_DIRECTORY/mqtt-password', key: 'mqtt.passwordFile', baseDir: cwd }
     merged.set('mqtt.passwordFile', { value: credential, origin })
   }
+  // Workload identity federation (Azure's webhook, and what azure-identity reads): the projected
+  // token file, when client_credentials has no credential of its own.
+  const federated = env.AZURE_FEDERATED_TOKEN_FILE
+  if (
+    federated &&
+    merged.get('grant')?.value === 'client_credentials' &&
+    ![...merged.keys()].some((k) => k.startsWith('clientCredential.'))
+  ) {
+    const origin = { label: 'AZURE_FEDERATED_TOKEN_FILE', key: 'clientCredential.assertionFile', baseDir: cwd }
+    merged.set('clientCredential.assertionFile', { value: resolve(cwd, federated), origin })
+  }
   checkTogether(merged)
+  checkGrant(merged)
   if (configFile && file.has('mqtt.password')) warnReadableSecret(configFile, source.warn)
   const value = <T>(key: string): T | undefined => merged.get(key)?.value as T | undefined
 
-  const scopes = [...(value<string[]>('scopes') ?? DEFAULT_SCOPES)]
-  // RFC 8628 devices sign in once and live on refresh tokens: always ask for one.
-  if (!scopes.includes('offline_access')) scopes.push('offline_access')
+  const grant = value<GrantName>('grant') ?? 'device_code'
+  const resource = value<string>('managedIdentity.resource')
+  let scopes: string[]
+  if (grant === 'managed_identity' && resource !== undefined) {
+    // A managed identity's token is for one resource: it is the "scope" tokens are cached under.
+    scopes = [resource]
+  } else if (grant === 'client_credentials') {
+    // Sent as given: no refresh token to ask for, and Entra wants exactly `<resource>/.default`.
+    scopes = [...(value<string[]>('scopes') ?? [])]
+  } else {
+    scopes = [...(value<string[]>('scopes') ?? DEFAULT_SCOPES)]
+    // RFC 8628 devices sign in once and live on refresh tokens: always ask for one.
+    if (!scopes.includes('offline_access')) scopes.push('offline_access')
+  }
+  const clientCredential: ClientCredentialConfig | undefined =
+    grant === 'client_credentials'
+      ? {
+          secretFile: value<string>('clientCredential.secretFile'),
+          certificateFile: value<string>('clientCredential.certificateFile'),
+          privateKeyFile: value<string>('clientCredential.privateKeyFile'),
+          privateKeyPassphraseFile: value<string>('clientCredential.privateKeyPassphraseFile'),
+          sendCertificateChain: value<boolean>('clientCredential.sendCertificateChain'),
+          assertionFile: value<string>('clientCredential.assertionFile'),
+        }
+      : undefined
+  const managedIdentity: ManagedIdentityConfig | undefined =
+    grant === 'managed_identity' && resource !== undefined
+      ? { clientId: value<string>('managedIdentity.clientId'), resource }
+      : undefined
 
   const mqttUrl = value<string>('mqtt.url')
   const mqtt: MqttConfig | undefined = mqttUrl
@@ -121,13 +177,18 @@ export async function loadConfig(source: LoadConfigSource): Promise<EdgeTokenCon
     configFile,
     authority: value<string>('authority'),
     clientId: value<string>('clientId'),
+    grant,
+    clientCredential,
+    managedIdentity,
     scopes: [...new Set(scopes)],
+    clientCapabilities: value<string[]>('clientCapabilities'),
     deviceId,
     stateDir: value<string>('stateDir') ?? defaultStateDir(env),
     keyFile: value<string>('keyFile'),
     display,
     timeoutSeconds: value<number>('timeoutSeconds'),
     qrTheme: value<EdgeTokenConfig['qrTheme']>('qrTheme'),
+    logLevel: value<EdgeTokenConfig['logLevel']>('logLevel'),
     mqtt,
     telemetry: {
       endpoint: value<string>('telemetry.endpoint'),
@@ -140,7 +201,15 @@ export async function loadConfig(source: LoadConfigSource): Promise<EdgeTokenCon
 }
 
 /**
- * The identity a sign-in needs, or a config error naming what is missing.
+ * The store's "authority" of managed identity tokens, which come from no configured authority:
+ * the account is (this pseudo-authority, the user-assigned client id or `system-assigned`).
+ */
+export const MANAGED_IDENTITY_AUTHORITY = 'urn:edgetoken:managed-identity'
+
+/**
+ * The identity a sign-in needs, or a config error naming what is missing. With
+ * `managed_identity`, no authority or client id is configured: the account is
+ * ({@link MANAGED_IDENTITY_AUTHORITY}, the user-assigned client id or `system-assigned`).
  *
  * @param config - the loaded configuration.
  * @returns authority, client id and scopes.
@@ -151,6 +220,13 @@ export function requireIdentity(config: EdgeTokenConfig): {
   clientId: string
   scopes: readonly string[]
 } {
+  if (config.grant === 'managed_identity' && config.managedIdentity !== undefined) {
+    return {
+      authority: MANAGED_IDENTITY_AUTHORITY,
+      clientId: config.managedIdentity.clientId ?? 'system-assigned',
+      scopes: config.scopes,
+    }
+  }
   if (config.authority === undefined) {
     throw new ConfigError('config: authority is not set (config file key authority or EDGETOKEN_AUTHORITY)', {
       key: 'authority',
@@ -193,24 +269,51 @@ export function defaultStateDir(env: NodeJS.ProcessEnv): string {
   return join(env.HOME || homedir(), '.local', 'share', 'edgetoken')
 }
 
-async function findConfigFile(
+/**
+ * The config files searched when neither `--config` nor `EDGETOKEN_CONFIG` names one, in order:
+ * `$XDG_CONFIG_HOME/edgetoken/config.json` (`~/.config/…`), then `/etc/edgetoken/config.json`.
+ *
+ * @param env - the environment (`XDG_CONFIG_HOME`, `HOME`).
+ * @returns the absolute paths; `config set` creates the first when none exists.
+ */
+export function configFileCandidates(env: NodeJS.ProcessEnv): string[] {
+  const home = env.HOME || homedir()
+  return [
+    join(env.XDG_CONFIG_HOME || join(home, '.config'), 'edgetoken', 'config.json'),
+    '/etc/edgetoken/config.json',
+  ]
+}
+
+/**
+ * The config file the other commands read: `--config`, else `EDGETOKEN_CONFIG`, else the first
+ * existing of {@link configFileCandidates}.
+ *
+ * @param options - parsed flags (`config`).
+ * @param env - the environment.
+ * @param cwd - the directory a relative path is resolved against.
+ * @returns the absolute path, or undefined when none is named and none exists.
+ */
+export async function findConfigFile(
   options: OptionValues,
   env: NodeJS.ProcessEnv,
   cwd: string,
 ): Promise<string | undefined> {
   const explicit = typeof options.config === 'string' ? options.config : env.EDGETOKEN_CONFIG || undefined
   if (explicit !== undefined) return resolve(cwd, explicit)
-  const home = env.HOME || homedir()
-  const candidates = [
-    join(env.XDG_CONFIG_HOME || join(home, '.config'), 'edgetoken', 'config.json'),
-    '/etc/edgetoken/config.json',
-  ]
+  const candidates = configFileCandidates(env)
   // Not there: the next candidate, then environment and defaults only. (existsSync: no exception
   // to build on the common path, which is the cached `token`.)
   return candidates.find((candidate) => existsSync(candidate))
 }
 
-async function readConfigFile(file: string): Promise<unknown> {
+/**
+ * Reads and parses a config file (at most 1 MiB, a UTF-8 BOM ignored), with the loader's messages.
+ *
+ * @param file - the absolute path.
+ * @returns the parsed JSON, still `unknown` (check it with `fileLayer`).
+ * @throws ConfigError `config: cannot read the config file … (not found)`, `… is not valid JSON (at character N)`.
+ */
+export async function readConfigFile(file: string): Promise<unknown> {
   let text: string
   try {
     // Synchronous: one small file, and no fs/promises machinery on the cached `token` path.

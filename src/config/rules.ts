@@ -10,7 +10,16 @@ import { isAbsolute, resolve } from 'node:path'
 import { ConfigError } from '../errors.js'
 import { isLoopbackHost, secureUrl } from '../lib/url.js'
 import { isObject, isPrintable } from '../lib/validate.js'
-import { DISPLAY_NAMES, type DisplayName, QR_THEMES, type QrTheme } from './types.js'
+import {
+  DISPLAY_NAMES,
+  type DisplayName,
+  GRANT_NAMES,
+  type GrantName,
+  LOG_LEVELS,
+  type LogLevel,
+  QR_THEMES,
+  type QrTheme,
+} from './types.js'
 
 /** Where a value came from, so an error can name what the user actually typed. */
 export interface Origin {
@@ -107,6 +116,20 @@ function scopes(value: unknown, origin: Origin): string[] {
   return value as string[]
 }
 
+/** A client capability (`cp1`): a short token, sent inside the claims request's JSON. */
+const CAPABILITY = /^[A-Za-z0-9._-]{1,64}$/
+
+function clientCapabilities(value: unknown, origin: Origin): string[] {
+  if (!Array.isArray(value)) fail(origin, 'must be an array of capability names, e.g. ["cp1"]')
+  if (value.length > 16) fail(origin, 'must list at most 16 capabilities')
+  for (const c of value) {
+    if (typeof c !== 'string' || !CAPABILITY.test(c)) {
+      fail(origin, 'must hold names of 1-64 characters of A-Z a-z 0-9 . _ - (e.g. "cp1")')
+    }
+  }
+  return value as string[]
+}
+
 /** An MQTT topic level: no wildcards (`+`, `#`), no separator, no `$` system prefix. */
 export const DEVICE_ID = /^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$/
 
@@ -161,6 +184,16 @@ function display(value: unknown, origin: Origin): DisplayName[] {
 function qrTheme(value: unknown, origin: Origin): QrTheme {
   if (!QR_THEMES.includes(value as QrTheme)) fail(origin, `must be one of ${QR_THEMES.join(', ')}`)
   return value as QrTheme
+}
+
+function logLevel(value: unknown, origin: Origin): LogLevel {
+  if (!LOG_LEVELS.includes(value as LogLevel)) fail(origin, `must be one of ${LOG_LEVELS.join(', ')}`)
+  return value as LogLevel
+}
+
+function grant(value: unknown, origin: Origin): GrantName {
+  if (!GRANT_NAMES.includes(value as GrantName)) fail(origin, `must be one of ${GRANT_NAMES.join(', ')}`)
+  return value as GrantName
 }
 
 function protocolVersion(value: unknown, origin: Origin): 4 | 5 {
@@ -242,7 +275,52 @@ export const RULES: readonly Rule[] = [
   { key: '$schema', text: 'string', check: schemaRef },
   { key: 'authority', env: 'EDGETOKEN_AUTHORITY', text: 'string', check: httpsUrl(false) },
   { key: 'clientId', env: 'EDGETOKEN_CLIENT_ID', text: 'string', check: (v, o) => string(v, o, 256) },
+  { key: 'grant', env: 'EDGETOKEN_GRANT', text: 'string', check: grant },
+  { key: 'clientCredential.secretFile', env: 'EDGETOKEN_CLIENT_SECRET_FILE', text: 'string', check: path },
+  {
+    key: 'clientCredential.certificateFile',
+    env: 'EDGETOKEN_CLIENT_CERTIFICATE_FILE',
+    text: 'string',
+    check: path,
+  },
+  {
+    key: 'clientCredential.privateKeyFile',
+    env: 'EDGETOKEN_CLIENT_PRIVATE_KEY_FILE',
+    text: 'string',
+    check: path,
+  },
+  {
+    key: 'clientCredential.privateKeyPassphraseFile',
+    env: 'EDGETOKEN_CLIENT_PRIVATE_KEY_PASSPHRASE_FILE',
+    text: 'string',
+    check: path,
+  },
+  {
+    key: 'clientCredential.sendCertificateChain',
+    env: 'EDGETOKEN_CLIENT_SEND_CERTIFICATE_CHAIN',
+    text: 'bool',
+    check: boolean,
+  },
+  { key: 'clientCredential.assertionFile', env: 'EDGETOKEN_CLIENT_ASSERTION_FILE', text: 'string', check: path },
+  {
+    key: 'managedIdentity.clientId',
+    env: 'EDGETOKEN_MANAGED_IDENTITY_CLIENT_ID',
+    text: 'string',
+    check: (v, o) => string(v, o, 256),
+  },
+  {
+    key: 'managedIdentity.resource',
+    env: 'EDGETOKEN_MANAGED_IDENTITY_RESOURCE',
+    text: 'string',
+    check: (v, o) => string(v, o, 2048),
+  },
   { key: 'scopes', env: 'EDGETOKEN_SCOPES', text: 'words', check: scopes },
+  {
+    key: 'clientCapabilities',
+    env: 'EDGETOKEN_CLIENT_CAPABILITIES',
+    text: 'words',
+    check: clientCapabilities,
+  },
   { key: 'deviceId', env: 'EDGETOKEN_DEVICE_ID', text: 'string', check: deviceId },
   { key: 'stateDir', env: 'EDGETOKEN_STATE_DIR', flag: 'state-dir', text: 'string', check: path },
   { key: 'keyFile', env: 'EDGETOKEN_KEY_FILE', text: 'string', check: path },
@@ -255,6 +333,7 @@ export const RULES: readonly Rule[] = [
     check: integer(1, 86_400),
   },
   { key: 'qrTheme', env: 'EDGETOKEN_QR_THEME', flag: 'qr-theme', text: 'string', check: qrTheme },
+  { key: 'logLevel', env: 'EDGETOKEN_LOG_LEVEL', text: 'string', check: logLevel },
   { key: 'mqtt.url', env: 'EDGETOKEN_MQTT_URL', text: 'string', check: mqttUrl },
   { key: 'mqtt.topicPrefix', env: 'EDGETOKEN_MQTT_TOPIC_PREFIX', text: 'string', check: topicPrefix },
   { key: 'mqtt.caFile', env: 'EDGETOKEN_MQTT_CA_FILE', text: 'string', check: path },
@@ -303,7 +382,7 @@ export const RULES: readonly Rule[] = [
 ]
 
 /** The sections of the file that hold nested keys. */
-export const SECTIONS: readonly string[] = ['mqtt', 'telemetry']
+export const SECTIONS: readonly string[] = ['mqtt', 'telemetry', 'clientCredential', 'managedIdentity']
 
 /**
  * Turns environment or flag text into the value a rule checks.
@@ -382,6 +461,16 @@ function unknownKey(key: string): never {
 }
 
 /**
+ * Checks that a dotted key is a config file key (or one of {@link SECTIONS}), for `config get|set|unset`.
+ *
+ * @param key - e.g. `mqtt.url`, or `mqtt` for the whole section.
+ * @throws ConfigError `config: unknown key mqtt.urll (did you mean mqtt.url?)`, as the loader says it.
+ */
+export function assertKnownKey(key: string): void {
+  if (!KNOWN.has(key) && !SECTIONS.includes(key)) unknownKey(key)
+}
+
+/**
  * Checks a parsed config file (still `unknown`) key by key.
  *
  * @param data - the parsed JSON.
@@ -450,6 +539,48 @@ export function flagLayer(options: Readonly<Record<string, unknown>>, cwd: strin
 }
 
 /**
+ * The grant's own needs, checked on the merged result only (the grant may come from the
+ * environment and its credential from the file, or the other way round): `client_credentials`
+ * needs a credential, `managed_identity` a resource, and a credential or identity without its
+ * grant is an error rather than silently unused.
+ *
+ * @param layer - the merged values by dotted key.
+ * @throws ConfigError naming the key at fault.
+ */
+export function checkGrant(layer: Layer): void {
+  const picked = layer.get('grant')
+  const chosen = (picked?.value as GrantName | undefined) ?? 'device_code'
+  const label = picked?.origin.label ?? 'grant'
+  const credential = [...layer.keys()].find((k) => k.startsWith('clientCredential.'))
+  const identity = [...layer.keys()].find((k) => k.startsWith('managedIdentity.'))
+  const origin = (key: string) => layer.get(key)?.origin.label ?? key
+  if (chosen !== 'client_credentials' && credential !== undefined) {
+    throw new ConfigError(`config: ${origin(credential)} is set, but ${label} is not client_credentials`, {
+      key: credential,
+    })
+  }
+  if (chosen !== 'managed_identity' && identity !== undefined) {
+    throw new ConfigError(`config: ${origin(identity)} is set, but ${label} is not managed_identity`, {
+      key: identity,
+    })
+  }
+  if (
+    chosen === 'client_credentials' &&
+    !['secretFile', 'privateKeyFile', 'assertionFile'].some((k) => layer.has(`clientCredential.${k}`))
+  ) {
+    throw new ConfigError(
+      `config: ${label} is client_credentials but no clientCredential is set (secretFile, certificateFile + privateKeyFile, or assertionFile)`,
+      { key: 'clientCredential' },
+    )
+  }
+  if (chosen === 'managed_identity' && !layer.has('managedIdentity.resource')) {
+    throw new ConfigError(`config: ${label} is managed_identity but managedIdentity.resource is not set`, {
+      key: 'managedIdentity.resource',
+    })
+  }
+}
+
+/**
  * Rules that involve more than one key; run on the file alone and again on the merged result.
  *
  * @param layer - values by dotted key.
@@ -484,6 +615,24 @@ export function checkTogether(layer: Layer): void {
         bad(key, 'needs an mqtts:// URL (plain mqtt:// only to a loopback broker)')
       }
     }
+  }
+  // One credential kind: a secret, a key (with its certificate), or a federated assertion.
+  const kinds = [
+    ['clientCredential.secretFile'],
+    ['clientCredential.privateKeyFile', 'clientCredential.certificateFile'],
+    ['clientCredential.assertionFile'],
+  ]
+    .map((keys) => keys.find((k) => get(k)))
+    .filter((k): k is string => k !== undefined)
+  if (kinds.length > 1) bad(kinds[1] ?? '', `and ${label(kinds[0] ?? '')} are both set; keep one credential`)
+  if (get('clientCredential.certificateFile') && !get('clientCredential.privateKeyFile')) {
+    bad('clientCredential.certificateFile', 'needs clientCredential.privateKeyFile')
+  }
+  if (get('clientCredential.privateKeyPassphraseFile') && !get('clientCredential.privateKeyFile')) {
+    bad('clientCredential.privateKeyPassphraseFile', 'needs clientCredential.privateKeyFile')
+  }
+  if (get('clientCredential.sendCertificateChain')?.value === true && !get('clientCredential.certificateFile')) {
+    bad('clientCredential.sendCertificateChain', 'needs clientCredential.certificateFile')
   }
   const shown = get('display')?.value as readonly string[] | undefined
   if (shown?.includes('mqtt') && url === undefined) bad('display', 'includes mqtt but mqtt.url is not set')

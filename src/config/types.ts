@@ -20,6 +20,53 @@ export type QrTheme = 'auto' | 'dark' | 'light'
 /** Every QR theme. */
 export const QR_THEMES: readonly QrTheme[] = Object.freeze(['auto', 'dark', 'light'])
 
+/**
+ * What the daemon (`run`) logs on stderr: `info` changes of state, problems and a summary every
+ * ten minutes; `debug` adds a line per uploaded batch and per renewal. `--debug` implies `debug`.
+ */
+export type LogLevel = 'info' | 'debug'
+
+/** Every log level. */
+export const LOG_LEVELS: readonly LogLevel[] = Object.freeze(['info', 'debug'])
+
+/**
+ * How this machine gets its tokens: `device_code` (a user signs in once, refresh tokens after),
+ * or, for a machine with no user, `client_credentials` (RFC 6749 §4.4 with a secret, a
+ * certificate or a federated assertion) or `managed_identity` (Azure Arc or an Azure VM).
+ */
+export type GrantName = 'device_code' | 'client_credentials' | 'managed_identity'
+
+/** Every grant name. */
+export const GRANT_NAMES: readonly GrantName[] = Object.freeze([
+  'device_code',
+  'client_credentials',
+  'managed_identity',
+])
+
+/** The credential of `client_credentials`: one kind, files only (never the secret itself). */
+export interface ClientCredentialConfig {
+  /** File holding the client secret (one trailing newline stripped), absolute. */
+  readonly secretFile?: string | undefined
+  /** PEM certificate (optionally followed by its chain) of `privateKeyFile`, absolute. */
+  readonly certificateFile?: string | undefined
+  /** PEM private key for `private_key_jwt`, absolute. */
+  readonly privateKeyFile?: string | undefined
+  /** File holding the passphrase of an encrypted `privateKeyFile`, absolute. */
+  readonly privateKeyPassphraseFile?: string | undefined
+  /** Send the chain as `x5c` (Entra ID subject name and issuer authentication). Default false. */
+  readonly sendCertificateChain?: boolean | undefined
+  /** File holding a federated workload-identity JWT, read again for every request, absolute. */
+  readonly assertionFile?: string | undefined
+}
+
+/** The managed identity of `managed_identity`. */
+export interface ManagedIdentityConfig {
+  /** A user-assigned identity's client id; default the system-assigned identity. */
+  readonly clientId?: string | undefined
+  /** The resource (audience) tokens are for, e.g. `api://telemetry` or `https://management.azure.com`. */
+  readonly resource: string
+}
+
 /** MQTT connection settings (the companion-display relay, presence, and the daemon's ingest). */
 export interface MqttConfig {
   /** `mqtt://host[:port]` or `mqtts://host[:port]`. */
@@ -77,8 +124,23 @@ export interface EdgeTokenConfig {
   readonly authority?: string | undefined
   /** The OAuth client id. */
   readonly clientId?: string | undefined
-  /** Scopes to request; always includes `offline_access`. */
+  /** How tokens are obtained. Default `device_code`. */
+  readonly grant: GrantName
+  /** The client credential (with `client_credentials`). */
+  readonly clientCredential?: ClientCredentialConfig | undefined
+  /** The managed identity (with `managed_identity`). */
+  readonly managedIdentity?: ManagedIdentityConfig | undefined
+  /**
+   * Scopes to request; with `device_code` always includes `offline_access`; with
+   * `client_credentials` as configured; with `managed_identity` the resource.
+   */
   readonly scopes: readonly string[]
+  /**
+   * Client capabilities sent as the `xms_cc` claims request with every token request (`cp1`:
+   * Entra ID then issues Continuous Access Evaluation tokens, and its APIs send claims challenges).
+   * Default none.
+   */
+  readonly clientCapabilities?: readonly string[] | undefined
   /** This device's id: MQTT topic level and telemetry `device_id` (`[A-Za-z0-9._-]`). */
   readonly deviceId: string
   /** Where the token store and the spool live (absolute). */
@@ -91,6 +153,8 @@ export interface EdgeTokenConfig {
   readonly timeoutSeconds?: number | undefined
   /** How `login` draws the QR code. Default `auto`. */
   readonly qrTheme?: QrTheme | undefined
+  /** What `run` logs on stderr. Default `info`. */
+  readonly logLevel?: LogLevel | undefined
   /** MQTT settings, when a broker is configured. */
   readonly mqtt?: MqttConfig | undefined
   /** Telemetry settings (always filled by `loadConfig`). */
