@@ -180,9 +180,10 @@ describe('edgetoken login', () => {
     mkdirSync(join(env.EDGETOKEN_STATE_DIR ?? '', 'tokens.store'))
     await approveDevice(idp.issuer, String(first.user_code))
     const result = await run.done
-    assert.notEqual(result.code, 0, result.stderr)
-    assert.notEqual(result.code, 4, 'not a denial, expiry or cancellation')
+    // The store's place is unusable (EISDIR): exit 6, not a denial, expiry or cancellation (4).
+    assert.equal(result.code, 6, result.stderr)
     assert.equal(events(result).at(-1)?.event, 'error')
+    assert.equal(events(result).at(-1)?.code, 'store')
     assert.match(result.stderr, /Sign-in failed \(.+\)\./)
     assert.doesNotMatch(result.stderr, /cancelled/i)
   })
@@ -286,7 +287,7 @@ describe('edgetoken login --display mqtt', () => {
     )
     assert.equal(result.stderr.includes('warning'), false, result.stderr)
 
-    assert.ok(idp.issued.deviceCodes.length > 0)
+    assert.ok(idp.issued.deviceCodes.length > 0, 'a device code was issued')
     for (const m of rec.messages) {
       for (const secret of [
         ...idp.issued.deviceCodes,

@@ -14,6 +14,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, describe, test } from 'node:test'
 import {
+  durableFileIo,
   fsyncDirectory,
   fsyncDirectorySync,
   reserveFileReplace,
@@ -39,7 +40,7 @@ describe('issue 11 #4: reserved replace (room held on disk before the content ex
     writeFileSync(file, 'old')
     const room = await reserveFileReplace(file, 8192)
     const [temp] = temporaries(dir)
-    assert.ok(temp)
+    assert.ok(temp, 'a temporary holds the room')
     assert.equal(statSync(join(dir, temp)).size, 8192)
     assert.equal(statSync(join(dir, temp)).mode & 0o777, 0o600)
     assert.equal(readFileSync(file, 'utf8'), 'old', 'the file is untouched until the commit')
@@ -98,7 +99,7 @@ describe('durable atomic replace', () => {
     const path = join(dir, 'f')
     const values = Array.from({ length: 20 }, (_, i) => `value-${i}-${'x'.repeat(i * 100)}`)
     await Promise.all(values.map((v) => writeFileAtomic(path, v)))
-    assert.ok(values.includes(readFileSync(path, 'utf8')))
+    assert.ok(values.includes(readFileSync(path, 'utf8')), 'the file holds one whole value')
     assert.deepEqual(readdirSync(dir), ['f'])
   })
 
@@ -121,6 +122,55 @@ describe('durable atomic replace', () => {
     chmodSync(dir, 0o500)
     t.after(() => chmodSync(dir, 0o700))
     await assert.rejects(writeFileAtomic(join(dir, 'f'), 'data'), { code: 'EACCES' })
+  })
+
+  test('issue 20: a temporary that cannot be created (EROFS, which root gets too) fails before anything is written', async (t) => {
+    const dir = newDir()
+    const path = join(dir, 'state.json')
+    writeFileSync(path, 'old')
+    const open = durableFileIo.open
+    t.after(() => {
+      durableFileIo.open = open
+    })
+    durableFileIo.open = async () => {
+      throw Object.assign(new Error('read-only file system'), { code: 'EROFS' })
+    }
+    await assert.rejects(writeFileAtomic(path, 'new'), { code: 'EROFS' })
+    await assert.rejects(reserveFileReplace(path, 4096), { code: 'EROFS' })
+    assert.equal(readFileSync(path, 'utf8'), 'old')
+    assert.deepEqual(readdirSync(dir), ['state.json'])
+  })
+
+  test('issue 20: the temporary is fsynced before the rename; a failed fsync (EIO) keeps the old file and no temporary', async (t) => {
+    const dir = newDir()
+    const path = join(dir, 'state.json')
+    writeFileSync(path, 'old')
+    const open = durableFileIo.open
+    t.after(() => {
+      durableFileIo.open = open
+    })
+    const seenAtSync: string[] = []
+    let failSync = false
+    durableFileIo.open = async (temp) => {
+      const handle = await open(temp)
+      const sync = handle.sync.bind(handle)
+      handle.sync = async () => {
+        // What a reader would find at the target while the new content is being made durable.
+        seenAtSync.push(readFileSync(path, 'utf8'))
+        if (failSync) throw Object.assign(new Error('i/o error'), { code: 'EIO' })
+        await sync()
+      }
+      return handle
+    }
+    await writeFileAtomic(path, 'new')
+    assert.deepEqual(seenAtSync, ['old'], 'one fsync of the temporary, before the rename')
+    assert.equal(readFileSync(path, 'utf8'), 'new')
+    await writeFileAtomic(path, 'newer', { durable: false })
+    assert.equal(seenAtSync.length, 1, 'durable: false skips the fsync')
+    failSync = true
+    await assert.rejects(writeFileAtomic(path, 'lost'), { code: 'EIO' })
+    assert.equal(readFileSync(path, 'utf8'), 'newer')
+    assert.deepEqual(readdirSync(dir), ['state.json'])
   })
 
   test('fsyncs a directory, asynchronously or not', async () => {

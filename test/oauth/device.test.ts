@@ -1,6 +1,7 @@
 /**
  * RFC 8628 device authorization grant: response validation and the polling state machine, with an
- * injected clock and sleep and the HTTP faked by a MockAgent (no real network, every expectation used).
+ * injected clock and sleep and the HTTP faked by a MockAgent (no real network, every expectation
+ * used, no request without one).
  */
 import assert from 'node:assert/strict'
 import { beforeEach, describe, type TestContext, test } from 'node:test'
@@ -75,7 +76,8 @@ type Step =
 
 /**
  * Scripts the token endpoint: one interceptor per expected poll, recording the (fake) time at which
- * each poll arrived. An unexpected extra poll fails (net connect disabled).
+ * each poll arrived. An unexpected extra poll fails the test (`failOnUnmatched`): without that it
+ * would reach the poller as a network error, which it absorbs as a back-off.
  */
 function scriptPolls(agent: MockAgent, clock: { now: () => number }, steps: Step[]): number[] {
   const times: number[] = []
@@ -161,7 +163,10 @@ describe('RFC 8628 polling', () => {
     const { clock, times, result } = await poll(t, { interval: 3 }, [pending, pending, pending, success])
     await result
     assert.deepEqual(relative(times, clock.start), [3, 6, 9, 12])
-    assert.ok(clock.sleeps.every((ms) => ms === 3000))
+    assert.ok(
+      clock.sleeps.every((ms) => ms === 3000),
+      'every wait is the 3 s interval',
+    )
   })
 
   test('§3.5 slow_down adds 5 seconds for this and all later polls', async (t) => {
@@ -188,10 +193,10 @@ describe('RFC 8628 polling', () => {
       { status: 400, body: { error: 'access_denied' } },
     ])
     await assert.rejects(result, (err: unknown) => {
-      assert.ok(err instanceof OAuthServerError)
+      assert.ok(err instanceof OAuthServerError, 'an OAuthServerError')
       assert.equal(err.code, 'ERR_ACCESS_DENIED')
       assert.equal(err.category, 'denied')
-      assert.ok(!JSON.stringify(err).includes(DEVICE_CODE))
+      assert.ok(!JSON.stringify(err).includes(DEVICE_CODE), 'no device code in the error')
       return true
     })
     assert.equal(times.length, 2)
@@ -223,6 +228,41 @@ describe('RFC 8628 polling', () => {
     assert.deepEqual(gaps(events, clock.start), [2, 4, 8, 8])
   })
 
+  test('§3.5 back-off on repeated connection failures doubles up to 300 s and stays there', async (t) => {
+    const failures: Step[] = Array.from({ length: 10 }, () => ({ networkError: true }))
+    const { clock, events, result } = await poll(t, { interval: 2, expires_in: 86400 }, [
+      ...failures,
+      success,
+    ])
+    await result
+    assert.deepEqual(gaps(events, clock.start), [2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300])
+  })
+
+  test('§3.5 a sleep that overruns the expiry (a suspended machine) sends no poll: ERR_EXPIRED', async (t) => {
+    const agent = mockHttp(t, { failOnUnmatched: true })
+    const clock = fakeClock()
+    const flow = flowWith(clock, { interval: 5, expires_in: 600 })
+    const times = scriptPolls(agent, clock, [pending, pending])
+    const sleeps: number[] = []
+    // The third wait (5 s asked) ends 20 minutes later: the device code died meanwhile.
+    const sleep = async (ms: number) => {
+      sleeps.push(ms)
+      await clock.sleep(sleeps.length === 3 ? ms + 1_200_000 : ms, undefined)
+    }
+    const outcomes: string[] = []
+    await assert.rejects(
+      pollDeviceAuthorization(server, client, flow, {
+        sleep,
+        now: clock.now,
+        onPoll: (event) => outcomes.push(event.outcome),
+      }),
+      { code: 'ERR_EXPIRED' },
+    )
+    assert.deepEqual(relative(times, clock.start), [5, 10])
+    assert.deepEqual(outcomes, ['pending', 'pending'], 'no poll after the oversleep')
+    assert.deepEqual(sleeps, [5000, 5000, 5000])
+  })
+
   test('RFC 9110 §10.2.3 Retry-After on 429 is honoured for the next poll', async (t) => {
     const { clock, times, result } = await poll(t, { interval: 2 }, [
       { status: 429, body: { error: 'too_many' }, headers: { 'retry-after': '30' } },
@@ -250,12 +290,15 @@ describe('RFC 8628 polling', () => {
       pending,
     ])
     await assert.rejects(result, (err: unknown) => {
-      assert.ok(err instanceof EdgeTokenError)
+      assert.ok(err instanceof EdgeTokenError, 'an EdgeTokenError')
       assert.equal(err.code, 'ERR_EXPIRED')
       return true
     })
     assert.deepEqual(relative(times, clock.start), [3, 6, 9])
-    assert.ok(times.every((at) => at < flow.expiresAt))
+    assert.ok(
+      times.every((at) => at < flow.expiresAt),
+      'no poll at or after the expiry',
+    )
     // It waited out the code's life before reporting, and not longer.
     assert.equal(clock.now(), flow.expiresAt)
   })
@@ -268,7 +311,7 @@ describe('RFC 8628 polling', () => {
   })
 
   test('an aborted signal cancels while waiting, without a poll', async (t) => {
-    mockHttp(t)
+    mockHttp(t, { failOnUnmatched: true })
     const clock = fakeClock()
     const flow = flowWith(clock)
     const controller = new AbortController()
@@ -283,7 +326,7 @@ describe('RFC 8628 polling', () => {
   })
 
   test('the real default sleep is cancellable', async (t) => {
-    mockHttp(t)
+    mockHttp(t, { failOnUnmatched: true })
     const flow = processDeviceAuthorizationResponse(response(200, goodBody({ interval: 60 })))
     // A 60 s interval: only the abort can end this before the test runner's timeout.
     await assert.rejects(pollDeviceAuthorization(server, client, flow, { signal: AbortSignal.timeout(50) }), {
@@ -301,7 +344,7 @@ describe('RFC 8628 polling', () => {
       scopes: [],
     }
     await assert.rejects(pollDeviceAuthorization(server, client, forged), (err: unknown) => {
-      assert.ok(err instanceof TypeError)
+      assert.ok(err instanceof TypeError, 'a TypeError')
       assert.equal((err as TypeError & { code?: unknown }).code, 'ERR_INVALID_ARG_VALUE')
       return true
     })
@@ -333,7 +376,7 @@ describe('RFC 8628 §3.5 the device code is spent once the token response arrive
   }
 
   test('JWKS down at approval: no second poll with the used code; a clear ERR_UNAVAILABLE', async (t) => {
-    const agent = mockHttp(t)
+    const agent = mockHttp(t, { failOnUnmatched: true })
     const clock = fakeClock()
     const flow = flowWith(clock, { interval: 2 })
     // Exactly one poll is scripted: a re-poll of the spent code would find no interceptor.
@@ -351,10 +394,10 @@ describe('RFC 8628 §3.5 the device code is spent once the token response arrive
         onPoll: (e) => outcomes.push(e.outcome),
       }),
       (err: unknown) => {
-        assert.ok(err instanceof EdgeTokenError)
+        assert.ok(err instanceof EdgeTokenError, 'an EdgeTokenError')
         assert.equal(err.code, 'ERR_UNAVAILABLE')
         assert.match(err.message, /id_token cannot be verified/)
-        assert.ok(!err.message.includes(DEVICE_CODE))
+        assert.ok(!err.message.includes(DEVICE_CODE), 'no device code in the message')
         return true
       },
     )
@@ -365,7 +408,7 @@ describe('RFC 8628 §3.5 the device code is spent once the token response arrive
   })
 
   test('JWKS briefly down at approval: verified after a retry, still one poll', async (t) => {
-    const agent = mockHttp(t)
+    const agent = mockHttp(t, { failOnUnmatched: true })
     const clock = fakeClock()
     const flow = flowWith(clock, { interval: 2 })
     const times = scriptPolls(agent, clock, [pending, await approved(clock)])
@@ -387,7 +430,7 @@ describe('RFC 8628 §3.2 device authorization response validation', () => {
           assert.ok(err instanceof InvalidResponseError, String(err))
           assert.equal(err.code, 'ERR_INVALID_RESPONSE')
           assert.match(err.message, field)
-          assert.ok(!err.message.includes(DEVICE_CODE))
+          assert.ok(!err.message.includes(DEVICE_CODE), 'no device code in the message')
           return true
         },
       )
@@ -436,9 +479,9 @@ describe('RFC 8628 §3.2 device authorization response validation', () => {
     assert.equal(flow.expiresAt, 5000 + 600_000)
     assert.equal(flow.intervalSeconds, 5)
     assert.equal(flow.message, 'Go to the page')
-    assert.ok(Object.isFrozen(flow))
-    assert.ok(!JSON.stringify(flow).includes(DEVICE_CODE))
-    assert.ok(!Object.values(flow).includes(DEVICE_CODE))
+    assert.ok(Object.isFrozen(flow), 'the flow is frozen')
+    assert.ok(!JSON.stringify(flow).includes(DEVICE_CODE), 'no device code in the serialised flow')
+    assert.ok(!Object.values(flow).includes(DEVICE_CODE), 'no device code among the values of the flow')
   })
 
   test('interval and expires_in sent as strings are normalised', () => {
@@ -564,7 +607,7 @@ describe('device authorization request over HTTP', () => {
   }
 
   test('RFC 9110 §10.2.3: a 429 with Retry-After is retried after that many seconds', async (t) => {
-    const pool = mockHttp(t).get(ORIGIN)
+    const pool = mockHttp(t, { failOnUnmatched: true }).get(ORIGIN)
     pool
       .intercept({ path: '/device/auth', method: 'POST' })
       .reply(429, 'busy', { headers: { 'content-type': 'text/plain', 'retry-after': '3' } })
@@ -576,7 +619,7 @@ describe('device authorization request over HTTP', () => {
   })
 
   test('RFC 9110 §10.2.3: unavailable on every attempt ends after 3 with the last Retry-After kept', async (t) => {
-    const pool = mockHttp(t).get(ORIGIN)
+    const pool = mockHttp(t, { failOnUnmatched: true }).get(ORIGIN)
     pool
       .intercept({ path: '/device/auth', method: 'POST' })
       .replyWithError(Object.assign(new Error('reset'), { code: 'ECONNRESET' }))
@@ -586,7 +629,7 @@ describe('device authorization request over HTTP', () => {
       .times(2)
     const { sleeps, sleep } = recording()
     await assert.rejects(startDeviceAuthorization(server, client, [], { sleep }), (err: unknown) => {
-      assert.ok(err instanceof UnavailableError)
+      assert.ok(err instanceof UnavailableError, 'an UnavailableError')
       assert.equal(err.status, 503)
       assert.equal(err.retryAfterSeconds, 4)
       return true
@@ -595,7 +638,7 @@ describe('device authorization request over HTTP', () => {
   })
 
   test('an OAuth error is not retried', async (t) => {
-    mockHttp(t)
+    mockHttp(t, { failOnUnmatched: true })
       .get(ORIGIN)
       .intercept({ path: '/device/auth', method: 'POST' })
       .reply(401, { error: 'invalid_client' }, { headers: JSON_HEADERS })
@@ -605,7 +648,7 @@ describe('device authorization request over HTTP', () => {
   })
 
   test('sends client_id and scope as a form and validates the answer', async (t) => {
-    const agent = mockHttp(t)
+    const agent = mockHttp(t, { failOnUnmatched: true })
     let sent = ''
     agent
       .get(ORIGIN)
@@ -631,20 +674,20 @@ describe('device authorization request over HTTP', () => {
   })
 
   test('a 10 MB device authorization response hits the size cap with a typed error', async (t) => {
-    const agent = mockHttp(t)
+    const agent = mockHttp(t, { failOnUnmatched: true })
     agent
       .get(ORIGIN)
       .intercept({ path: '/device/auth', method: 'POST' })
       .reply(200, Buffer.alloc(10 * 1024 * 1024, 0x20), { headers: JSON_HEADERS })
     await assert.rejects(startDeviceAuthorization(server, client, []), (err: unknown) => {
-      assert.ok(err instanceof InvalidResponseError)
+      assert.ok(err instanceof InvalidResponseError, 'an InvalidResponseError')
       assert.match(err.message, /larger than 1048576 bytes/)
       return true
     })
   })
 
   test('a redirect is not followed', async (t) => {
-    const agent = mockHttp(t)
+    const agent = mockHttp(t, { failOnUnmatched: true })
     agent
       .get(ORIGIN)
       .intercept({ path: '/device/auth', method: 'POST' })

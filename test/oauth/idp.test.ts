@@ -4,6 +4,7 @@
  */
 import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
+import { setTimeout as delay } from 'node:timers/promises'
 import { PublicClient } from '../../src/client/public-client.js'
 import { EdgeTokenError, InvalidResponseError, OAuthServerError } from '../../src/errors.js'
 import { resolveAuthority } from '../../src/oauth/authority.js'
@@ -44,8 +45,11 @@ describe('device flow against the test IdP (interval 1 s)', () => {
     const flow = await client.startDeviceFlow({ scopes: [idp.apiScope] })
     assert.equal(flow.intervalSeconds, 1)
     assert.match(flow.verificationUri, /^http:\/\/127\.0\.0\.1:\d+\/device$/)
-    assert.ok(flow.verificationUriComplete?.includes('user_code='))
-    assert.ok(!JSON.stringify(flow).includes(idp.issued.deviceCodes.at(-1) ?? '?'))
+    assert.ok(flow.verificationUriComplete?.includes('user_code='), 'the complete URI carries the user code')
+    assert.ok(
+      !JSON.stringify(flow).includes(idp.issued.deviceCodes.at(-1) ?? '?'),
+      'no device code in the flow',
+    )
 
     const started = Date.now()
     let approvedAt = 0
@@ -54,13 +58,21 @@ describe('device flow against the test IdP (interval 1 s)', () => {
       .then(() => {
         approvedAt = Date.now()
       })
-    const { tokens, account } = await flow.poll()
+    // Real waits, recorded: what the client asks for is checked exactly, the real timing (which a
+    // loaded machine only stretches) from below.
+    const waits: number[] = []
+    const { tokens, account } = await flow.poll({
+      sleep: async (ms, signal) => {
+        waits.push(ms)
+        await delay(ms, undefined, { signal })
+      },
+    })
     await approval
     const pendingMs = approvedAt - started
     assert.equal(tokens.tokenType, 'bearer')
-    assert.ok(tokens.accessToken.length > 20)
+    assert.ok(tokens.accessToken.length > 20, 'an access token')
     assert.ok(tokens.refreshToken, 'offline_access gives a refresh token')
-    assert.ok(tokens.expiresAt > Date.now() + 200_000)
+    assert.ok(tokens.expiresAt > Date.now() + 200_000, 'expiry from expires_in')
     assert.deepEqual(tokens.scopes, [idp.apiScope])
     assert.equal(tokens.idTokenClaims?.sub, 'alice')
     assert.equal(tokens.idTokenClaims?.aud, idp.publicClientId)
@@ -74,12 +86,18 @@ describe('device flow against the test IdP (interval 1 s)', () => {
     t.diagnostic(
       `polls while pending: ${pending} in T = ${(pendingMs / 1000).toFixed(2)} s at interval ${flow.intervalSeconds} s; ceil(T/interval) = ${expected} (first poll waits one interval, so floor(T/interval) is the ideal)`,
     )
-    // Never faster than the interval (at most ceil(T/interval)), and not lagging more than one poll.
+    // Never faster than the interval (at most ceil(T/interval)), and never waiting longer than it:
+    // one wait of exactly the interval before each poll.
+    assert.ok(pending >= 1, 'polled while pending')
     assert.ok(pending <= expected, `${pending} polls > ${expected}`)
-    assert.ok(pending >= Math.floor(pendingMs / 1000 / flow.intervalSeconds) - 1, `only ${pending} polls`)
+    assert.deepEqual(
+      waits,
+      polls.map(() => flow.intervalSeconds * 1000),
+      'one wait of the interval before each poll',
+    )
     assert.equal(polls.at(-1)?.status, 200)
     // §3.5: the first poll waited one interval.
-    assert.ok((polls[0]?.at ?? 0) - started >= 950)
+    assert.ok((polls[0]?.at ?? 0) - started >= 950, 'the first poll waited one interval')
     for (let i = 1; i < polls.length; i += 1) {
       assert.ok((polls[i]?.at ?? 0) - (polls[i - 1]?.at ?? 0) >= 950, 'polls no closer than the interval')
     }
@@ -90,7 +108,7 @@ describe('device flow against the test IdP (interval 1 s)', () => {
     const flow = await client.startDeviceFlow({ scopes: [idp.apiScope] })
     await denyDevice(idp.issuer, flow.userCode, 'confirm')
     await assert.rejects(flow.poll(), (err: unknown) => {
-      assert.ok(err instanceof OAuthServerError)
+      assert.ok(err instanceof OAuthServerError, 'an OAuthServerError')
       assert.equal(err.code, 'ERR_ACCESS_DENIED')
       assert.equal(err.error, 'access_denied')
       noSecretIn(idp, `${err.message} ${JSON.stringify(err)}`)
@@ -117,7 +135,7 @@ describe('device flow against the test IdP (interval 1 s)', () => {
     await approveDevice(idp.issuer, flow.userCode)
     const { tokens } = await flow.poll()
     const first = tokens.refreshToken
-    assert.ok(first)
+    assert.ok(first, 'a refresh token')
     const before = idp.refreshes
     const renewed = await client.refresh(first, [idp.apiScope])
     assert.equal(idp.refreshes, before + 1)
@@ -126,7 +144,7 @@ describe('device flow against the test IdP (interval 1 s)', () => {
     // oidc-provider sends no id_token on refresh; when one comes, it is verified like at sign-in.
     if (renewed.idToken) assert.equal(renewed.idTokenClaims?.sub, 'device-user')
     await assert.rejects(client.refresh(first, [idp.apiScope]), (err: unknown) => {
-      assert.ok(err instanceof OAuthServerError)
+      assert.ok(err instanceof OAuthServerError, 'an OAuthServerError')
       assert.equal(err.code, 'ERR_SIGNIN_REQUIRED')
       assert.equal(err.error, 'invalid_grant')
       noSecretIn(idp, `${err.message} ${JSON.stringify(err)}`)
@@ -140,7 +158,7 @@ describe('device flow against the test IdP (interval 1 s)', () => {
     const flow = await startDeviceAuthorization(server, client, ['openid', 'offline_access', idp.apiScope])
     await approveDevice(idp.issuer, flow.userCode)
     const tokens = await pollDeviceAuthorization(server, client, flow)
-    assert.ok(tokens.refreshToken)
+    assert.ok(tokens.refreshToken, 'a refresh token')
     assert.equal(await revokeToken(server, client, tokens.refreshToken, 'refresh_token'), true)
     await assert.rejects(refreshTokenGrant(server, client, tokens.refreshToken, []), {
       code: 'ERR_SIGNIN_REQUIRED',
@@ -168,7 +186,7 @@ describe('discovery against the test IdP', () => {
   test('an issuer that is not the authority is rejected', async () => {
     // Same server, other name: the document says 127.0.0.1, the authority says localhost.
     await assert.rejects(resolveAuthority(`http://localhost:${idp.port}`), (err: unknown) => {
-      assert.ok(err instanceof InvalidResponseError)
+      assert.ok(err instanceof InvalidResponseError, 'an InvalidResponseError')
       assert.match(err.message, /names issuer http:\/\/127\.0\.0\.1:\d+, not the configured authority/)
       return true
     })
@@ -190,9 +208,9 @@ describe('discovery against the test IdP', () => {
     const issuer = dead.issuer
     await dead.close()
     await assert.rejects(resolveAuthority(issuer), (err: unknown) => {
-      assert.ok(err instanceof EdgeTokenError)
+      assert.ok(err instanceof EdgeTokenError, 'an EdgeTokenError')
       assert.equal(err.code, 'ERR_UNAVAILABLE')
-      assert.ok(err.message.includes(new URL(issuer).host))
+      assert.ok(err.message.includes(new URL(issuer).host), 'the message names the host')
       return true
     })
   })
@@ -205,15 +223,18 @@ describe('RFC 8628 rules against the test IdP', () => {
     const client = new PublicClient({ authority: idp.issuer, clientId: idp.publicClientId })
     const flow = await client.startDeviceFlow({ scopes: [] })
     await assert.rejects(flow.poll(), { code: 'ERR_EXPIRED' })
-    assert.ok(Date.now() >= flow.expiresAt - 5)
-    assert.ok(idp.polls.length >= 1)
+    assert.ok(Date.now() >= flow.expiresAt - 5, 'polling ended at the expiry')
+    assert.ok(idp.polls.length >= 1, 'it polled')
     assert.ok(
       idp.polls.every((p) => p.at < flow.expiresAt),
       'no poll at or after the expiry',
     )
-    assert.ok(idp.polls.every((p) => p.error === 'authorization_pending'))
+    assert.ok(
+      idp.polls.every((p) => p.error === 'authorization_pending'),
+      'every poll was pending',
+    )
     t.diagnostic(`polls in a 3 s code life at interval 1 s: ${idp.polls.length} (ceil(T/interval) = 3)`)
-    assert.ok(idp.polls.length <= 3)
+    assert.ok(idp.polls.length <= 3, 'at most ceil(T/interval) polls')
   })
 
   test('§3.5 slow_down: the gap grows by 5 s and stays grown', { timeout: 60_000 }, async (t) => {
@@ -223,32 +244,43 @@ describe('RFC 8628 rules against the test IdP', () => {
     const client = { clientId: idp.publicClientId }
     const flow = await startDeviceAuthorization(server, client, [])
     assert.equal(flow.intervalSeconds, 1)
-    // The server now wants 3 s between polls: our 1 s poll gets slow_down, then 6 s gaps satisfy it.
-    idp.setInterval(3)
+    // Which answer each poll gets must not depend on this machine's speed: the server wants an hour
+    // between polls until it has said slow_down once (so the second poll gets it, however late),
+    // then 1 s (so the 6 s gaps that follow satisfy it, however early a timer fires).
+    idp.setInterval(3600)
     idp.setSlowDown(true)
+    const waits: number[] = []
     const events: PollEvent[] = []
     const controller = new AbortController()
     const polling = pollDeviceAuthorization(server, client, flow, {
       signal: controller.signal,
+      // Real waits, recorded: the gaps the client asks for are checked exactly, the real ones
+      // (which a loaded machine only lengthens) from below.
+      sleep: async (ms, signal) => {
+        waits.push(ms)
+        await delay(ms, undefined, { signal })
+      },
       onPoll: (event) => {
         events.push(event)
+        if (event.outcome === 'slow_down') idp.setInterval(1)
         if (events.length === 4) controller.abort()
       },
     })
     await assert.rejects(polling, { code: 'ERR_CANCELLED' })
-    const at = idp.polls.map((p) => p.at)
     assert.deepEqual(
       idp.polls.map((p) => p.error),
       ['authorization_pending', 'slow_down', 'authorization_pending', 'authorization_pending'],
     )
-    const gaps = at.slice(1).map((v, i) => v - (at[i] ?? 0))
-    t.diagnostic(`gaps between polls (ms): ${gaps.join(', ')}`)
-    assert.ok((gaps[0] ?? 0) >= 950 && (gaps[0] ?? 0) < 4000, 'before slow_down: the 1 s interval')
-    assert.ok((gaps[1] ?? 0) >= 5950, 'after slow_down: 1 + 5 s')
-    assert.ok((gaps[2] ?? 0) >= 5950 && (gaps[2] ?? 0) < 10_000, 'and it stays at 6 s')
+    assert.deepEqual(waits, [1000, 1000, 6000, 6000], 'one interval, then 1 + 5 s from the slow_down on')
     assert.deepEqual(
       events.map((e) => e.intervalSeconds),
       [1, 6, 6, 6],
     )
+    const at = idp.polls.map((p) => p.at)
+    const gaps = at.slice(1).map((v, i) => v - (at[i] ?? 0))
+    t.diagnostic(`gaps between polls (ms): ${gaps.join(', ')}`)
+    assert.ok((gaps[0] ?? 0) >= 950, 'before slow_down: at least the 1 s interval')
+    assert.ok((gaps[1] ?? 0) >= 5950, 'after slow_down: at least 1 + 5 s')
+    assert.ok((gaps[2] ?? 0) >= 5950, 'and still at least 6 s')
   })
 })

@@ -20,7 +20,7 @@ function rejects(text: string, ctx: EnvelopeContext, pattern: RegExp): void {
   assert.throws(
     () => open(text, ctx),
     (err: unknown) => {
-      assert.ok(err instanceof StoreError)
+      assert.ok(err instanceof StoreError, 'a StoreError')
       assert.equal(err.code, 'ERR_STORE_UNREADABLE')
       assert.match(err.message, pattern)
       assert.doesNotMatch(err.message, /\n/)
@@ -33,8 +33,8 @@ describe('store envelope', () => {
   test('round-trips and never writes the plaintext', () => {
     const sealed = seal(plaintext, context())
     assert.equal(open(sealed, context()), plaintext)
-    assert.ok(!sealed.includes(secret))
-    assert.ok(!sealed.includes('accounts'))
+    assert.ok(!sealed.includes(secret), 'no secret in the sealed text')
+    assert.ok(!sealed.includes('accounts'), 'no document field in the sealed text')
     assert.match(sealed, /^\{"format":"edgetoken-store","v":1,/)
   })
 
@@ -100,12 +100,33 @@ describe('store envelope', () => {
 
   test('errors carry no key material or plaintext', () => {
     const sealed = seal(plaintext, context())
-    try {
-      open(sealed, context({ machineId: 'zzz' }))
-      assert.fail('should throw')
-    } catch (err) {
-      const text = JSON.stringify(err) + String(err)
-      assert.ok(!text.includes(secret))
+    const tampered = JSON.parse(sealed)
+    const ct = Buffer.from(tampered.ct, 'base64url')
+    ct[0] = (ct[0] ?? 0) ^ 0x01
+    tampered.ct = ct.toString('base64url')
+    const keys = context().keys
+    const secrets = [
+      secret,
+      ...[Buffer.alloc(32, 7), ...Object.values(keys).map((k) => k.export())].flatMap((b) => [
+        b.toString('hex'),
+        b.toString('base64'),
+        b.toString('base64url'),
+      ]),
+    ]
+    for (const [text, ctx] of [
+      [sealed, context({ machineId: 'zzz' })],
+      [sealed, context({ keys: deriveStoreKeys(randomBytes(32)) })],
+      [JSON.stringify(tampered), context()],
+    ] as const) {
+      assert.throws(
+        () => open(text, ctx),
+        (err: unknown) => {
+          assert.ok(err instanceof StoreError, 'a StoreError')
+          const shown = `${JSON.stringify(err)} ${String(err)} ${err.stack ?? ''} ${String(err.cause ?? '')}`
+          for (const s of secrets) assert.ok(!shown.includes(s), 'no plaintext or key material in the error')
+          return true
+        },
+      )
     }
   })
 })

@@ -59,7 +59,10 @@ describe('token store file', () => {
     assert.equal(tokenStoreExists(dir), true)
     assert.equal(statSync(join(dir, STORE_FILE)).mode & 0o777, 0o600)
     const raw = readFileSync(join(dir, STORE_FILE))
-    assert.ok(!raw.includes(RT) && !raw.includes(AT) && !raw.includes('alice'))
+    assert.ok(
+      !raw.includes(RT) && !raw.includes(AT) && !raw.includes('alice'),
+      'the store file holds no plaintext',
+    )
     assert.equal((await store.read()).accounts.k?.refreshToken, RT)
     // A second process (another store instance) reads the same file with the same key.
     const again = await openTokenStore({ stateDir: dir, env: {} })
@@ -199,6 +202,40 @@ describe('token store file', () => {
     } finally {
       chmodSync(dir, 0o700)
     }
+  })
+
+  test('issue 20: a store path that is a directory (EISDIR, root gets it too) is ERR_STORE_UNREADABLE naming the file and errno', async () => {
+    const dir = stateDir()
+    const store = await openTokenStore({ stateDir: dir, env: {} })
+    const path = join(dir, STORE_FILE)
+    mkdirSync(path)
+    const unreadable = (err: unknown) =>
+      err instanceof StoreError &&
+      err.code === 'ERR_STORE_UNREADABLE' &&
+      err.category === 'store' &&
+      err.message === `token store ${path} cannot be read (EISDIR)`
+    await assert.rejects(store.read(), unreadable)
+    // A write reads first: the directory is never replaced.
+    await assert.rejects(
+      store.withLock(() => store.write(doc())),
+      unreadable,
+    )
+    assert.equal(statSync(path).isDirectory(), true)
+  })
+
+  test('issue 20: a state directory gone unusable under the store (ENOTDIR, root gets it too) is ERR_STORE_UNREADABLE, not an internal error', async () => {
+    const dir = stateDir()
+    const store = await openTokenStore({ stateDir: dir, env: {} })
+    // Replaced by a file after the open: nothing can be created in it, whoever runs.
+    rmSync(dir, { recursive: true })
+    writeFileSync(dir, '')
+    await assert.rejects(
+      store.withLock(() => store.write(doc())),
+      (err: unknown) =>
+        err instanceof StoreError &&
+        err.code === 'ERR_STORE_UNREADABLE' &&
+        err.message === `token store lock ${join(dir, LOCK_FILE)} cannot be created (ENOTDIR)`,
+    )
   })
 
   test('sweeps leftovers of killed writers at open: old store and metadata temporaries, key copies', async () => {

@@ -111,11 +111,13 @@ describe('spool', () => {
     assert.equal(b.seq, 3)
   })
 
-  test('concurrent appends share fsyncs (group commit)', async (t) => {
+  test('concurrent appends share fsyncs (group commit), and every written group is fsynced', async (t) => {
     const dir = await tempDir(t)
+    let writes = 0
     let syncs = 0
     const io: SpoolIo = {
       async write(handle, data, position) {
+        writes++
         await handle.write(data, 0, data.length, position)
       },
       async sync(handle) {
@@ -127,7 +129,77 @@ describe('spool', () => {
     t.after(() => spool.close())
     await Promise.all(Array.from({ length: 200 }, (_, i) => spool.append(recs(i, 1))))
     assert.equal((await spool.stats()).pending, 200)
+    assert.ok(writes >= 1, 'the records were written')
+    assert.ok(syncs >= writes, `${writes} groups written but only ${syncs} fsyncs`)
     assert.ok(syncs < 20, `expected shared fsyncs, got ${syncs}`)
+  })
+
+  test('issue 20: no append is acknowledged before the fsync of its group completes', async (t) => {
+    const dir = await tempDir(t)
+    let release: () => void = () => {}
+    const held = new Promise<void>((resolve) => {
+      release = resolve
+    })
+    let syncStarted = false
+    let syncDone = false
+    const io: SpoolIo = {
+      async write(handle, data, position) {
+        await handle.write(data, 0, data.length, position)
+      },
+      async sync(handle) {
+        syncStarted = true
+        await held // a slow SD card
+        await handle.datasync()
+        syncDone = true
+      },
+    }
+    const spool = await openSpool(dir, { io })
+    t.after(() => spool.close())
+    const ackedBeforeSync: number[] = []
+    let acked = 0
+    const appends = Array.from({ length: 5 }, (_, i) =>
+      spool.append(recs(i, 1)).then(() => {
+        acked++
+        if (!syncDone) ackedBeforeSync.push(i)
+      }),
+    )
+    const deadline = Date.now() + 5000
+    while (!syncStarted && acked === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5))
+    assert.ok(syncStarted, 'the written records were never fsynced')
+    // Long enough for any acknowledgement that does not wait for the fsync to show.
+    await new Promise((r) => setTimeout(r, 50))
+    assert.equal(acked, 0, 'an append was acknowledged while its fsync was still running')
+    release()
+    await Promise.all(appends)
+    assert.equal(acked, 5)
+    assert.deepEqual(ackedBeforeSync, [], 'acknowledged before the fsync completed')
+  })
+
+  test('issue 20: a failed fsync (EIO) fails the append with ERR_IO and takes its records back', async (t) => {
+    const dir = await tempDir(t)
+    let failing = false
+    const io: SpoolIo = {
+      async write(handle, data, position) {
+        await handle.write(data, 0, data.length, position)
+      },
+      async sync(handle) {
+        if (failing) throw Object.assign(new Error('i/o error'), { code: 'EIO' })
+        await handle.datasync()
+      },
+    }
+    const spool = await openSpool(dir, { io })
+    t.after(() => spool.close())
+    await spool.append(recs(0, 2))
+    failing = true
+    await assert.rejects(
+      spool.append(recs(2, 3)),
+      (err) => isEdgeTokenError(err, 'ERR_IO') && /EIO/.test(err.message),
+    )
+    assert.equal((await readSpoolStatus(dir)).pending, 2, 'records whose fsync failed are not kept')
+    failing = false
+    await spool.append(recs(5, 1))
+    const b = await spool.readBatch({ maxRecords: 100 })
+    assert.deepEqual(nums(b?.records ?? []), [0, 1, 5])
   })
 
   test('a torn tail is cut at open and the rest stays intact', async (t) => {
