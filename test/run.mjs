@@ -35,7 +35,7 @@ if (args.length === 0 && existsSync(firmwareTests)) {
 
 const res = spawnSync(
   process.execPath,
-  ['--import', 'tsx', '--test', '--test-concurrency=3', '--test-timeout=120000', ...files],
+  ['--import', 'tsx', '--test', '--test-concurrency=3', '--test-timeout=240000', ...files],
   { stdio: 'inherit', cwd: root, env: { ...process.env, EDGETOKEN_TEST: '1' } },
 )
 process.exit(res.status ?? 1)

@@ -2,7 +2,7 @@
  * `edgetoken status` end to end against the real test IdP.
  */
 import assert from 'node:assert/strict'
-import { chmodSync, existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
@@ -187,6 +187,16 @@ describe('edgetoken status', () => {
     } finally {
       chmodSync(store, 0o600)
     }
+  })
+
+  test('issue 20: a store that cannot be read as root either (a directory in its place) exits 6 with one line', async () => {
+    const d = await signedIn()
+    const store = join(d.stateDir, 'tokens.store')
+    rmSync(store)
+    mkdirSync(store)
+    const r = await runCli(['status', '--json'], { env: d.env })
+    assert.equal(r.code, 6, r.stderr)
+    assert.equal(r.stderr, `edgetoken: token store ${store} cannot be read (EISDIR)\n`)
   })
 
   test('a key file readable by others is used, with one warning', async () => {
