@@ -6,6 +6,9 @@
 // daemon must also not write to the SD card (it takes no lock file while idle).
 //
 // Usage: npm run build && node test/bench/bench-daemon.mjs [--seconds 30] [--warmup-seconds 15] [--records 0] [--cli dist/cli.js]
+// EDGETOKEN_TEST_NODE and EDGETOKEN_TEST_CLI_PREFIX (as in test/support/cli.ts) run the daemon on
+// another node, e.g. an emulated arm64 one (test/arm64.sh); RSS and wake-ups are then the
+// emulator's process, the guest's heap and code plus the emulator's own overhead.
 //
 // --records N spools N records (`edgetoken send`) before the start: the daemon uploads them during the
 // warm-up, so the window measures the idle state after uploads (the upload lock must be given up).
@@ -48,6 +51,10 @@ if (!existsSync('/proc/self/status')) {
   process.exit(2)
 }
 const dist = join(cli, '..')
+const [command, ...launcherArgs] = [
+  ...(process.env.EDGETOKEN_TEST_CLI_PREFIX ?? '').split(' ').filter(Boolean),
+  process.env.EDGETOKEN_TEST_NODE || process.execPath,
+]
 
 const work = mkdtempSync(join(tmpdir(), 'edgetoken-bench-daemon-'))
 process.on('exit', () => rmSync(work, { recursive: true, force: true }))
@@ -122,11 +129,15 @@ function sample(pid) {
 const records = Math.max(0, Number(values.records) || 0)
 if (records > 0) {
   const input = Array.from({ length: records }, (_, i) => JSON.stringify({ n: i, t: 'reading' })).join('\n')
-  const sent = spawnSync(process.execPath, [cli, 'send'], { env, input: `${input}\n`, encoding: 'utf8' })
+  const sent = spawnSync(command, [...launcherArgs, cli, 'send'], {
+    env,
+    input: `${input}\n`,
+    encoding: 'utf8',
+  })
   if (sent.status !== 0) throw new Error(`bench-daemon: send exited ${sent.status}: ${sent.stderr}`)
 }
 
-const child = spawn(process.execPath, [cli, 'run'], { env, stdio: ['ignore', 'ignore', 'pipe'] })
+const child = spawn(command, [...launcherArgs, cli, 'run'], { env, stdio: ['ignore', 'ignore', 'pipe'] })
 let stderr = ''
 child.stderr.on('data', (d) => {
   stderr += d
@@ -154,7 +165,14 @@ try {
   const wakeups = (end.voluntary - start.voluntary) / elapsedS
   const maxRssMiB = Math.max(...rss) / 1024
   const spoolFiles = existsSync(join(stateDir, 'spool')) ? readdirSync(join(stateDir, 'spool')) : []
-  console.log(`node ${process.version}, ${process.platform}/${process.arch}; ${cli}`)
+  const version = spawnSync(
+    command,
+    [...launcherArgs, '-p', 'process.version + ", " + process.platform + "/" + process.arch'],
+    {
+      encoding: 'utf8',
+    },
+  ).stdout.trim()
+  console.log(`node ${version} (${[command, ...launcherArgs].join(' ')}); ${cli}`)
   console.log(
     `idle daemon over ${elapsedS.toFixed(1)} s (after ${warmupSeconds} s warm-up, signed in, empty spool, no MQTT; ${records} records uploaded before in ${postsBefore} requests):`,
   )

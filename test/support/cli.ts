@@ -5,6 +5,15 @@
  *
  * By default the TypeScript sources run through tsx (no build needed). Set `EDGETOKEN_TEST_CLI=dist`
  * (or `entry: 'dist'`) to run the built `dist/cli.js` instead.
+ *
+ * The built CLI can run on another Node, through a command prefix, while the tests and their
+ * servers stay on this one (test/arm64.sh: an arm64 Node under qemu-user, which has no binfmt
+ * registration here, so the emulator must start the child itself):
+ * - `EDGETOKEN_TEST_NODE`: the node binary that runs `dist/cli.js` (default: this process's node);
+ * - `EDGETOKEN_TEST_CLI_PREFIX`: words put before it, split on spaces (e.g. `qemu-aarch64-static`);
+ * - `EDGETOKEN_TEST_TIME_SCALE`: a factor (>= 1) for the CLI timeouts here, as an emulated Node is
+ *   10-20 times slower.
+ * They apply to the `dist` entry only: the `src` entry needs tsx's native esbuild.
  */
 import { type ChildProcess, spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
@@ -25,7 +34,7 @@ export interface RunCliOptions {
   env?: Record<string, string | undefined>
   /** Text written to stdin (then closed). Default: stdin closed at once. */
   stdin?: string
-  /** Kill (SIGKILL) and reject after this long. Default 30 000 ms. */
+  /** Kill (SIGKILL) and reject after this long, times `EDGETOKEN_TEST_TIME_SCALE`. Default 30 000 ms. */
   timeoutMs?: number
   /** `src` (tsx, default) or `dist` (the build). */
   entry?: 'src' | 'dist'
@@ -71,27 +80,71 @@ export function cliEnv(options: RunCliOptions = {}): NodeJS.ProcessEnv {
 }
 
 /**
- * The command that starts the CLI, for tests that spawn it with stdio of their own.
+ * The factor for CLI timeouts: `EDGETOKEN_TEST_TIME_SCALE` when it is a number >= 1, else 1.
  *
- * @param entry - `src` (tsx) or `dist`; default from `EDGETOKEN_TEST_CLI`, else `src`.
- * @returns node's path, its flags and the script; append the command line.
+ * @param env - where to read it. Default `process.env`.
+ * @returns the factor.
  */
-export function cliCommand(entry?: 'src' | 'dist'): string[] {
-  const which = entry ?? (process.env.EDGETOKEN_TEST_CLI === 'dist' ? 'dist' : 'src')
-  if (which === 'dist' && !existsSync(DIST_CLI)) throw new Error('dist/cli.js is missing: run npm run build')
-  return [process.execPath, ...(which === 'dist' ? [DIST_CLI] : ['--import', 'tsx', SRC_CLI])]
+export function timeScale(env: NodeJS.ProcessEnv = process.env): number {
+  const scale = Number(env.EDGETOKEN_TEST_TIME_SCALE)
+  return Number.isFinite(scale) && scale >= 1 ? scale : 1
 }
 
 /**
- * Starts the CLI without waiting (for tests that signal or kill it).
+ * Scales a timeout by {@link timeScale}, for tests whose waits cover the CLI's own work.
+ *
+ * @param ms - the timeout on a native Node.
+ * @returns the timeout for the Node the CLI runs on.
+ */
+export function scaled(ms: number): number {
+  return Math.round(ms * timeScale())
+}
+
+/**
+ * The launcher of the built CLI: `EDGETOKEN_TEST_CLI_PREFIX`'s words, then `EDGETOKEN_TEST_NODE`
+ * (or this process's node).
+ *
+ * @param env - where to read them. Default `process.env`.
+ * @returns the prefix words and the node binary; node flags and the script follow.
+ */
+export function productNode(env: NodeJS.ProcessEnv = process.env): string[] {
+  const prefix = (env.EDGETOKEN_TEST_CLI_PREFIX ?? '').split(' ').filter((w) => w.length > 0)
+  const node = env.EDGETOKEN_TEST_NODE || process.execPath
+  return [...prefix, node]
+}
+
+/** The launcher (prefix words and node) and the script (node flags and path) of an entry. */
+function cliParts(entry?: 'src' | 'dist'): { launcher: string[]; script: string[] } {
+  const which = entry ?? (process.env.EDGETOKEN_TEST_CLI === 'dist' ? 'dist' : 'src')
+  if (which === 'src') return { launcher: [process.execPath], script: ['--import', 'tsx', SRC_CLI] }
+  if (!existsSync(DIST_CLI)) throw new Error('dist/cli.js is missing: run npm run build')
+  return { launcher: productNode(), script: [DIST_CLI] }
+}
+
+/**
+ * The command that starts the CLI, for tests that spawn it with stdio of their own.
+ *
+ * @param entry - `src` (tsx) or `dist`; default from `EDGETOKEN_TEST_CLI`, else `src`. `dist`
+ *   runs through `EDGETOKEN_TEST_CLI_PREFIX` and `EDGETOKEN_TEST_NODE` when they are set.
+ * @returns the prefix, node's path, its flags and the script; append the command line.
+ */
+export function cliCommand(entry?: 'src' | 'dist'): string[] {
+  const { launcher, script } = cliParts(entry)
+  return [...launcher, ...script]
+}
+
+/**
+ * Starts the CLI without waiting (for tests that signal or kill it). With a command prefix the
+ * child is the emulator, which runs the guest in its own process: its pid and signals are the CLI's.
  *
  * @param args - the command line after `edgetoken`.
  * @param options - environment, state dir, entry point.
  * @returns the child process (stdout/stderr piped).
  */
 export function spawnCli(args: readonly string[], options: RunCliOptions = {}): ChildProcess {
-  const [node, ...script] = cliCommand(options.entry)
-  return spawn(node as string, [...(options.nodeArgs ?? []), ...script, ...args], {
+  const { launcher, script } = cliParts(options.entry)
+  const [command, ...launcherArgs] = launcher
+  return spawn(command as string, [...launcherArgs, ...(options.nodeArgs ?? []), ...script, ...args], {
     cwd: options.cwd ?? ROOT,
     env: cliEnv(options),
     stdio: ['pipe', 'pipe', 'pipe'],
@@ -107,7 +160,7 @@ export function spawnCli(args: readonly string[], options: RunCliOptions = {}): 
  */
 export function collect(child: ChildProcess, options: RunCliOptions = {}): Promise<CliResult> {
   const started = Date.now()
-  const timeoutMs = options.timeoutMs ?? 30_000
+  const timeoutMs = scaled(options.timeoutMs ?? 30_000)
   return new Promise((resolve, reject) => {
     const out: Buffer[] = []
     const err: Buffer[] = []
