@@ -176,8 +176,11 @@ describe('edgetoken login', () => {
     const env = deviceEnv(idp.issuer)
     const run = startLogin(['--json', '--display', 'console'], env)
     const first = await run.first
-    // The store opened fine; now its file's place is taken by a directory: the save fails.
-    mkdirSync(join(env.EDGETOKEN_STATE_DIR ?? '', 'tokens.store'))
+    // The store opened fine (and may already hold the pending sign-in, kept for a resume); now its
+    // file's place is taken by a directory: the save fails.
+    const storeFile = join(env.EDGETOKEN_STATE_DIR ?? '', 'tokens.store')
+    rmSync(storeFile, { force: true })
+    mkdirSync(storeFile)
     await approveDevice(idp.issuer, String(first.user_code))
     const result = await run.done
     // The store's place is unusable (EISDIR): exit 6, not a denial, expiry or cancellation (4).
