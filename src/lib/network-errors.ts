@@ -63,6 +63,11 @@ export interface NetworkFailure {
 const CODE = /^[A-Z0-9_]{2,40}$/
 /** Node's and OpenSSL's codes for a certificate or handshake refused (`CERT_HAS_EXPIRED`, ...). */
 const TLS_CODE = /^(?:ERR_TLS_|ERR_SSL_|CERT_|UNABLE_TO_|SELF_SIGNED_|DEPTH_ZERO_|HOSTNAME_MISMATCH)/
+/**
+ * undici's codes for a connection the server closed after it was open: before the answer, or in
+ * the middle of its body (fewer bytes than its `content-length`).
+ */
+const CUT_CODES: ReadonlySet<string> = new Set(['UND_ERR_SOCKET', 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH'])
 
 function errorCode(err: unknown): string | undefined {
   const code = (err as { code?: unknown } | null)?.code
@@ -110,6 +115,13 @@ export function describeNetworkFailure(err: unknown, target: URL, service: Servi
   const tls = tlsFailure(err, target, service, '')
   if (tls) return tls
   const code = errorCode(err)
+  if (code !== undefined && CUT_CODES.has(code)) {
+    return {
+      // It was reached: "unreachable" would send the reader to DNS and routing for nothing.
+      message: `${service.name} at ${target.host} closed the connection before answering in full (${code}): ${checkHint(service)}`,
+      retryable: true,
+    }
+  }
   return {
     message: `${service.name} at ${target.host} is unreachable${code ? ` (${code})` : ''}: ${checkHint(service)}`,
     retryable: true,
@@ -125,7 +137,7 @@ function tlsFailure(
   const code = errorCode(err)
   if (code === undefined || !TLS_CODE.test(code)) return undefined
   return {
-    message: `${service.name} at ${target.host}${via} presented a certificate that was refused (${code}): check \`${service.setting}\` in the config, the system clock, and NODE_EXTRA_CA_CERTS for a private CA`,
+    message: `${service.name} at ${target.host}${via} presented a certificate that was refused (${code}): check \`${service.setting}\` in the config and the system clock; to trust a private CA, set NODE_EXTRA_CA_CERTS to its PEM file`,
     // A refused certificate stays refused for the next few seconds.
     retryable: false,
   }

@@ -82,7 +82,7 @@ describe('issue 11 #1: network failure messages say what to check', () => {
     assert.equal(
       direct.message,
       'the identity provider at idp.example.com presented a certificate that was refused (CERT_HAS_EXPIRED): ' +
-        'check `authority` in the config, the system clock, and NODE_EXTRA_CA_CERTS for a private CA',
+        'check `authority` in the config and the system clock; to trust a private CA, set NODE_EXTRA_CA_CERTS to its PEM file',
     )
     assert.equal(direct.retryable, false)
     const proxied = describeNetworkFailure(
