@@ -16,7 +16,8 @@
 #   2. /etc/edgetoken/ (config.json is yours to write; see config/ in the package)
 #   3. a 32-byte random key, encrypted with systemd-creds into /etc/credstore.encrypted/edgetoken.key
 #      (systemd >= 250); on older systemd a root-only 0600 file /etc/edgetoken/edgetoken.key
-#   4. the unit in /etc/systemd/system, a drop-in when the binary is not /usr/bin/edgetoken
+#   4. the unit in /etc/systemd/system, a drop-in when the binary is not /usr/bin/edgetoken, and
+#      on Azure Arc servers (group himds) one with SupplementaryGroups=himds (managed identity)
 #   5. systemctl daemon-reload, enable, and restart when config.json exists
 set -euo pipefail
 
@@ -38,7 +39,7 @@ while [[ $# -gt 0 ]]; do
       mqtt_password_file=$2
       shift 2
       ;;
-    -h | --help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "install.sh: unknown argument: $1 (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -146,6 +147,18 @@ if [[ $bin != /usr/bin/edgetoken ]] && [[ $(readlink -f /usr/bin/edgetoken 2>/de
   say "unit: ExecStart=$bin run (drop-in $dropin_dir/10-execstart.conf)"
 else
   rm -f -- "$dropin_dir/10-execstart.conf"
+fi
+
+# 4b. Azure Arc (grant managed_identity): the agent's challenge files in /var/opt/azcmagent/tokens
+#     are readable by the himds group only, and its endpoint variables are not in a unit's
+#     environment. Only where the agent is installed: a missing group would keep the unit from
+#     starting.
+if getent group himds >/dev/null 2>&1; then
+  install -d -m 0755 "$dropin_dir"
+  printf '[Service]\nSupplementaryGroups=himds\nEnvironment=IDENTITY_ENDPOINT=http://localhost:40342/metadata/identity/oauth2/token\nEnvironment=IMDS_ENDPOINT=http://localhost:40342\n' >"$dropin_dir/40-azure-arc.conf"
+  say "azure arc: the service may read the agent's challenge files (drop-in $dropin_dir/40-azure-arc.conf)"
+else
+  rm -f -- "$dropin_dir/40-azure-arc.conf"
 fi
 
 # 5. Enable, and start once there is a config to start with.

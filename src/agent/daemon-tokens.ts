@@ -42,7 +42,9 @@ export interface DaemonTokensOptions {
   /** The refresh grant's builder. */
   refreshFor: RefreshFor
   /** A machine's own acquisition (client credentials, managed identity) instead of refreshes. */
-  machineFor?: ((store: TokenStore, signal: AbortSignal | undefined) => MachineAcquisition | undefined) | undefined
+  machineFor?:
+    | ((store: TokenStore, signal: AbortSignal | undefined) => MachineAcquisition | undefined)
+    | undefined
   /** The daemon's stop signal: aborts acquisitions in flight. */
   signal: AbortSignal
   /** Renewal timing (tests, and fleets that want a wider window). */

@@ -9,8 +9,25 @@
 import { createHash, createPrivateKey, type KeyObject, X509Certificate } from 'node:crypto'
 import { ConfigError } from '../errors.js'
 import { type AuthorizationServer, parseAuthority } from '../oauth/authority.js'
-import { clientCredentialsGrant, onBehalfOfGrant, tokenExchangeGrant } from '../oauth/grants.js'
-import type { ClientAuth, MetadataCache, OAuthClient, TokenSet } from '../oauth/types.js'
+import { mergeClaims } from '../oauth/claims.js'
+import {
+  authorizationCodeGrant,
+  clientCredentialsGrant,
+  onBehalfOfGrant,
+  tokenExchangeGrant,
+} from '../oauth/grants.js'
+import {
+  buildAuthorizationUrl,
+  codeChallengeS256,
+  generateCodeVerifier,
+  generateNonce,
+  generateState,
+  validateAuthorizationResponse,
+  validateFormPostResponse,
+} from '../oauth/pkce.js'
+import { signInScopes } from '../oauth/scopes.js'
+import { accountFromTokenSet } from '../oauth/tokens.js'
+import type { Account, ClientAuth, MetadataCache, OAuthClient, TokenSet } from '../oauth/types.js'
 import { authorityResolver } from './resolver.js'
 
 /** A client secret credential. */
@@ -28,18 +45,44 @@ export interface ClientSecretCredential {
 export interface PrivateKeyCredential {
   /** The private key: PEM (PKCS#8, PKCS#1 or SEC1), a `KeyObject`, or a private JWK. Secret. */
   privateKey: string | KeyObject | Record<string, unknown>
+  /** The passphrase of an encrypted PEM private key. Secret. */
+  passphrase?: string | undefined
   /**
-   * The key's X.509 certificate (PEM), as registered with Entra ID: its SHA-256 and SHA-1
-   * thumbprints are sent as the `x5t#S256` and `x5t` assertion headers. Checked to match the key.
+   * The key's X.509 certificate (PEM), as registered with Entra ID, optionally followed by its
+   * issuers (a chain, leaf first). The leaf's SHA-256 thumbprint is sent as the `x5t#S256`
+   * assertion header (and, for Entra ID, its SHA-1 thumbprint as `x5t`). Checked to match the key.
    */
   certificate?: string | undefined
   /**
-   * The JWS algorithm. Default: the JWK's `alg`, else from the key: RSA `RS256`, RSA-PSS `PS256`,
+   * Send the certificate chain as the `x5c` assertion header (RFC 7515 §4.1.6), as Entra ID's
+   * subject name and issuer (SN+I) authentication needs. Default false.
+   */
+  sendCertificateChain?: boolean | undefined
+  /**
+   * The JWS algorithm. Default: the JWK's `alg`, else from the key: RSA `RS256` (`PS256` for Entra
+   * ID when a certificate is given, as Microsoft documents with `x5t#S256`), RSA-PSS `PS256`,
    * EC P-256/384/521 `ES256`/`ES384`/`ES512`, Ed25519 `EdDSA`.
    */
   alg?: string | undefined
   /** The `kid` header. Default: the JWK's `kid`, if any. */
   kid?: string | undefined
+}
+
+/**
+ * A client assertion made by someone else (RFC 7521 §4.2): a federated workload identity token
+ * (Kubernetes projected service account token, GitHub Actions OIDC token, Azure's
+ * `AZURE_FEDERATED_TOKEN_FILE`). Asked for again for every token request, since it rotates.
+ */
+export interface ClientAssertionCredential {
+  /**
+   * The assertion (a JWT), or a callback returning the current one for a token endpoint. Secret.
+   * Exactly one of `clientAssertion` and `clientAssertionFile`.
+   */
+  clientAssertion?:
+    | string
+    | ((options: { clientId: string; tokenEndpoint: string }) => string | Promise<string>)
+  /** A file holding the assertion, read again for every token request (at most 64 KiB). */
+  clientAssertionFile?: string | undefined
 }
 
 /** Options of {@link ConfidentialClient}. */
@@ -49,7 +92,7 @@ export interface ConfidentialClientOptions {
   /** The registered client_id. */
   clientId: string
   /** The client's credential. */
-  credential: ClientSecretCredential | PrivateKeyCredential
+  credential: ClientSecretCredential | PrivateKeyCredential | ClientAssertionCredential
   /** Where discovery documents are cached. */
   cache?: MetadataCache | undefined
   /** How long discovery documents are cached, seconds. Default 86400. */
@@ -65,12 +108,61 @@ export interface ConfidentialClientOptions {
   maxCachedTokens?: number | undefined
   /** The clock, epoch ms. Default `Date.now`. */
   now?: (() => number) | undefined
+  /**
+   * Client capabilities (`cp1`: Entra ID issues Continuous Access Evaluation tokens), sent as the
+   * `xms_cc` claims request with every token request. Default none.
+   * @see https://learn.microsoft.com/entra/identity-platform/claims-challenge
+   */
+  clientCapabilities?: readonly string[] | undefined
+}
+
+/** Options of {@link ConfidentialClient.getAuthorizationUrl} (a web app signing a user in). */
+export interface ConfidentialAuthorizationUrlOptions {
+  /** The scopes; `openid` and `offline_access` are added when absent. */
+  scopes: readonly string[]
+  /** The registered redirect URI (https, or http to loopback). */
+  redirectUri: string
+  /**
+   * `form_post` (the code arrives in a POST body, out of URLs and logs; OAuth 2.0 Form Post
+   * Response Mode) or `query`. Default `form_post`.
+   */
+  responseMode?: 'query' | 'form_post' | undefined
+  /** OpenID Connect `prompt`. */
+  prompt?: string | undefined
+  /** OpenID Connect `login_hint`. */
+  loginHint?: string | undefined
+  /** A claims request (JSON), e.g. from an API's claims challenge. */
+  claims?: string | undefined
+  /** Cancels discovery. */
+  signal?: AbortSignal | undefined
+}
+
+/** A pending authorization code request of a web app; keep it server-side (its verifier is secret). */
+export interface ConfidentialAuthorizationRequest {
+  /** The authorization URL to redirect the browser to. */
+  readonly url: string
+  /** The redirect URI it names. */
+  readonly redirectUri: string
+  /** How the response comes back. */
+  readonly responseMode: 'query' | 'form_post'
+  /** The scopes it asks for. */
+  readonly scopes: readonly string[]
+  /** `state` (RFC 6749 §10.12). */
+  readonly state: string
+  /** OpenID Connect `nonce`. */
+  readonly nonce: string
+  /** The PKCE code_verifier (RFC 7636 §4.1). Secret. */
+  readonly codeVerifier: string
+  /** The claims request sent, if any (sent again at redemption). */
+  readonly claims?: string | undefined
 }
 
 /** Options of {@link ConfidentialClient.acquireTokenByClientCredentials}. */
 export interface AcquireTokenByClientCredentialsOptions {
   /** The scopes (Entra ID: one `<resource>/.default`). */
   scopes: readonly string[]
+  /** A claims request (JSON) from a claims challenge; the cache is skipped. */
+  claims?: string | undefined
   /** RFC 8707 resource indicator, for servers that take one. */
   resource?: string | undefined
   /** Skip the cache and ask the server. Default false. */
@@ -97,12 +189,21 @@ function configError(message: string, cause?: unknown): ConfigError {
   return new ConfigError(message, { key: 'credential', cause })
 }
 
-function toPrivateKey(value: PrivateKeyCredential['privateKey']): KeyObject {
+function toPrivateKey(value: PrivateKeyCredential['privateKey'], passphrase?: string): KeyObject {
   if (typeof value === 'string') {
     try {
-      return createPrivateKey(value)
+      return createPrivateKey(passphrase === undefined ? value : { key: value, passphrase })
     } catch (err) {
-      throw configError('credential.privateKey is not a PEM private key', err)
+      // OpenSSL says "bad decrypt" or asks for a passphrase: name that, never the key.
+      const encrypted = /ENCRYPTED/.test(value)
+      throw configError(
+        encrypted
+          ? passphrase === undefined
+            ? 'credential.privateKey is encrypted: give its passphrase'
+            : 'credential.privateKey cannot be decrypted with the passphrase given'
+          : 'credential.privateKey is not a PEM private key',
+        err,
+      )
     }
   }
   if (typeof value === 'object' && value !== null && 'kty' in value) {
@@ -119,10 +220,11 @@ function toPrivateKey(value: PrivateKeyCredential['privateKey']): KeyObject {
   throw configError('credential.privateKey must be a PEM string, a private KeyObject or a private JWK')
 }
 
-function algorithmFor(key: KeyObject): string {
+function algorithmFor(key: KeyObject, entraCertificate: boolean): string {
   switch (key.asymmetricKeyType) {
     case 'rsa':
-      return 'RS256'
+      // Microsoft's certificate credential format: PS256 with x5t#S256 (RS256 with x5t is legacy).
+      return entraCertificate ? 'PS256' : 'RS256'
     case 'rsa-pss':
       return 'PS256'
     case 'ed25519':
@@ -145,7 +247,12 @@ function algorithmFor(key: KeyObject): string {
  * @param entra - whether the authority is Entra ID (secret method default).
  * @returns the client authentication, frozen.
  */
-function clientAuthFor(credential: ConfidentialClientOptions['credential'], entra: boolean): ClientAuth {
+function clientAuthFor(
+  credential: ConfidentialClientOptions['credential'],
+  entra: boolean,
+  clientId: string,
+): ClientAuth {
+  if (isAssertionCredential(credential)) return assertionAuthFor(credential, clientId)
   if ('clientSecret' in credential) {
     if (typeof credential.clientSecret !== 'string' || credential.clientSecret.length === 0) {
       throw configError('credential.clientSecret must be a non-empty string')
@@ -153,27 +260,31 @@ function clientAuthFor(credential: ConfidentialClientOptions['credential'], entr
     const method = credential.method ?? (entra ? 'client_secret_post' : 'client_secret_basic')
     return Object.freeze({ method, clientSecret: credential.clientSecret })
   }
-  const key = toPrivateKey(credential.privateKey)
+  const key = toPrivateKey(credential.privateKey, credential.passphrase)
   const jwk =
     typeof credential.privateKey === 'object' && 'kty' in credential.privateKey ? credential.privateKey : {}
-  const alg = credential.alg ?? (typeof jwk.alg === 'string' ? jwk.alg : algorithmFor(key))
+  const chain = credential.certificate === undefined ? [] : parseChain(credential.certificate)
+  const leaf = chain[0]
+  const alg =
+    credential.alg ?? (typeof jwk.alg === 'string' ? jwk.alg : algorithmFor(key, entra && leaf !== undefined))
   const kid = credential.kid ?? (typeof jwk.kid === 'string' ? jwk.kid : undefined)
-  let thumbprints: { x5tS256?: string; x5t?: string } = {}
-  if (credential.certificate !== undefined) {
-    let cert: X509Certificate
-    try {
-      cert = new X509Certificate(credential.certificate)
-    } catch (err) {
-      throw configError('credential.certificate is not a PEM X.509 certificate', err)
-    }
-    if (!cert.checkPrivateKey(key)) {
+  let thumbprints: { x5tS256?: string; x5t?: string; x5c?: readonly string[] } = {}
+  if (leaf !== undefined) {
+    if (!leaf.checkPrivateKey(key)) {
       throw configError('credential.certificate does not belong to credential.privateKey')
     }
-    // RFC 7515 §4.1.8/§4.1.7: base64url thumbprints of the DER certificate.
+    // RFC 7515 §4.1.8/§4.1.7: base64url thumbprints of the DER certificate. SHA-1 `x5t` only for
+    // Entra ID, which still documents it; elsewhere SHA-256 alone.
     thumbprints = {
-      x5tS256: createHash('sha256').update(cert.raw).digest('base64url'),
-      x5t: createHash('sha1').update(cert.raw).digest('base64url'),
+      x5tS256: createHash('sha256').update(leaf.raw).digest('base64url'),
+      ...(entra ? { x5t: createHash('sha1').update(leaf.raw).digest('base64url') } : {}),
+      // RFC 7515 §4.1.6: standard base64 DER, leaf first, each certifying the one before.
+      ...(credential.sendCertificateChain === true
+        ? { x5c: Object.freeze(chain.map((c) => c.raw.toString('base64'))) }
+        : {}),
     }
+  } else if (credential.sendCertificateChain === true) {
+    throw configError('credential.sendCertificateChain needs credential.certificate')
   }
   return Object.freeze({
     method: 'private_key_jwt',
@@ -182,6 +293,91 @@ function clientAuthFor(credential: ConfidentialClientOptions['credential'], entr
     ...(kid !== undefined ? { kid } : {}),
     ...thumbprints,
   })
+}
+
+const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/g
+
+/** The certificates of a PEM file, leaf first; each must be issued by the next (RFC 7515 §4.1.6). */
+function parseChain(pem: string): X509Certificate[] {
+  const blocks = typeof pem === 'string' ? (pem.match(PEM_CERTIFICATE) ?? []) : []
+  if (blocks.length === 0) throw configError('credential.certificate is not a PEM X.509 certificate')
+  const chain = blocks.map((block) => {
+    try {
+      return new X509Certificate(block)
+    } catch (err) {
+      throw configError('credential.certificate is not a PEM X.509 certificate', err)
+    }
+  })
+  for (let i = 1; i < chain.length; i++) {
+    const [child, issuer] = [chain[i - 1], chain[i]]
+    if (child && issuer && !child.checkIssued(issuer)) {
+      throw configError(`credential.certificate: certificate ${i + 1} did not issue certificate ${i}`)
+    }
+  }
+  return chain
+}
+
+function isAssertionCredential(
+  credential: ConfidentialClientOptions['credential'],
+): credential is ClientAssertionCredential {
+  return 'clientAssertion' in credential || 'clientAssertionFile' in credential
+}
+
+/** Most bytes read from an assertion file: a JWT is a few KiB. */
+const MAX_ASSERTION_BYTES = 64 * 1024
+
+function assertionAuthFor(credential: ClientAssertionCredential, clientId: string): ClientAuth {
+  const { clientAssertion, clientAssertionFile } = credential
+  if ((clientAssertion === undefined) === (clientAssertionFile === undefined)) {
+    throw configError('credential: give exactly one of clientAssertion and clientAssertionFile')
+  }
+  if (clientAssertionFile !== undefined) {
+    if (typeof clientAssertionFile !== 'string' || clientAssertionFile.length === 0) {
+      throw configError('credential.clientAssertionFile must be a file path')
+    }
+    return Object.freeze({
+      method: 'client_assertion',
+      getAssertion: () => readAssertionFile(clientAssertionFile),
+    })
+  }
+  if (typeof clientAssertion === 'string') {
+    if (clientAssertion.length === 0) throw configError('credential.clientAssertion must not be empty')
+    return Object.freeze({ method: 'client_assertion', getAssertion: () => clientAssertion })
+  }
+  if (typeof clientAssertion !== 'function') {
+    throw configError('credential.clientAssertion must be a string or a function')
+  }
+  return Object.freeze({
+    method: 'client_assertion',
+    getAssertion: (tokenEndpoint: string) => clientAssertion({ clientId, tokenEndpoint }),
+  })
+}
+
+/**
+ * Reads a federated token file again for each request: Kubernetes rewrites a projected token
+ * before it expires, so a copy kept in memory would go stale.
+ */
+async function readAssertionFile(file: string): Promise<string> {
+  const { open } = await import('node:fs/promises')
+  let text: string
+  try {
+    const handle = await open(file, 'r')
+    try {
+      const buffer = Buffer.alloc(MAX_ASSERTION_BYTES + 1)
+      const { bytesRead } = await handle.read(buffer, 0, buffer.length, 0)
+      if (bytesRead > MAX_ASSERTION_BYTES) {
+        throw configError(`credential.clientAssertionFile ${file} is larger than 64 KiB`)
+      }
+      text = buffer.subarray(0, bytesRead).toString('utf8')
+    } finally {
+      await handle.close()
+    }
+  } catch (err) {
+    if (err instanceof ConfigError) throw err
+    const code = (err as NodeJS.ErrnoException).code ?? 'error'
+    throw configError(`credential.clientAssertionFile ${file} cannot be read (${code})`, err)
+  }
+  return text.trim()
 }
 
 interface CacheEntry {
@@ -220,7 +416,7 @@ export class ConfidentialClient {
    */
   constructor(options: ConfidentialClientOptions) {
     const parsed = parseAuthority(options.authority)
-    const auth = clientAuthFor(options.credential, parsed.kind === 'entra')
+    const auth = clientAuthFor(options.credential, parsed.kind === 'entra', options.clientId)
     const { credential: _credential, ...rest } = options
     this.#options = Object.freeze(rest)
     this.#resolve = authorityResolver(this.#options)
@@ -267,11 +463,14 @@ export class ConfidentialClient {
    */
   async acquireTokenByClientCredentials(options: AcquireTokenByClientCredentialsOptions): Promise<TokenSet> {
     const key = `client_credentials\n${options.resource ?? ''}\n${scopeKey(options.scopes)}`
-    return this.#cached(key, options.forceRefresh, async () => {
+    const claims = mergeClaims(options.claims, this.#options.clientCapabilities)
+    // A token that answers a claims challenge must come from the server (MSAL skips its cache too).
+    return this.#cached(key, options.forceRefresh || options.claims !== undefined, async () => {
       const server = await this.resolve(options.signal)
       return clientCredentialsGrant(server, this.#client, {
         scopes: options.scopes,
         resource: options.resource,
+        claims,
         signal: options.signal,
         now: this.#options.now,
         timeoutMs: this.#options.timeoutMs,
@@ -314,6 +513,102 @@ export class ConfidentialClient {
         resource: options.resource,
       })
     })
+  }
+
+  /**
+   * Starts a web app's sign-in of a user: the authorization code flow with PKCE (S256), `state`,
+   * `nonce`, and by default `response_mode=form_post`. Keep the returned request server-side
+   * (e.g. in the session) until the response arrives.
+   *
+   * @param options - scopes, redirect URI, response mode, prompt, login hint, claims, signal.
+   * @returns the request: redirect the browser to `url`.
+   * @throws EdgeTokenError `ERR_CONFIG` when the server has no authorization endpoint,
+   *   `ERR_INSECURE_URL` for a remote http redirect URI; TypeError for malformed claims.
+   * @example
+   * ```ts
+   * const request = await app.getAuthorizationUrl({ scopes: ['User.Read'], redirectUri: 'https://app.example/auth' })
+   * session.signIn = request
+   * res.redirect(request.url)
+   * ```
+   * @see https://www.rfc-editor.org/rfc/rfc6749#section-4.1.1
+   * @see https://openid.net/specs/oauth-v2-form-post-response-mode-1_0.html
+   */
+  async getAuthorizationUrl(
+    options: ConfidentialAuthorizationUrlOptions,
+  ): Promise<ConfidentialAuthorizationRequest> {
+    const server = await this.resolve(options.signal)
+    const scopes = signInScopes(options.scopes)
+    const responseMode = options.responseMode ?? 'form_post'
+    const claims = mergeClaims(options.claims, this.#options.clientCapabilities)
+    const codeVerifier = generateCodeVerifier()
+    const state = generateState()
+    const nonce = generateNonce()
+    const url = buildAuthorizationUrl(server, {
+      clientId: this.#options.clientId,
+      redirectUri: options.redirectUri,
+      scopes,
+      state,
+      nonce,
+      codeChallenge: codeChallengeS256(codeVerifier),
+      prompt: options.prompt,
+      loginHint: options.loginHint,
+      claims,
+      responseMode,
+    })
+    return Object.freeze({
+      url: url.href,
+      redirectUri: options.redirectUri,
+      responseMode,
+      scopes,
+      state,
+      nonce,
+      codeVerifier,
+      claims,
+    })
+  }
+
+  /**
+   * Completes a web app's sign-in: checks the response (`iss` when sent, then `state`: RFC 9207,
+   * RFC 6749 §4.1.2), redeems the code with the client's credential and the PKCE verifier, and
+   * checks the id_token's nonce. Never cached.
+   *
+   * @param request - what {@link ConfidentialClient.getAuthorizationUrl} returned.
+   * @param response - for `form_post`, the POST body (text or parsed); for `query`, the URL the
+   *   browser was redirected to.
+   * @param options - signal.
+   * @returns the tokens and the account.
+   * @throws InvalidResponseError `ERR_INVALID_RESPONSE` for a state or issuer mismatch (the code is
+   *   not redeemed); OAuthServerError (`ERR_ACCESS_DENIED`, `invalid_grant`); `ERR_JWT_INVALID`.
+   * @example
+   * ```ts
+   * const { tokens, account } = await app.acquireTokenByCode(session.signIn, await readBody(req))
+   * ```
+   * @see https://www.rfc-editor.org/rfc/rfc6749#section-4.1.3
+   * @see https://openid.net/specs/oauth-v2-form-post-response-mode-1_0.html
+   */
+  async acquireTokenByCode(
+    request: ConfidentialAuthorizationRequest,
+    response: string | URL | URLSearchParams,
+    options: { signal?: AbortSignal | undefined } = {},
+  ): Promise<{ tokens: TokenSet; account: Account }> {
+    const server = await this.resolve(options.signal)
+    const checks = { expectedState: request.state, issuer: server.issuer, redirectUri: request.redirectUri }
+    const { code } =
+      request.responseMode === 'form_post'
+        ? validateFormPostResponse(response instanceof URL ? response.search : response, checks)
+        : validateAuthorizationResponse(response instanceof URLSearchParams ? '' : response, checks)
+    const tokens = await authorizationCodeGrant(server, this.#client, {
+      code,
+      redirectUri: request.redirectUri,
+      codeVerifier: request.codeVerifier,
+      scopes: request.scopes,
+      expectedNonce: request.nonce,
+      claims: request.claims,
+      signal: options.signal,
+      now: this.#options.now,
+      timeoutMs: this.#options.timeoutMs,
+    })
+    return { tokens, account: accountFromTokenSet(server, this.#options.clientId, tokens) }
   }
 
   /**

@@ -30,7 +30,8 @@ function formEncode(value: string): string {
 
 /**
  * Adds a client's authentication to a request: `client_id` in the body for public clients,
- * HTTP Basic or body parameters for client secrets, or a signed JWT assertion.
+ * HTTP Basic or body parameters for client secrets, a JWT assertion signed here (a fresh `jti`
+ * and a 60-second `exp` each time), or one made elsewhere (a federated workload identity token).
  *
  * @param client - the client and its authentication method (default `none`).
  * @param audience - the assertion audience: the token endpoint URL.
@@ -38,7 +39,8 @@ function formEncode(value: string): string {
  * @param headers - the request headers to complete (mutated).
  * @param options - the clock.
  * @returns when the body and headers are complete.
- * @throws EdgeTokenError `ERR_CONFIG` when a private key cannot be imported.
+ * @throws EdgeTokenError `ERR_CONFIG` when a private key cannot be imported, or a supplied
+ *   assertion is not a JWT; whatever the assertion callback throws.
  */
 export async function applyClientAuth(
   client: OAuthClient,
@@ -68,7 +70,29 @@ export async function applyClientAuth(
       body.set('client_assertion', await signAssertion(client.clientId, audience, auth, options))
       return
     }
+    case 'client_assertion': {
+      body.set('client_id', client.clientId)
+      body.set('client_assertion_type', JWT_BEARER_ASSERTION)
+      body.set('client_assertion', checkAssertion(await auth.getAssertion(audience)))
+      return
+    }
   }
+}
+
+/** Three base64url parts: a JWS in compact serialization (RFC 7515 §7.1). */
+const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/
+
+/**
+ * RFC 7523 §2.2: the assertion MUST be a single JWT. A file that holds something else (an empty
+ * file mid-rotation, a PEM, a JSON document) is refused here rather than sent; the message never
+ * shows it.
+ */
+function checkAssertion(value: unknown): string {
+  const text = typeof value === 'string' ? value.trim() : ''
+  if (!COMPACT_JWS.test(text)) {
+    throw new EdgeTokenError('ERR_CONFIG', 'the client assertion is not a JWT (RFC 7523 §2.2)')
+  }
+  return text
 }
 
 async function signAssertion(
@@ -84,6 +108,7 @@ async function signAssertion(
   if (auth.kid) header.kid = auth.kid
   if (auth.x5tS256) header['x5t#S256'] = auth.x5tS256
   if (auth.x5t) header.x5t = auth.x5t
+  const chain = auth.x5c && auth.x5c.length > 0 ? [...auth.x5c] : undefined
   try {
     const key: SigningKey =
       'kty' in auth.privateKey || !('type' in auth.privateKey)
@@ -91,7 +116,8 @@ async function signAssertion(
         : (auth.privateKey as SigningKey)
     // RFC 7523 §3: iss = sub = client_id, aud = the token endpoint, a unique jti, short lifetime.
     return await new SignJWT({})
-      .setProtectedHeader(header as { alg: string })
+      // RFC 7515 §4.1.6: x5c is an array of base64 (not base64url) DER certificates, leaf first.
+      .setProtectedHeader({ ...(header as { alg: string }), ...(chain ? { x5c: chain } : {}) })
       .setIssuer(clientId)
       .setSubject(clientId)
       .setAudience(audience)

@@ -4,8 +4,11 @@
  * token exchange elsewhere, and the in-memory token cache (fake clock, MockAgent).
  */
 import assert from 'node:assert/strict'
+import { execFileSync } from 'node:child_process'
 import { generateKeyPairSync, X509Certificate } from 'node:crypto'
-import { readFile } from 'node:fs/promises'
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { decodeJwt, decodeProtectedHeader, jwtVerify } from 'jose'
 import { ConfidentialClient } from '../../src/client/confidential-client.js'
@@ -163,6 +166,129 @@ describe('ConfidentialClient: certificate credential against the Entra dialect s
       audience: `${entra.baseUrl}/organizations/oauth2/v2.0/token`,
     })
     assert.ok(payload.jti)
+  })
+
+  test('issue 12: x5c sends the chain (RFC 7515 §4.1.6, Entra subject name + issuer), checked by the Entra server', async () => {
+    const [leaf, ca, privateKey] = await Promise.all([
+      readFile(pki.clientCertFile, 'utf8'),
+      readFile(pki.caFile, 'utf8'),
+      readFile(pki.clientKeyFile, 'utf8'),
+    ])
+    const app = new ConfidentialClient({
+      authority: 'https://login.microsoftonline.com/organizations',
+      clientId: 'sni-app',
+      credential: { privateKey, certificate: `${leaf}${ca}`, sendCertificateChain: true },
+    })
+    await app.acquireTokenByClientCredentials({ scopes: ['api://telemetry/.default'] })
+    const req = entra.requests.findLast((r) => r.path.endsWith('/token'))
+    const header = decodeProtectedHeader(req?.params.get('client_assertion') ?? '')
+    assert.deepEqual(header.x5c, [
+      new X509Certificate(leaf).raw.toString('base64'),
+      new X509Certificate(ca).raw.toString('base64'),
+    ])
+    // Without the flag, no chain; a chain in the wrong order is refused at construction.
+    const plain = new ConfidentialClient({
+      authority: 'https://login.microsoftonline.com/organizations',
+      clientId: 'sni-app',
+      credential: { privateKey, certificate: leaf },
+    })
+    await plain.acquireTokenByClientCredentials({ scopes: ['api://telemetry/.default'] })
+    assert.equal(
+      decodeProtectedHeader(
+        entra.requests.findLast((r) => r.path.endsWith('/token'))?.params.get('client_assertion') ?? '',
+      ).x5c,
+      undefined,
+    )
+    assert.throws(
+      () =>
+        new ConfidentialClient({
+          authority: 'https://login.microsoftonline.com/organizations',
+          clientId: 'sni-app',
+          credential: { privateKey, certificate: `${ca}${leaf}` },
+        }),
+      (err: unknown) => err instanceof ConfigError,
+    )
+  })
+
+  test('issue 12: an RSA certificate signs PS256 for Entra (x5t#S256 and x5t) with a 60 s lifetime', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'edgetoken-rsa-'))
+    try {
+      execFileSync(
+        'openssl',
+        [
+          'req',
+          '-x509',
+          '-newkey',
+          'rsa:2048',
+          '-nodes',
+          '-keyout',
+          join(dir, 'k'),
+          '-out',
+          join(dir, 'c'),
+          '-days',
+          '1',
+          '-subj',
+          '/CN=rsa-app',
+        ],
+        { stdio: 'ignore' },
+      )
+      const [privateKey, certificate] = await Promise.all([
+        readFile(join(dir, 'k'), 'utf8'),
+        readFile(join(dir, 'c'), 'utf8'),
+      ])
+      const app = new ConfidentialClient({
+        authority: 'https://login.microsoftonline.com/organizations',
+        clientId: 'rsa-app',
+        credential: { privateKey, certificate, sendCertificateChain: true },
+      })
+      await app.acquireTokenByClientCredentials({ scopes: ['api://telemetry/.default'] })
+      const assertion =
+        entra.requests.findLast((r) => r.path.endsWith('/token'))?.params.get('client_assertion') ?? ''
+      const header = decodeProtectedHeader(assertion)
+      assert.equal(header.alg, 'PS256')
+      assert.ok(header['x5t#S256'] && header.x5t)
+      const claims = decodeJwt(assertion)
+      assert.ok(
+        typeof claims.exp === 'number' && typeof claims.iat === 'number' && claims.exp - claims.iat === 60,
+      )
+    } finally {
+      await rm(dir, { recursive: true, force: true })
+    }
+  })
+
+  test('issue 12: a federated assertion file is read again for every request (it rotates)', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'edgetoken-fed-'))
+    try {
+      const file = join(dir, 'token')
+      const jwt = (n: number) => `eyJhbGciOiJSUzI1NiJ9.eyJuIjo${n}fQ.c2lnbmF0dXJl`
+      for (const n of [1, 2]) entra.trustFederatedAssertion(jwt(n))
+      await writeFile(file, `${jwt(1)}\n`)
+      const app = new ConfidentialClient({
+        authority: 'https://login.microsoftonline.com/organizations',
+        clientId: 'workload-app',
+        credential: { clientAssertionFile: file },
+      })
+      await app.acquireTokenByClientCredentials({ scopes: ['api://telemetry/.default'] })
+      await writeFile(file, jwt(2))
+      await app.acquireTokenByClientCredentials({ scopes: ['api://telemetry/.default'], forceRefresh: true })
+      const sent = entra.requests.filter((r) => r.params.get('client_id') === 'workload-app')
+      assert.deepEqual(
+        sent.map((r) => [r.params.get('client_assertion'), r.params.get('client_assertion_type')]),
+        [
+          [jwt(1), 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer'],
+          [jwt(2), 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer'],
+        ],
+      )
+      // Not a JWT (RFC 7523 §2.2): refused before sending, and never shown.
+      await writeFile(file, 'not a token')
+      await assert.rejects(
+        app.acquireTokenByClientCredentials({ scopes: ['api://telemetry/.default'], forceRefresh: true }),
+        (err: unknown) =>
+          err instanceof Error && /not a JWT/.test(err.message) && !err.message.includes('not a token'),
+      )
+    } finally {
+      await rm(dir, { recursive: true, force: true })
+    }
   })
 
   test('a certificate that does not belong to the key is refused at construction', async () => {

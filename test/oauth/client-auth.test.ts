@@ -78,6 +78,39 @@ describe('client authentication', () => {
     assert.ok(typeof payload.jti === 'string' && payload.jti !== jti2, 'a fresh jti per assertion')
   })
 
+  test('issue 12: private_key_jwt with x5c: the chain in the protected header (RFC 7515 §4.1.6)', async () => {
+    const { privateKey } = await generateKeyPair('ES256', { extractable: true })
+    const chain = ['MIIBleaf+/==', 'MIIBca+/==']
+    const auth = { method: 'private_key_jwt' as const, privateKey, alg: 'ES256', x5tS256: 't', x5c: chain }
+    const { body } = await apply({ clientId: 'svc', auth })
+    assert.deepEqual(decodeProtectedHeader(body.get('client_assertion') ?? '').x5c, chain)
+  })
+
+  test('issue 12: client_assertion: a federated JWT asked for per request, checked to be a JWT (RFC 7523 §2.2)', async () => {
+    let n = 0
+    const audiences: string[] = []
+    const auth = {
+      method: 'client_assertion' as const,
+      getAssertion: async (audience: string) => {
+        audiences.push(audience)
+        n += 1
+        return n < 3 ? `eyJhbGciOiJSUzI1NiJ9.eyJuIjo${n}fQ.c2ln\n` : 'not-a-jwt-secret'
+      },
+    }
+    const first = await apply({ clientId: 'wl', auth })
+    const second = await apply({ clientId: 'wl', auth })
+    assert.equal(first.body.get('client_assertion_type'), JWT_BEARER_ASSERTION)
+    assert.equal(first.body.get('client_id'), 'wl')
+    assert.equal(first.body.get('client_assertion'), 'eyJhbGciOiJSUzI1NiJ9.eyJuIjo1fQ.c2ln')
+    assert.equal(second.body.get('client_assertion'), 'eyJhbGciOiJSUzI1NiJ9.eyJuIjo2fQ.c2ln')
+    assert.deepEqual(audiences, [TOKEN_ENDPOINT, TOKEN_ENDPOINT])
+    await assert.rejects(
+      apply({ clientId: 'wl', auth }),
+      (err: unknown) =>
+        err instanceof Error && /not a JWT/.test(err.message) && !err.message.includes('secret'),
+    )
+  })
+
   test('private_key_jwt with a KeyObject and an unusable JWK', async () => {
     const { privateKey } = await generateKeyPair('ES256', { extractable: true })
     const { body } = await apply({
