@@ -6,6 +6,7 @@
  * @packageDocumentation
  */
 import { type AuthorizationServer, parseAuthority } from '../oauth/authority.js'
+import { mergeClaims } from '../oauth/claims.js'
 import {
   type DeviceAuthorization,
   type PollDeviceAuthorizationOptions,
@@ -39,6 +40,12 @@ export interface PublicClientOptions {
   cacheTtlSeconds?: number | undefined
   /** Per-request timeout, ms. Default 10000. */
   timeoutMs?: number | undefined
+  /**
+   * Client capabilities (`cp1`: Entra ID issues Continuous Access Evaluation tokens), sent as the
+   * `xms_cc` claims request with authorization code sign-ins and refreshes. Default none.
+   * @see https://learn.microsoft.com/entra/identity-platform/claims-challenge
+   */
+  clientCapabilities?: readonly string[] | undefined
 }
 
 /** Options of {@link PublicClient.startDeviceFlow}. */
@@ -83,6 +90,8 @@ export interface GetAuthorizationUrlOptions {
   prompt?: string | undefined
   /** OpenID Connect `login_hint`. */
   loginHint?: string | undefined
+  /** A claims request (JSON), e.g. from an API's claims challenge; sent again at redemption. */
+  claims?: string | undefined
   /** Cancels discovery. */
   signal?: AbortSignal | undefined
 }
@@ -110,6 +119,8 @@ export interface AuthorizationRequest {
   readonly nonce: string
   /** The PKCE code_verifier (RFC 7636 §4.1). Secret. */
   readonly codeVerifier: string
+  /** The claims request sent (a challenge's and the client capabilities), if any. */
+  readonly claims?: string | undefined
 }
 
 /**
@@ -204,6 +215,7 @@ export class PublicClient {
     const codeVerifier = generateCodeVerifier()
     const state = generateState()
     const nonce = generateNonce()
+    const claims = mergeClaims(options.claims, this.#options.clientCapabilities)
     const url = buildAuthorizationUrl(server, {
       clientId: this.#options.clientId,
       redirectUri: options.redirectUri,
@@ -213,6 +225,7 @@ export class PublicClient {
       codeChallenge: codeChallengeS256(codeVerifier),
       prompt: options.prompt,
       loginHint: options.loginHint,
+      claims,
     })
     return Object.freeze({
       url: url.href,
@@ -221,6 +234,7 @@ export class PublicClient {
       state,
       nonce,
       codeVerifier,
+      claims,
     })
   }
 
@@ -259,6 +273,7 @@ export class PublicClient {
       codeVerifier: request.codeVerifier,
       scopes: request.scopes,
       expectedNonce: request.nonce,
+      claims: request.claims,
       signal: options.signal,
       timeoutMs: this.#options.timeoutMs,
     })
@@ -270,9 +285,10 @@ export class PublicClient {
    *
    * @param refreshToken - the refresh token (secret).
    * @param scopes - the scopes to ask for.
-   * @param options - signal, timeout.
+   * @param options - claims (a claims challenge, JSON), signal, timeout.
    * @returns the new token set (carrying the old refresh token when the server did not rotate it).
-   * @throws OAuthServerError `ERR_SIGNIN_REQUIRED` on `invalid_grant`.
+   * @throws OAuthServerError `ERR_SIGNIN_REQUIRED` on `invalid_grant`, and on
+   *   `interaction_required` when claims were asked for (sign in again with them).
    */
   async refresh(
     refreshToken: string,
@@ -283,6 +299,7 @@ export class PublicClient {
     return refreshTokenGrant(server, this.#client, refreshToken, scopes, {
       timeoutMs: this.#options.timeoutMs,
       ...options,
+      claims: mergeClaims(options.claims, this.#options.clientCapabilities),
     })
   }
 

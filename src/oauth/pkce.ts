@@ -131,6 +131,17 @@ export interface AuthorizationUrlParameters {
   loginHint?: string | undefined
   /** RFC 8707 resource indicator. */
   resource?: string | undefined
+  /**
+   * An OpenID Connect claims request (§5.5), compact JSON from `mergeClaims`: a claims challenge
+   * and/or client capabilities (`xms_cc`).
+   */
+  claims?: string | undefined
+  /**
+   * How the server returns the response: `query` (the default for `code`, RFC 6749 §4.1.2), or
+   * `form_post` (an auto-submitted HTML form POSTed to the redirect URI: OAuth 2.0 Form Post
+   * Response Mode), which keeps the code out of the URL, its logs and the Referer header.
+   */
+  responseMode?: 'query' | 'form_post' | undefined
 }
 
 /**
@@ -175,7 +186,7 @@ function assertOpaque(value: string, what: string): void {
  * Builds the authorization request URL (RFC 6749 §4.1.1) with PKCE S256 (RFC 7636 §4.3): the
  * server's authorization endpoint (its own query kept, §3.1) plus `response_type=code`,
  * `client_id`, `redirect_uri`, `scope`, `state`, `code_challenge`, `code_challenge_method=S256`
- * and `nonce` when given.
+ * and `nonce`, `prompt`, `login_hint`, `resource`, `claims` (OpenID Connect Core §5.5) when given.
  *
  * @param server - the authorization server (must publish an authorization endpoint).
  * @param parameters - client, redirect URI, scopes, state, nonce, challenge.
@@ -222,6 +233,8 @@ export function buildAuthorizationUrl(
   if (parameters.prompt !== undefined) q.set('prompt', parameters.prompt)
   if (parameters.loginHint !== undefined) q.set('login_hint', parameters.loginHint)
   if (parameters.resource !== undefined) q.set('resource', parameters.resource)
+  if (parameters.claims !== undefined) q.set('claims', parameters.claims)
+  if (parameters.responseMode !== undefined) q.set('response_mode', parameters.responseMode)
   return url
 }
 
@@ -291,6 +304,38 @@ export function validateAuthorizationResponse(
   } catch {
     throw new InvalidResponseError('authorization response: the callback is not a URL')
   }
+  return validateResponseParameters(url, options)
+}
+
+/**
+ * Validates a `form_post` authorization response (OAuth 2.0 Form Post Response Mode): the
+ * `application/x-www-form-urlencoded` body the browser POSTed to the redirect URI, with the same
+ * checks, in the same order, as {@link validateAuthorizationResponse}.
+ *
+ * @param body - the POST body (text, or parsed).
+ * @param options - expected state, issuer; `redirectUri` is where the form was posted.
+ * @returns the code and state.
+ * @throws as {@link validateAuthorizationResponse}.
+ * @example
+ * ```ts
+ * const { code } = validateFormPostResponse(await readBody(req), { expectedState: state, issuer: server.issuer })
+ * ```
+ * @see https://openid.net/specs/oauth-v2-form-post-response-mode-1_0.html
+ * @see https://www.rfc-editor.org/rfc/rfc9207#section-2.4
+ */
+export function validateFormPostResponse(
+  body: string | URLSearchParams,
+  options: ValidateAuthorizationResponseOptions,
+): AuthorizationResponse {
+  const url = new URL(options.redirectUri ?? 'urn:form-post:')
+  url.search = new URLSearchParams(body).toString()
+  return validateResponseParameters(url, { ...options, redirectUri: undefined })
+}
+
+function validateResponseParameters(
+  url: URL,
+  options: ValidateAuthorizationResponseOptions,
+): AuthorizationResponse {
   if (options.redirectUri !== undefined) {
     const expected = new URL(options.redirectUri)
     if (url.origin !== expected.origin || url.pathname !== expected.pathname) {

@@ -19,9 +19,15 @@
  *   grant (`urn:ietf:params:oauth:grant-type:jwt-bearer` + `requested_token_use=on_behalf_of` +
  *   `assertion`), which require client authentication (secret or `client_assertion`), answer
  *   `invalid_request` (AADSTS) for a malformed request, take `invalid_grant` from the outcomes,
- *   and return an id_token only when `openid` is asked for.
+ *   and return an id_token only when `openid` is asked for;
+ * - claims challenges (issue 13): a protected API at `/api/telemetry` that answers
+ *   `401` with `WWW-Authenticate: Bearer ... error="insufficient_claims", claims="<base64>"` (the
+ *   format Microsoft documents) to every token not issued by a refresh whose `claims` parameter
+ *   asks for the challenge's claims; such a refresh either succeeds, or is answered
+ *   `interaction_required` (AADSTS50076, MFA needed) when the refresh token cannot meet them.
  *
  * @see https://learn.microsoft.com/entra/identity-platform/v2-oauth2-device-code
+ * @see https://learn.microsoft.com/entra/identity-platform/claims-challenge
  */
 import { randomBytes, randomUUID } from 'node:crypto'
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
@@ -67,6 +73,24 @@ export interface EntraDialectServer {
   setDeviceCodeOutcome(outcome: EntraOutcome): void
   /** The `aud` the next id_token carries (default: the client_id of the request). */
   setIdTokenAudience(aud: string | undefined): void
+  /**
+   * The claims request (JSON) `/api/telemetry` challenges for, or undefined for none (default):
+   * every token not issued for these claims is then answered with the claims challenge.
+   */
+  setApiClaimsChallenge(claims: string | undefined): void
+  /** How a refresh that carries `claims` is answered. Default `success`. */
+  setClaimsRefreshOutcome(outcome: 'success' | 'interaction_required'): void
+  /** Bodies `/api/telemetry` accepted (200), parsed. */
+  apiAccepted: Record<string, unknown>[]
+  /** How many requests `/api/telemetry` answered with the claims challenge. */
+  readonly apiChallenges: number
+  /** The API's URL (`<baseUrl>/api/telemetry`). */
+  apiUrl: string
+  /**
+   * Registers a federated workload-identity token as a valid `client_assertion` (it is not in the
+   * certificate format the server checks otherwise).
+   */
+  trustFederatedAssertion(assertion: string): void
   /** Stops the server. */
   close(): Promise<void>
 }
@@ -114,6 +138,57 @@ function clientAuthenticated(params: URLSearchParams, authorization: string | un
   )
 }
 
+/**
+ * Why a client assertion does not meet Microsoft's "certificate credentials" format, or undefined
+ * when it does (issue 12): header `alg` RS256/PS256/ES256 and `typ` JWT; `x5t#S256` (or the legacy
+ * `x5t`); `x5c`, when sent, leaf first, whose SHA-256 thumbprint is `x5t#S256` and whose key
+ * verifies the signature; claims `aud` = the token endpoint, `iss` = `sub` = client_id, a `jti`,
+ * `exp` in the future and at most 10 minutes after `iat`/`nbf`.
+ *
+ * @see https://learn.microsoft.com/entra/identity-platform/certificate-credentials
+ */
+async function assertionProblem(
+  assertion: string,
+  clientId: string,
+  tokenEndpoint: string,
+): Promise<string | undefined> {
+  const { decodeProtectedHeader, decodeJwt, compactVerify } = await import('jose')
+  const { X509Certificate, createHash } = await import('node:crypto')
+  let header: Record<string, unknown>
+  let claims: Record<string, unknown>
+  try {
+    header = decodeProtectedHeader(assertion) as Record<string, unknown>
+    claims = decodeJwt(assertion) as Record<string, unknown>
+  } catch {
+    return 'not a JWT'
+  }
+  if (!['RS256', 'PS256', 'ES256'].includes(String(header.alg))) return `alg ${String(header.alg)}`
+  if (header.typ !== 'JWT') return 'typ is not JWT'
+  if (typeof header['x5t#S256'] !== 'string' && typeof header.x5t !== 'string') return 'no x5t#S256 or x5t'
+  if (header.x5c !== undefined) {
+    if (!Array.isArray(header.x5c) || header.x5c.length === 0) return 'x5c is not a non-empty array'
+    const der = Buffer.from(String(header.x5c[0]), 'base64')
+    if (der.toString('base64') !== header.x5c[0]) return 'x5c is not standard base64 (RFC 7515 §4.1.6)'
+    const leaf = new X509Certificate(der)
+    if (createHash('sha256').update(leaf.raw).digest('base64url') !== header['x5t#S256'])
+      return 'x5c[0] is not the x5t#S256 certificate'
+    try {
+      await compactVerify(assertion, leaf.publicKey)
+    } catch {
+      return 'signature does not verify with x5c[0]'
+    }
+  }
+  const now = Math.floor(Date.now() / 1000)
+  if (claims.aud !== tokenEndpoint) return `aud ${String(claims.aud)} is not the token endpoint`
+  if (claims.iss !== clientId || claims.sub !== clientId) return 'iss/sub is not the client_id'
+  if (typeof claims.jti !== 'string' || claims.jti.length === 0) return 'no jti'
+  if (typeof claims.exp !== 'number' || claims.exp <= now) return 'exp missing or past'
+  const start =
+    typeof claims.nbf === 'number' ? claims.nbf : typeof claims.iat === 'number' ? claims.iat : now
+  if (claims.exp - start > 600) return 'lifetime over 10 minutes'
+  return undefined
+}
+
 /** The client_id of a request: the body's, else the Basic header's. */
 function requestClientId(params: URLSearchParams, authorization: string | undefined): string {
   const fromBody = params.get('client_id')
@@ -154,15 +229,46 @@ export async function startEntraDialect(): Promise<EntraDialectServer> {
   const tenantId = randomUUID()
   const objectId = randomUUID()
   const requests: EntraRequest[] = []
+  const federatedAssertions = new Set<string>()
   let outcomes: EntraOutcome[] = ['success']
   let deviceCodeOutcome: EntraOutcome = 'success'
   let idTokenAudience: string | undefined
+  let apiClaims: string | undefined
+  let claimsRefreshOutcome: 'success' | 'interaction_required' = 'success'
+  let apiChallenges = 0
+  const apiAccepted: Record<string, unknown>[] = []
+  /** Access tokens issued by a refresh that asked for the API's claims. */
+  const claimsTokens = new Set<string>()
   let baseUrl = ''
   // The scope of each device authorization, answered in its token response as Entra does.
   const scopes = new Map<string, string>()
 
+  const handleApi = async (req: IncomingMessage, res: ServerResponse) => {
+    const body = await readBody(req)
+    const token = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1] ?? ''
+    if (apiClaims !== undefined && !claimsTokens.has(token)) {
+      apiChallenges += 1
+      const claims = Buffer.from(apiClaims).toString('base64')
+      res.writeHead(401, {
+        'www-authenticate': `Bearer realm="", authorization_uri="${ENTRA_ISSUER_HOST}/common/oauth2/authorize", error="insufficient_claims", claims="${claims}"`,
+      })
+      return res.end()
+    }
+    apiAccepted.push(JSON.parse(body) as Record<string, unknown>)
+    return json(res, 200, { accepted: true })
+  }
+
+  /** Whether a refresh's `claims` parameter asks for every access_token claim of the challenge. */
+  const meetsChallenge = (claims: string | null): boolean => {
+    if (claims === null || apiClaims === undefined) return false
+    const wanted = (JSON.parse(apiClaims) as { access_token?: Record<string, unknown> }).access_token ?? {}
+    const asked = (JSON.parse(claims) as { access_token?: Record<string, unknown> }).access_token ?? {}
+    return Object.entries(wanted).every(([k, v]) => JSON.stringify(asked[k]) === JSON.stringify(v))
+  }
+
   const handle = async (req: IncomingMessage, res: ServerResponse) => {
     const url = new URL(req.url ?? '/', baseUrl)
+    if (url.pathname === '/api/telemetry' && req.method === 'POST') return handleApi(req, res)
     const params = new URLSearchParams(req.method === 'POST' ? await readBody(req) : url.search)
     const authorization = req.headers.authorization
     requests.push({ method: req.method ?? 'GET', path: url.pathname, params, authorization, at: Date.now() })
@@ -214,6 +320,21 @@ export async function startEntraDialect(): Promise<EntraDialectServer> {
           "The request body must contain 'client_assertion' or 'client_secret'.",
         )
       }
+      const assertion = params.get('client_assertion')
+      // A federated token (issue 12) is another issuer's JWT, not in the certificate format.
+      if (assertion !== null && !federatedAssertions.has(assertion)) {
+        const problem = await assertionProblem(
+          assertion,
+          requestClientId(params, authorization),
+          `${baseUrl}/${tenant}/oauth2/v2.0/token`,
+        )
+        if (problem)
+          return aadError(
+            'invalid_client',
+            700027,
+            `Client assertion failed signature validation: ${problem}.`,
+          )
+      }
       if (grantType === JWT_BEARER) {
         if (params.get('requested_token_use') !== 'on_behalf_of' || !params.get('assertion')) {
           return aadError('invalid_request', 50027, 'Invalid on-behalf-of request.')
@@ -253,6 +374,15 @@ export async function startEntraDialect(): Promise<EntraDialectServer> {
       return json(res, 200, body)
     }
     if (req.method === 'POST' && route === 'oauth2/v2.0/token') {
+      if (grantType === 'refresh_token' && params.has('claims') && claimsRefreshOutcome !== 'success') {
+        return json(res, 400, {
+          error: 'interaction_required',
+          error_description: `AADSTS50076: Due to a configuration change made by your administrator, or because you moved to a new location, you must use multi-factor authentication to access '${randomUUID()}'. Trace ID: ${randomUUID()}`,
+          error_codes: [50076],
+          suberror: 'basic_action',
+          claims: params.get('claims'),
+        })
+      }
       const outcome = outcomes.length > 1 ? (outcomes.shift() as EntraOutcome) : (outcomes[0] ?? 'success')
       if (outcome !== 'success') return json(res, 400, aadErrorBody(outcome))
       const clientId = params.get('client_id') ?? ''
@@ -283,6 +413,9 @@ export async function startEntraDialect(): Promise<EntraDialectServer> {
         access_token: `eyJ0eXAiOiJKV1Qi.${randomBytes(32).toString('base64url')}.sig`,
         refresh_token: `0.AAAA${randomBytes(48).toString('base64url')}`,
         id_token: idToken,
+      }
+      if (grantType === 'refresh_token' && meetsChallenge(params.get('claims'))) {
+        claimsTokens.add(String(body.access_token))
       }
       if (params.get('client_info') === '1') {
         body.client_info = Buffer.from(JSON.stringify({ uid: objectId, utid: tenantId })).toString(
@@ -315,6 +448,20 @@ export async function startEntraDialect(): Promise<EntraDialectServer> {
     },
     setIdTokenAudience(aud) {
       idTokenAudience = aud
+    },
+    setApiClaimsChallenge(claims) {
+      apiClaims = claims
+    },
+    setClaimsRefreshOutcome(outcome) {
+      claimsRefreshOutcome = outcome
+    },
+    apiAccepted,
+    get apiChallenges() {
+      return apiChallenges
+    },
+    apiUrl: `${baseUrl}/api/telemetry`,
+    trustFederatedAssertion(assertion: string) {
+      federatedAssertions.add(assertion)
     },
     close: () => closeServer(server),
   }

@@ -240,3 +240,88 @@ export async function authorizeInBrowserless(
   }
   return done.url
 }
+
+/** What the client's loopback listener showed the browser. */
+export interface LoopbackPage {
+  /** Where the IdP redirected the browser (carries the code: a secret). */
+  callbackUrl: URL
+  status: number
+  contentType: string | null
+  body: string
+}
+
+/**
+ * The whole user side of a browser sign-in against a loopback redirect (RFC 8252 §7.3): the
+ * authorization interaction as {@link authorizeInBrowserless} does it, then the browser following
+ * the IdP's redirect to the client's listener, as a browser would (a plain GET).
+ *
+ * @param authorizationUrl - the authorization request URL the client printed or opened.
+ * @param options - the login name.
+ * @returns the listener's answer.
+ * @throws Error when the IdP never redirects to the client, or the listener cannot be reached.
+ */
+export async function signInThroughLoopback(
+  authorizationUrl: string,
+  options: HeadlessUserOptions = {},
+): Promise<LoopbackPage> {
+  const callbackUrl = await authorizeInBrowserless(authorizationUrl, options)
+  const response = await fetch(callbackUrl, { redirect: 'manual' })
+  return {
+    callbackUrl,
+    status: response.status,
+    contentType: response.headers.get('content-type'),
+    body: await response.text(),
+  }
+}
+
+/** A `form_post` authorization response as the browser would POST it. */
+export interface FormPostResponse {
+  /** The form's `action`: the client's redirect URI. */
+  action: string
+  /** The hidden fields (`code`, `state`, `iss`, or `error`): the POST body. Carries the code. */
+  fields: URLSearchParams
+}
+
+/**
+ * The user's side of an authorization code flow with `response_mode=form_post` (OAuth 2.0 Form
+ * Post Response Mode): log in, consent, then read the auto-submitting form the IdP answers with
+ * instead of a redirect.
+ *
+ * @param authorizationUrl - the authorization request URL.
+ * @param options - the login name.
+ * @returns the form's target and fields.
+ * @throws Error when a step does not produce what it should or no form is answered.
+ */
+export async function authorizeWithFormPost(
+  authorizationUrl: string,
+  options: HeadlessUserOptions = {},
+): Promise<FormPostResponse> {
+  const browser = new Browser()
+  const start = new URL(authorizationUrl)
+  const first = await browser.request(start, undefined, start.origin)
+  const consentUid = await login(browser, first, options.login ?? 'device-user')
+  const done = await browser.request(
+    new URL(`/interaction/${consentUid}`, start),
+    { prompt: 'consent' },
+    start.origin,
+  )
+  const form = /<form[^>]*method="post"[^>]*action="([^"]+)"/i.exec(done.body)
+  if (done.status !== 200 || !form?.[1]) {
+    throw new Error(`headless user: no form_post form (status ${done.status} at ${done.url.pathname})`)
+  }
+  const fields = new URLSearchParams()
+  for (const match of done.body.matchAll(/<input[^>]*name="([^"]+)"[^>]*value="([^"]*)"/g)) {
+    fields.append(match[1] ?? '', decodeEntities(match[2] ?? ''))
+  }
+  return { action: decodeEntities(form[1]), fields }
+}
+
+function decodeEntities(text: string): string {
+  return text
+    .replace(/&#x([0-9a-f]+);/gi, (_, hex: string) => String.fromCodePoint(Number.parseInt(hex, 16)))
+    .replace(/&#(\d+);/g, (_, dec: string) => String.fromCodePoint(Number(dec)))
+    .replace(/&quot;/g, '"')
+    .replace(/&lt;/g, '<')
+    .replace(/&gt;/g, '>')
+    .replace(/&amp;/g, '&')
+}
