@@ -17,6 +17,7 @@
  * @packageDocumentation
  */
 import { Writable } from 'node:stream'
+import type { DPoPSetting } from '../config/types.js'
 import type { DisplayEndState, DisplayFlow, LoginDisplay } from '../display/types.js'
 import { EdgeTokenError, isEdgeTokenError } from '../errors.js'
 import type { AuthorizationServer } from '../oauth/authority.js'
@@ -42,6 +43,8 @@ export interface DaemonSignInOptions {
   relay?: LoginDisplay | undefined
   /** Log and warnings; the code is shown as log lines. */
   output: Pick<DaemonOutput, 'log' | 'warn'>
+  /** The `dpop` setting: DPoP-bound tokens, as `login` gets them (issue 14). Default `auto`. */
+  dpop?: DPoPSetting | undefined
 }
 
 /** Compares accounts as the store keys them: by id (Entra ID's includes the tenant). */
@@ -105,7 +108,7 @@ export function createDaemonSignIn(options: DaemonSignInOptions): (signal: Abort
   return async (signal) => {
     const [
       { resolveAuthority },
-      device,
+      { prepareDeviceSignIn },
       { accountFromTokenSet },
       { signInScopes },
       cache,
@@ -113,7 +116,7 @@ export function createDaemonSignIn(options: DaemonSignInOptions): (signal: Abort
       display,
     ] = await Promise.all([
       import('../oauth/authority.js'),
-      import('../oauth/device.js'),
+      import('../identity/device-signin.js'),
       import('../oauth/tokens.js'),
       import('../oauth/scopes.js'),
       import('../store/cache.js'),
@@ -125,9 +128,18 @@ export function createDaemonSignIn(options: DaemonSignInOptions): (signal: Abort
       cache: metadata.storeMetadataCache(store),
       signal,
     })
-    const flow = await device.startDeviceAuthorization(server, client, signInScopes(identity.scopes), {
+    // The device-code way in `login` uses: DPoP, and a pending sign-in resumed (issue 14).
+    const prepared = await prepareDeviceSignIn({
+      store,
+      identity,
+      scopes: signInScopes(identity.scopes),
+      server,
+      client,
+      dpop: options.dpop,
       signal,
     })
+    if (prepared.resumed) output.log('edgetoken: resuming the pending sign-in (same code)')
+    const flow = prepared.flow
     const displays = fanOut(
       [
         display.createConsoleDisplay({ stream: lineStream(output.log) }),
@@ -140,7 +152,7 @@ export function createDaemonSignIn(options: DaemonSignInOptions): (signal: Abort
     let refused: { state: DisplayEndState; reason: string } | undefined
     try {
       await displays.show(shown)
-      const tokenSet = await device.pollDeviceAuthorization(server, client, flow, { signal })
+      const tokenSet = await prepared.poll({ signal })
       const account = accountFromTokenSet(server, identity.clientId, tokenSet)
       const before = await cache.readAccountStatus(store, identity)
       if (before.account && !sameAccount(before.account, account)) {
@@ -163,6 +175,7 @@ export function createDaemonSignIn(options: DaemonSignInOptions): (signal: Abort
         tokenSet,
         requestedScopes: identity.scopes,
         signal,
+        dpopKey: prepared.dpopKey,
       })
       await displays.end('approved', { username: account.username })
       // Replaced, so never used again: revoke it, after the save (which it must not delay or stop).

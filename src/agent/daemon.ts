@@ -196,6 +196,7 @@ export async function runDaemon(options: DaemonOptions): Promise<DaemonSummary> 
   const signIn = createDaemonSignIn({
     identity,
     store,
+    dpop: config.dpop,
     get relay() {
       return mqtt?.relay
     },
@@ -206,7 +207,8 @@ export async function runDaemon(options: DaemonOptions): Promise<DaemonSummary> 
     output,
     setStatus: (text) => void options.notifier?.status(text),
     pairEnabled,
-    signIn: pairEnabled ? signIn : undefined,
+    // Without pairing it only resumes a sign-in left pending by a stopped login or run (issue 14).
+    signIn: config.grant === 'device_code' ? signIn : undefined,
     readStatus: () => cache.readAccountStatus(store, identity),
     onStoreUnreadable,
     watchMs: options.signinWatchMs,
@@ -257,7 +259,8 @@ export async function runDaemon(options: DaemonOptions): Promise<DaemonSummary> 
       deviceId: config.deviceId,
       shutdownTimeoutMs,
       idlePollMs: options.idlePollMs,
-      getAccessToken: async ({ forceRefresh }) => (await tokens.getToken(forceRefresh)).accessToken,
+      // The token with its type and DPoP key: a DPoP-bound one goes out with a proof (issue 14).
+      getAccessToken: ({ forceRefresh }) => tokens.getToken(forceRefresh),
       signal,
       output,
       isSigninRequired: () => signin.required,
@@ -270,7 +273,18 @@ export async function runDaemon(options: DaemonOptions): Promise<DaemonSummary> 
   // --- start ------------------------------------------------------------------------------------
   // A machine acquires with its own credential, at once: a rejection then reports itself.
   if (initialStatus.signedIn || options.machineFor) tokens.renewer.start()
-  else signin.enter(initialStatus.needsSignIn ? 'the refresh token was rejected' : 'not signed in')
+  else {
+    signin.enter(initialStatus.needsSignIn ? 'the refresh token was rejected' : 'not signed in')
+    // issue 14: a device code still pending when login or run stopped goes on, same code.
+    if (config.grant === 'device_code') {
+      void import('../store/pending-signin.js')
+        .then(({ readPendingSignIn }) => readPendingSignIn(store, identity))
+        .then((pending) => {
+          if (pending !== undefined) signin.startSignIn('resuming the pending sign-in')
+        })
+        .catch(() => {})
+    }
+  }
   const stopWatchdog = options.notifier?.startWatchdog()
   void options.notifier?.ready(signin.status)
   log(`edgetoken: agent running for device ${config.deviceId} (pid ${process.pid})`)

@@ -31,7 +31,9 @@ export async function cachedTokenAnswer(
   const line = parseCommandLine(argv, env)
   if (line.kind !== 'command' || line.name !== 'token') return undefined
   const { options } = line
-  if (options.help === true || options['force-refresh'] === true) return undefined
+  // --claims always asks the authorization server (a cached token is what the API refused).
+  if (options.help === true || options['force-refresh'] === true || options.claims !== undefined)
+    return undefined
   try {
     let warned = false
     const request = await openTokenRequest(options, env, () => {

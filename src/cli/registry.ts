@@ -70,6 +70,15 @@ export const COMMANDS: Readonly<Record<string, CommandEntry>> = {
     },
     load: () => import('./commands/token.js'),
   },
+  proof: {
+    summary: 'print a DPoP proof for the current token, for scripts that call a DPoP API',
+    options: {
+      method: { type: 'string' },
+      url: { type: 'string' },
+      nonce: { type: 'string' },
+    },
+    load: () => import('./commands/proof.js'),
+  },
   status: {
     summary: 'show the account, token expiry and telemetry spool',
     options: {},

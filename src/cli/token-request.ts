@@ -5,11 +5,11 @@
  */
 import { assertSaneClock } from '../agent/clock.js'
 import { loadConfig, requireIdentity } from '../config/load.js'
-import type { OptionValues } from '../config/types.js'
+import type { EdgeTokenConfig, OptionValues } from '../config/types.js'
 import { ConfigError } from '../errors.js'
 import { isoSeconds } from '../lib/time.js'
 import type { SilentTokenResult } from '../store/cache.js'
-import type { TokenStore } from '../store/token-store.js'
+import { openTokenStore, type TokenStore } from '../store/token-store.js'
 import { openSignedInStore } from './configured-store.js'
 
 /** Reads `--min-ttl-seconds` (or `EDGETOKEN_MIN_TTL_SECONDS`): up to nine digits. */
@@ -47,6 +47,13 @@ export interface TokenRequest {
   readonly forceRefresh: boolean
   /** The opened token store. */
   readonly store: TokenStore
+  /** The configuration (the grant, and a machine's credential or identity). */
+  readonly config: EdgeTokenConfig
+  /**
+   * `--claims`, as given (JSON, or the base64 `claims=` of a challenge): checked by the command,
+   * which always asks the authorization server then (`forceRefresh` is true with it).
+   */
+  readonly claims?: string | undefined
 }
 
 /**
@@ -55,6 +62,8 @@ export interface TokenRequest {
  * @param options - the parsed options (flags and their environment variables).
  * @param env - the environment (configuration, key file).
  * @param onWarning - receives the store's one-line warnings (a key file readable by others).
+ * @param create - create the store when there is none, for a machine grant (the command does;
+ *   the cached answer does not, so it touches no file). Default false.
  * @returns the request.
  * @throws ConfigError for bad options or configuration; EdgeTokenError `ERR_SIGNIN_REQUIRED` when
  *   there is no store; UnavailableError when the clock is before the build date; StoreError when
@@ -64,25 +73,35 @@ export async function openTokenRequest(
   options: OptionValues,
   env: NodeJS.ProcessEnv,
   onWarning: (line: string) => void,
+  create = false,
 ): Promise<TokenRequest> {
   const minTtlSeconds = parseMinTtl(options['min-ttl-seconds'])
   assertSaneClock()
   const config = await loadConfig({ options, env })
   const { authority, clientId, scopes: configured } = requireIdentity(config)
   const scopes = requestedScopes(options.scope, configured)
-  const store = await openSignedInStore(config, env, onWarning)
+  // A machine with no user (client credentials, managed identity) acquires on first use: the
+  // command creates its store then, as a sign-in would (openTokenStore is already loaded here).
+  const store =
+    config.grant !== 'device_code' && create
+      ? await openTokenStore({ stateDir: config.stateDir, env, keyFile: config.keyFile, onWarning })
+      : await openSignedInStore(config, env, onWarning)
   return {
     authority,
     clientId,
     scopes,
     minTtlSeconds,
-    forceRefresh: options['force-refresh'] === true,
+    // A token that satisfies a claims challenge can only come from the authorization server.
+    forceRefresh: options['force-refresh'] === true || typeof options.claims === 'string',
     store,
+    config,
+    ...(typeof options.claims === 'string' ? { claims: options.claims } : {}),
   }
 }
 
 /**
- * What `token` prints: the access token, or with `--json` `{"access_token","expires_at","scope"}`.
+ * What `token` prints: the access token, or with `--json`
+ * `{"access_token","expires_at","scope","token_type"}` (`token_type` `Bearer` or `DPoP`).
  *
  * @param result - the silent acquisition's answer.
  * @param json - `--json`.
@@ -94,6 +113,8 @@ export function tokenLine(result: SilentTokenResult, json: boolean): string {
         access_token: result.accessToken,
         expires_at: isoSeconds(result.expiresAt),
         scope: result.scopes.join(' '),
+        // RFC 9449 §7.1: a DPoP token goes out as `Authorization: DPoP` with a proof (`proof`).
+        token_type: result.tokenType,
       })
     : result.accessToken
   return `${line}\n`

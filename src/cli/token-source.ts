@@ -4,7 +4,7 @@
  * grant (undici, jose) are imported only when a token is first asked for.
  */
 import type { EdgeTokenConfig } from '../config/types.js'
-import type { RefreshFunction } from '../store/cache.js'
+import type { MachineAcquisition, RefreshFunction } from '../store/cache.js'
 import type { TokenStore } from '../store/token-store.js'
 
 /**
@@ -16,6 +16,8 @@ import type { TokenStore } from '../store/token-store.js'
  * @param clientId - the public client's id.
  * @param store - the token store, whose directory and key hold the discovery cache.
  * @param signal - cancels discovery and the grant.
+ * @param claims - a claims challenge to satisfy (checked compact JSON) and the configured client
+ *   capabilities (`xms_cc`), sent merged as the `claims` parameter.
  * @returns the callback for `acquireTokenSilent`.
  */
 export function refreshFor(
@@ -23,16 +25,91 @@ export function refreshFor(
   clientId: string,
   store: TokenStore,
   signal: AbortSignal | undefined,
+  claims: RefreshClaims = {},
 ): RefreshFunction {
-  return async (refreshToken, scopes) => {
-    const [{ resolveAuthority }, { refreshTokenGrant }, { storeMetadataCache }] = await Promise.all([
-      import('../oauth/authority.js'),
-      import('../oauth/refresh.js'),
-      import('../store/metadata-cache.js'),
-    ])
+  return async (refreshToken, scopes, context) => {
+    const [{ resolveAuthority }, { refreshTokenGrant }, { storeMetadataCache }, { mergeClaims }] =
+      await Promise.all([
+        import('../oauth/authority.js'),
+        import('../oauth/refresh.js'),
+        import('../store/metadata-cache.js'),
+        import('../oauth/claims.js'),
+      ])
     const server = await resolveAuthority(authority, { cache: storeMetadataCache(store), signal })
-    return refreshTokenGrant(server, { clientId }, refreshToken, scopes, { signal })
+    // A refresh token bound at sign-in is refreshed with a proof of the same key (RFC 9449 §5).
+    const key = context?.dpopKey
+    const dpop = key === undefined ? undefined : await (await import('../oauth/dpop.js')).dpopHandle(key)
+    return refreshTokenGrant(server, { clientId }, refreshToken, scopes, {
+      signal,
+      claims: mergeClaims(claims.claims, claims.clientCapabilities),
+      dpop,
+    })
   }
+}
+
+/** The claims a refresh asks for (issue 13): a challenge's, and the client's capabilities. */
+export interface RefreshClaims {
+  /** A claims request (compact JSON, already checked), e.g. an API's claims challenge. */
+  readonly claims?: string | undefined
+  /** Client capabilities (`cp1`), from the `clientCapabilities` config key. */
+  readonly clientCapabilities?: readonly string[] | undefined
+}
+
+/**
+ * The acquisition of a machine with no user (`grant` `client_credentials` or `managed_identity`),
+ * for silent acquisition's `machine` option; undefined for `device_code`. The credential files,
+ * the HTTP client and jose are loaded only when a token is acquired, so the cached `token` path
+ * never loads or reads them.
+ *
+ * @param config - the loaded configuration.
+ * @param env - the environment (managed identity endpoints).
+ * @param store - the token store (its directory caches discovery).
+ * @param signal - cancels the requests.
+ * @returns the acquisition, or undefined.
+ */
+export function machineAcquisitionFor(
+  config: EdgeTokenConfig,
+  env: NodeJS.ProcessEnv,
+  store: TokenStore,
+  signal: AbortSignal | undefined,
+): MachineAcquisition | undefined {
+  const { grant } = config
+  if (grant === 'client_credentials') {
+    const { clientCredential, authority, clientId } = config
+    return {
+      grant,
+      acquire: async (scopes) => {
+        const [{ clientCredentialAcquisition }, { storeMetadataCache }] = await Promise.all([
+          import('../identity/client-credential-source.js'),
+          import('../store/metadata-cache.js'),
+        ])
+        // loadConfig and requireIdentity have checked these; the types cannot say so.
+        if (clientCredential === undefined || authority === undefined || clientId === undefined) {
+          throw new TypeError('client_credentials without its configuration')
+        }
+        const source = clientCredentialAcquisition({
+          authority,
+          clientId,
+          credential: clientCredential,
+          cache: storeMetadataCache(store),
+          signal,
+        })
+        return source.acquire(scopes)
+      },
+    }
+  }
+  if (grant === 'managed_identity') {
+    const identity = config.managedIdentity
+    return {
+      grant,
+      acquire: async (scopes) => {
+        const { managedIdentityAcquisition } = await import('../identity/managed-identity-source.js')
+        if (identity === undefined) throw new TypeError('managed_identity without its configuration')
+        return managedIdentityAcquisition({ identity, env, signal }).acquire(scopes)
+      },
+    }
+  }
+  return undefined
 }
 
 /** Options of {@link createTokenSource}. */
@@ -45,6 +122,16 @@ export interface TokenSourceOptions {
   onWarning?: ((line: string) => void) | undefined
   /** The token must stay valid this long, seconds. Default 0: the store's expiry margin applies. */
   minTtlSeconds?: number | undefined
+}
+
+/** An access token, its type, and for a DPoP-bound one the key of its proofs (the uploader's credential). */
+export interface TokenCredential {
+  /** The access token. Secret. */
+  readonly accessToken: string
+  /** `DPoP` or `Bearer`. */
+  readonly tokenType: 'Bearer' | 'DPoP'
+  /** The DPoP key, with `DPoP`. Secret. */
+  readonly dpopKey?: import('../oauth/dpop.js').DPoPKeyRecord | undefined
 }
 
 /** How long a token read from the store is reused before the store is read again, ms. */
@@ -60,27 +147,48 @@ const REUSE_MIN_TTL_MS = 60_000
  *
  * @param config - the loaded configuration (authority, clientId, scopes, stateDir, keyFile).
  * @param options - environment, signal, warnings.
- * @returns `getAccessToken({ forceRefresh, rejected })`, resolving to a valid access token (secret).
+ * @returns `getAccessToken({ forceRefresh, rejected, claims })`, resolving to a valid access token
+ *   (secret) with its type and, for a DPoP-bound one, its key; with `claims` (a claims challenge,
+ *   checked JSON) it always refreshes, asking for them.
  * @throws ConfigError when authority or clientId are missing (at creation); the getter throws
  *   `ERR_SIGNIN_REQUIRED` when no account or refresh token is usable.
  */
 export async function createTokenSource(
   config: EdgeTokenConfig,
   options: TokenSourceOptions,
-): Promise<(opts: { forceRefresh: boolean; rejected?: string | undefined }) => Promise<string>> {
+): Promise<
+  (opts: {
+    forceRefresh: boolean
+    rejected?: string | undefined
+    claims?: string | undefined
+  }) => Promise<TokenCredential>
+> {
   const { requireIdentity } = await import('../config/load.js')
   const { authority, clientId, scopes } = requireIdentity(config)
   let store: import('../store/token-store.js').TokenStore | undefined
-  let reuse: { token: string; until: number } | undefined
-  return async ({ forceRefresh, rejected }) => {
+  let reuse: { token: TokenCredential; until: number } | undefined
+  return async ({ forceRefresh: force, rejected, claims }) => {
+    // A claims challenge is met only by a token the authorization server issues now.
+    const forceRefresh = force || claims !== undefined
     // After a 401 the store is read again: another process may have renewed the token.
-    if (!forceRefresh && reuse && reuse.token !== rejected && Date.now() < reuse.until) return reuse.token
+    if (!forceRefresh && reuse && reuse.token.accessToken !== rejected && Date.now() < reuse.until)
+      return reuse.token
     reuse = undefined
-    const [{ acquireTokenSilent }, { openSignedInStore }] = await Promise.all([
+    const [{ acquireTokenSilent }, { openSignedInStore }, { openTokenStore }] = await Promise.all([
       import('../store/cache.js'),
       import('./configured-store.js'),
+      import('../store/token-store.js'),
     ])
-    store ??= await openSignedInStore(config, options.env, options.onWarning)
+    // A machine with no user needs no sign-in first: its store is created on first use.
+    store ??=
+      config.grant === 'device_code'
+        ? await openSignedInStore(config, options.env, options.onWarning)
+        : await openTokenStore({
+            stateDir: config.stateDir,
+            env: options.env,
+            keyFile: config.keyFile,
+            onWarning: options.onWarning,
+          })
     const result = await acquireTokenSilent(store, {
       authority,
       clientId,
@@ -88,14 +196,20 @@ export async function createTokenSource(
       minTtlSeconds: options.minTtlSeconds,
       forceRefresh,
       signal: options.signal,
-      refresh: refreshFor(authority, clientId, store, options.signal),
+      refresh: refreshFor(authority, clientId, store, options.signal, {
+        claims,
+        clientCapabilities: config.clientCapabilities,
+      }),
+      machine: machineAcquisitionFor(config, options.env, store, options.signal),
     })
     if (result.warning) options.onWarning?.(result.warning)
     const now = Date.now()
-    reuse = {
-      token: result.accessToken,
-      until: Math.min(now + REUSE_MS, result.expiresAt - REUSE_MIN_TTL_MS),
+    const token: TokenCredential = {
+      accessToken: result.accessToken,
+      tokenType: result.tokenType,
+      dpopKey: result.dpopKey,
     }
-    return result.accessToken
+    reuse = { token, until: Math.min(now + REUSE_MS, result.expiresAt - REUSE_MIN_TTL_MS) }
+    return token
   }
 }

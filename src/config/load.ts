@@ -113,7 +113,11 @@ export async function loadConfig(source: LoadConfigSource): Promise<EdgeTokenCon
     merged.get('grant')?.value === 'client_credentials' &&
     ![...merged.keys()].some((k) => k.startsWith('clientCredential.'))
   ) {
-    const origin = { label: 'AZURE_FEDERATED_TOKEN_FILE', key: 'clientCredential.assertionFile', baseDir: cwd }
+    const origin = {
+      label: 'AZURE_FEDERATED_TOKEN_FILE',
+      key: 'clientCredential.assertionFile',
+      baseDir: cwd,
+    }
     merged.set('clientCredential.assertionFile', { value: resolve(cwd, federated), origin })
   }
   checkTogether(merged)
@@ -188,6 +192,7 @@ export async function loadConfig(source: LoadConfigSource): Promise<EdgeTokenCon
     display,
     timeoutSeconds: value<number>('timeoutSeconds'),
     qrTheme: value<EdgeTokenConfig['qrTheme']>('qrTheme'),
+    dpop: value<EdgeTokenConfig['dpop']>('dpop') ?? 'auto',
     logLevel: value<EdgeTokenConfig['logLevel']>('logLevel'),
     mqtt,
     telemetry: {

@@ -34,7 +34,7 @@ export interface Origin {
 type Check = (value: unknown, origin: Origin) => unknown
 
 /** How an environment variable's or flag's text becomes the value the check sees. */
-type TextKind = 'string' | 'words' | 'csv' | 'int' | 'bool'
+type TextKind = 'string' | 'words' | 'csv' | 'int' | 'bool' | 'auto-bool'
 
 /** One configuration key. */
 export interface Rule {
@@ -186,6 +186,11 @@ function qrTheme(value: unknown, origin: Origin): QrTheme {
   return value as QrTheme
 }
 
+function dpop(value: unknown, origin: Origin): boolean | 'auto' {
+  if (value !== 'auto' && typeof value !== 'boolean') fail(origin, 'must be "auto", true or false')
+  return value
+}
+
 function logLevel(value: unknown, origin: Origin): LogLevel {
   if (!LOG_LEVELS.includes(value as LogLevel)) fail(origin, `must be one of ${LOG_LEVELS.join(', ')}`)
   return value as LogLevel
@@ -276,6 +281,7 @@ export const RULES: readonly Rule[] = [
   { key: 'authority', env: 'EDGETOKEN_AUTHORITY', text: 'string', check: httpsUrl(false) },
   { key: 'clientId', env: 'EDGETOKEN_CLIENT_ID', text: 'string', check: (v, o) => string(v, o, 256) },
   { key: 'grant', env: 'EDGETOKEN_GRANT', text: 'string', check: grant },
+  { key: 'dpop', env: 'EDGETOKEN_DPOP', text: 'auto-bool', check: dpop },
   { key: 'clientCredential.secretFile', env: 'EDGETOKEN_CLIENT_SECRET_FILE', text: 'string', check: path },
   {
     key: 'clientCredential.certificateFile',
@@ -301,7 +307,12 @@ export const RULES: readonly Rule[] = [
     text: 'bool',
     check: boolean,
   },
-  { key: 'clientCredential.assertionFile', env: 'EDGETOKEN_CLIENT_ASSERTION_FILE', text: 'string', check: path },
+  {
+    key: 'clientCredential.assertionFile',
+    env: 'EDGETOKEN_CLIENT_ASSERTION_FILE',
+    text: 'string',
+    check: path,
+  },
   {
     key: 'managedIdentity.clientId',
     env: 'EDGETOKEN_MANAGED_IDENTITY_CLIENT_ID',
@@ -407,11 +418,13 @@ export function fromText(rule: Rule, text: string, origin: Origin): unknown {
     }
     case 'int':
       return /^\d{1,15}$/.test(text.trim()) ? Number(text.trim()) : fail(origin, 'must be an integer')
-    case 'bool': {
+    case 'bool':
+    case 'auto-bool': {
       const t = text.trim().toLowerCase()
       if (t === 'true' || t === '1' || t === 'yes') return true
       if (t === 'false' || t === '0' || t === 'no') return false
-      return fail(origin, 'must be true or false')
+      if (rule.text === 'auto-bool' && t === 'auto') return 'auto'
+      return fail(origin, rule.text === 'auto-bool' ? 'must be auto, true or false' : 'must be true or false')
     }
   }
 }
@@ -631,7 +644,10 @@ export function checkTogether(layer: Layer): void {
   if (get('clientCredential.privateKeyPassphraseFile') && !get('clientCredential.privateKeyFile')) {
     bad('clientCredential.privateKeyPassphraseFile', 'needs clientCredential.privateKeyFile')
   }
-  if (get('clientCredential.sendCertificateChain')?.value === true && !get('clientCredential.certificateFile')) {
+  if (
+    get('clientCredential.sendCertificateChain')?.value === true &&
+    !get('clientCredential.certificateFile')
+  ) {
     bad('clientCredential.sendCertificateChain', 'needs clientCredential.certificateFile')
   }
   const shown = get('display')?.value as readonly string[] | undefined

@@ -17,6 +17,12 @@ export const DISPLAY_NAMES: readonly DisplayName[] = Object.freeze(['console', '
  */
 export type QrTheme = 'auto' | 'dark' | 'light'
 
+/**
+ * Whether sign-ins bind tokens to a DPoP key (RFC 9449): `auto` when the IdP advertises
+ * `dpop_signing_alg_values_supported`, `true` always, `false` never.
+ */
+export type DPoPSetting = 'auto' | boolean
+
 /** Every QR theme. */
 export const QR_THEMES: readonly QrTheme[] = Object.freeze(['auto', 'dark', 'light'])
 
@@ -153,6 +159,8 @@ export interface EdgeTokenConfig {
   readonly timeoutSeconds?: number | undefined
   /** How `login` draws the QR code. Default `auto`. */
   readonly qrTheme?: QrTheme | undefined
+  /** DPoP-bound tokens (RFC 9449) at the next sign-in. Default `auto`. */
+  readonly dpop?: DPoPSetting | undefined
   /** What `run` logs on stderr. Default `info`. */
   readonly logLevel?: LogLevel | undefined
   /** MQTT settings, when a broker is configured. */

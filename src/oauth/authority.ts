@@ -39,6 +39,11 @@ export interface AuthorizationServer {
   readonly endSessionEndpoint?: string | undefined
   /** Entra ID: the tenant segment of the authority (`common`, a GUID, a domain). */
   readonly tenant?: string | undefined
+  /**
+   * RFC 9449 §5.1 `dpop_signing_alg_values_supported`: the server binds tokens to DPoP keys of
+   * these algorithms. Absent when not advertised (a malformed list counts as absent).
+   */
+  readonly dpopSigningAlgValues?: readonly string[] | undefined
 }
 
 /** Options of {@link resolveAuthority}. */
@@ -223,7 +228,15 @@ function endpoints(doc: JsonObject) {
     revocationEndpoint: endpoint(doc, 'revocation_endpoint', false),
     introspectionEndpoint: endpoint(doc, 'introspection_endpoint', false),
     endSessionEndpoint: endpoint(doc, 'end_session_endpoint', false),
+    dpopSigningAlgValues: algorithmList(doc.dpop_signing_alg_values_supported),
   }
+}
+
+/** A list of JWS algorithm names, or undefined when absent or malformed (then DPoP is not used by `auto`). */
+function algorithmList(value: unknown): readonly string[] | undefined {
+  if (!Array.isArray(value) || value.length === 0 || value.length > 64) return undefined
+  if (!value.every((alg) => typeof alg === 'string' && /^[A-Za-z0-9+_-]{1,32}$/.test(alg))) return undefined
+  return Object.freeze([...(value as string[])])
 }
 
 /**

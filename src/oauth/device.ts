@@ -10,8 +10,10 @@ import { secureUrl } from '../lib/url.js'
 import { isNonEmptyString, isObject, isPrintable, type JsonObject } from '../lib/validate.js'
 import type { AuthorizationServer } from './authority.js'
 import { applyClientAuth } from './client-auth.js'
+import type { DPoPHandle } from './dpop.js'
 import { type HttpResponse, httpRequest, NetworkError, readJson } from './http.js'
 import { type SleepFunction, sleepOrCancel as sleepOrCancelRetry, withRetries } from './retry.js'
+import { sendTokenRequest } from './token-request.js'
 import { errorFromResponse, numericParameter, processTokenResponse } from './tokens.js'
 import type { OAuthClient, TokenSet } from './types.js'
 
@@ -227,6 +229,106 @@ function uri(
   return url.href
 }
 
+/**
+ * A pending device authorization in a form that can be kept (encrypted) and resumed after a
+ * restart: everything {@link DeviceAuthorization} holds, the device code included, and the
+ * interval last asked for (a `slow_down` is kept). Secret: it holds the device code.
+ */
+export interface SavedDeviceAuthorization {
+  /** The device code. Secret. */
+  readonly deviceCode: string
+  readonly userCode: string
+  readonly verificationUri: string
+  readonly verificationUriComplete?: string | undefined
+  /** Epoch ms. */
+  readonly expiresAt: number
+  /** The interval in force, seconds (the server's, plus every `slow_down`). */
+  readonly intervalSeconds: number
+  readonly message?: string | undefined
+  readonly scopes: readonly string[]
+}
+
+/**
+ * The keepable form of a device authorization, with its device code, for resuming it later
+ * (RFC 8628 §3.2 codes live minutes: a reboot need not cost the user a new one).
+ *
+ * @param flow - a flow from {@link startDeviceAuthorization} or {@link restoreDeviceAuthorization}.
+ * @param intervalSeconds - the interval in force now (after `slow_down`); default the flow's.
+ * @returns the saved form. Secret: keep it only in the encrypted store.
+ * @throws TypeError `ERR_INVALID_ARG_VALUE` when the flow did not come from this module.
+ */
+export function saveDeviceAuthorization(
+  flow: DeviceAuthorization,
+  intervalSeconds: number = flow.intervalSeconds,
+): SavedDeviceAuthorization {
+  const deviceCode = deviceCodes.get(flow)
+  if (deviceCode === undefined) throw notOurFlow('saveDeviceAuthorization')
+  return {
+    deviceCode,
+    userCode: flow.userCode,
+    verificationUri: flow.verificationUri,
+    ...(flow.verificationUriComplete === undefined
+      ? {}
+      : { verificationUriComplete: flow.verificationUriComplete }),
+    expiresAt: flow.expiresAt,
+    intervalSeconds,
+    ...(flow.message === undefined ? {} : { message: flow.message }),
+    scopes: [...flow.scopes],
+  }
+}
+
+/**
+ * A device authorization again from its saved form, to be polled by {@link pollDeviceAuthorization}.
+ * The saved values are checked as strictly as a server's response (they come from a file).
+ *
+ * @param saved - from {@link saveDeviceAuthorization} (read back from the store).
+ * @returns the device authorization, frozen, with the device code held privately.
+ * @throws TypeError `ERR_INVALID_ARG_VALUE` when a field is missing or out of range.
+ */
+export function restoreDeviceAuthorization(saved: SavedDeviceAuthorization): DeviceAuthorization {
+  const ok =
+    isNonEmptyString(saved.deviceCode) &&
+    saved.deviceCode.length <= 4096 &&
+    isPrintable(saved.deviceCode) &&
+    isNonEmptyString(saved.userCode) &&
+    saved.userCode.length <= MAX_USER_CODE_LENGTH &&
+    isPrintable(saved.userCode) &&
+    isNonEmptyString(saved.verificationUri) &&
+    secureUrl(saved.verificationUri) !== undefined &&
+    (saved.verificationUriComplete === undefined || secureUrl(saved.verificationUriComplete) !== undefined) &&
+    Number.isFinite(saved.expiresAt) &&
+    Number.isFinite(saved.intervalSeconds) &&
+    saved.intervalSeconds >= 1 &&
+    saved.intervalSeconds <= MAX_BACKOFF_INTERVAL_SECONDS + MAX_INTERVAL_SECONDS &&
+    Array.isArray(saved.scopes) &&
+    saved.scopes.every((scope) => typeof scope === 'string')
+  if (!ok) {
+    throw Object.assign(
+      new TypeError('restoreDeviceAuthorization: the saved device authorization is invalid'),
+      {
+        code: 'ERR_INVALID_ARG_VALUE' as const,
+      },
+    )
+  }
+  const flow: DeviceAuthorization = Object.freeze({
+    userCode: saved.userCode,
+    verificationUri: saved.verificationUri,
+    verificationUriComplete: saved.verificationUriComplete,
+    expiresAt: saved.expiresAt,
+    intervalSeconds: saved.intervalSeconds,
+    message: saved.message,
+    scopes: Object.freeze([...saved.scopes]),
+  })
+  deviceCodes.set(flow, saved.deviceCode)
+  return flow
+}
+
+function notOurFlow(fn: string): TypeError {
+  return Object.assign(new TypeError(`${fn}: flow did not come from startDeviceAuthorization`), {
+    code: 'ERR_INVALID_ARG_VALUE' as const,
+  })
+}
+
 export type { SleepFunction } from './retry.js'
 
 /** One poll's outcome, for progress reporting and diagnostics. */
@@ -253,8 +355,13 @@ export interface PollDeviceAuthorizationOptions {
   now?: (() => number) | undefined
   /** Per-request timeout, ms. Default 10000. */
   timeoutMs?: number | undefined
-  /** Called after every poll. */
-  onPoll?: ((event: PollEvent) => void) | undefined
+  /** Called after every poll (e.g. to keep the interval of a resumable flow up to date). */
+  onPoll?: ((event: PollEvent) => unknown) | undefined
+  /**
+   * Sends a DPoP proof of this key with every poll, so the tokens are bound to it (RFC 9449 §5);
+   * a `use_dpop_nonce` answer is retried at once with the server's nonce (§8).
+   */
+  dpop?: DPoPHandle | undefined
 }
 
 function cancelled(cause?: unknown): EdgeTokenError {
@@ -290,12 +397,7 @@ export async function pollDeviceAuthorization(
   options: PollDeviceAuthorizationOptions = {},
 ): Promise<TokenSet> {
   const deviceCode = deviceCodes.get(flow)
-  if (deviceCode === undefined) {
-    throw Object.assign(
-      new TypeError('pollDeviceAuthorization: flow did not come from startDeviceAuthorization'),
-      { code: 'ERR_INVALID_ARG_VALUE' as const },
-    )
-  }
+  if (deviceCode === undefined) throw notOurFlow('pollDeviceAuthorization')
   const { sleep } = options
   const now = options.now ?? Date.now
   const { signal } = options
@@ -318,8 +420,6 @@ export async function pollDeviceAuthorization(
 
     const at = now()
     const body = new URLSearchParams({ grant_type: DEVICE_CODE_GRANT_TYPE, device_code: deviceCode })
-    const headers: Record<string, string> = {}
-    await applyClientAuth(client, server.tokenEndpoint, body, headers, { now })
     // Entra ID: client_info=1 returns the stable `uid.utid` account id.
     if (server.dialect === 'entra') body.set('client_info', '1')
 
@@ -327,11 +427,11 @@ export async function pollDeviceAuthorization(
     let retryAfterSeconds: number | undefined
     let response: HttpResponse | undefined
     try {
-      response = await httpRequest(server.tokenEndpoint, {
-        body,
-        headers,
+      response = await sendTokenRequest(server, client, body, {
+        now,
         signal,
         timeoutMs: options.timeoutMs,
+        dpop: options.dpop,
       })
     } catch (err) {
       // RFC 8628 §3.5: on a connection timeout, reduce the polling frequency (exponential back-off).
@@ -347,8 +447,10 @@ export async function pollDeviceAuthorization(
         now,
         signal,
         sleep,
+        dpop: options.dpop !== undefined,
       })
-      options.onPoll?.({ at, outcome: 'done', intervalSeconds })
+      const reported = options.onPoll?.({ at, outcome: 'done', intervalSeconds })
+      if (reported instanceof Promise) await reported
       return tokens
     }
     const err =
@@ -369,7 +471,9 @@ export async function pollDeviceAuthorization(
     } else {
       throw err
     }
-    options.onPoll?.({ at, outcome, intervalSeconds })
+    // Awaited only when it returns a promise: a synchronous callback costs no extra tick.
+    const reported = options.onPoll?.({ at, outcome, intervalSeconds })
+    if (reported instanceof Promise) await reported
     waitMs = Math.max(intervalSeconds, retryAfterSeconds ?? 0) * 1000
   }
 }

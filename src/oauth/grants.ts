@@ -62,6 +62,8 @@ export interface ClientCredentialsGrantOptions extends TokenRequestOptions {
   scopes: readonly string[]
   /** RFC 8707 resource indicator, for servers that take one. */
   resource?: string | undefined
+  /** A claims request (compact JSON from `mergeClaims`): a claims challenge, client capabilities. */
+  claims?: string | undefined
 }
 
 /**
@@ -91,6 +93,7 @@ export async function clientCredentialsGrant(
   const body = new URLSearchParams({ grant_type: 'client_credentials' })
   if (options.scopes.length > 0) body.set('scope', options.scopes.join(' '))
   if (options.resource !== undefined) body.set('resource', options.resource)
+  if (options.claims !== undefined) body.set('claims', options.claims)
   return requestTokens(server, client, body, { ...options, grant: 'other', requestedScopes: options.scopes })
 }
 
@@ -109,6 +112,8 @@ export interface AuthorizationCodeGrantOptions extends TokenRequestOptions {
    * (OpenID Connect Core §3.1.3.7 step 11).
    */
   expectedNonce?: string | undefined
+  /** A claims request (compact JSON from `mergeClaims`), sent again at redemption as MSAL does. */
+  claims?: string | undefined
 }
 
 /**
@@ -147,6 +152,7 @@ export async function authorizationCodeGrant(
     if (options.scopes.length > 0) body.set('scope', options.scopes.join(' '))
     body.set('client_info', '1')
   }
+  if (options.claims !== undefined) body.set('claims', options.claims)
   const tokens = await requestTokens(server, client, body, {
     ...options,
     grant: 'other',

@@ -13,7 +13,15 @@ import { errorFromResponse } from './tokens.js'
 import type { OAuthClient, TokenSet } from './types.js'
 
 /** Options of {@link refreshTokenGrant} and {@link revokeToken}. */
-export interface RefreshOptions extends TokenRequestOptions {}
+export interface RefreshOptions extends TokenRequestOptions {
+  /**
+   * A claims request to satisfy (compact JSON from `mergeClaims`: a claims challenge and/or client
+   * capabilities), sent as the `claims` parameter. Refresh only; {@link revokeToken} ignores it.
+   *
+   * @see https://learn.microsoft.com/entra/identity-platform/claims-challenge
+   */
+  claims?: string | undefined
+}
 
 /**
  * Exchanges a refresh token for a new token set (RFC 6749 §6). When the server does not rotate
@@ -24,12 +32,15 @@ export interface RefreshOptions extends TokenRequestOptions {}
  * @param client - the client.
  * @param refreshToken - the refresh token (secret).
  * @param scopes - the scopes to ask for (empty: the originally granted ones).
- * @param options - signal, clock, timeout.
+ * @param options - claims, signal, clock, timeout.
  * @returns the new token set (id_token verified when sent; when its signing keys cannot be fetched
  *   the id_token is dropped and `warning` says so, so a rotated refresh token is never lost).
  * @throws {@link OAuthServerError} with `ERR_SIGNIN_REQUIRED` on `invalid_grant` (expired, revoked or
- *   reused refresh token), `ERR_OAUTH` otherwise; `ERR_UNAVAILABLE`; `ERR_INVALID_RESPONSE`.
+ *   reused refresh token) and, when claims were asked for, on `interaction_required` (the claims
+ *   need the user: MFA, a compliant device; a new sign-in with them); `ERR_OAUTH` otherwise;
+ *   `ERR_UNAVAILABLE`; `ERR_INVALID_RESPONSE`.
  * @see https://www.rfc-editor.org/rfc/rfc6749#section-6
+ * @see https://learn.microsoft.com/entra/identity-platform/claims-challenge
  */
 export async function refreshTokenGrant(
   server: AuthorizationServer,
@@ -41,15 +52,40 @@ export async function refreshTokenGrant(
   const body = new URLSearchParams({ grant_type: 'refresh_token', refresh_token: refreshToken })
   if (scopes.length > 0) body.set('scope', scopes.join(' '))
   if (server.dialect === 'entra') body.set('client_info', '1')
-  const tokens = await requestTokens(server, client, body, {
-    grant: 'refresh_token',
-    requestedScopes: scopes,
-    now: options.now,
-    signal: options.signal,
-    timeoutMs: options.timeoutMs,
-    sleep: options.sleep,
-  })
+  if (options.claims !== undefined) body.set('claims', options.claims)
+  let tokens: TokenSet
+  try {
+    tokens = await requestTokens(server, client, body, {
+      grant: 'refresh_token',
+      requestedScopes: scopes,
+      now: options.now,
+      signal: options.signal,
+      timeoutMs: options.timeoutMs,
+      sleep: options.sleep,
+      dpop: options.dpop,
+    })
+  } catch (err) {
+    throw options.claims === undefined ? err : claimsNotMet(err)
+  }
   return tokens.refreshToken === undefined ? Object.freeze({ ...tokens, refreshToken }) : tokens
+}
+
+/**
+ * A refresh asked for claims and the server wants the user for them (`interaction_required`:
+ * MFA, a compliant device, a new sign-in): the refresh token cannot satisfy the challenge, so the
+ * answer is "sign in again", as `invalid_grant` already is.
+ */
+function claimsNotMet(err: unknown): unknown {
+  if (!(err instanceof OAuthServerError) || err.code === 'ERR_SIGNIN_REQUIRED') return err
+  if (err.error !== 'interaction_required') return err
+  return new OAuthServerError('ERR_SIGNIN_REQUIRED', err.error, {
+    status: err.status,
+    errorDescription: err.errorDescription,
+    errorUri: err.errorUri,
+    body: err.body,
+    cause: err,
+    message: `${err.message}; the claims challenge needs a new sign-in`,
+  })
 }
 
 /**

@@ -1,14 +1,17 @@
 /**
  * One token endpoint request (RFC 6749 §3.2): "send" adds the client's authentication and posts
- * the form, "process" validates the response. Every grant except the device-code poll (which
- * needs its own network back-off, RFC 8628 §3.5) goes through here.
+ * the form, "process" validates the response. Every grant goes through here (the device-code poll
+ * sends through it and keeps its own network back-off, RFC 8628 §3.5), and with it the DPoP proof
+ * and the one retry after `use_dpop_nonce` (RFC 9449 §5, §8).
  *
  * @see https://www.rfc-editor.org/rfc/rfc6749#section-3.2
  * @packageDocumentation
  */
+import { isObject, parseJson } from '../lib/validate.js'
 import type { AuthorizationServer } from './authority.js'
 import { applyClientAuth } from './client-auth.js'
-import { type HttpResponse, httpRequest } from './http.js'
+import type { DPoPHandle } from './dpop.js'
+import { type HttpResponse, httpRequest, responseHeader } from './http.js'
 import type { SleepFunction } from './retry.js'
 import { type GrantKind, processTokenResponse } from './tokens.js'
 import type { OAuthClient, TokenSet } from './types.js'
@@ -23,6 +26,11 @@ export interface TokenRequestOptions {
   timeoutMs?: number | undefined
   /** Waits between JWKS fetch attempts for the id_token; inject for tests. Default: a timer. */
   sleep?: SleepFunction | undefined
+  /**
+   * Sends a DPoP proof of this key with the request (RFC 9449 §5), so the tokens are bound to it;
+   * a `use_dpop_nonce` answer is retried once with the server's nonce (§8).
+   */
+  dpop?: DPoPHandle | undefined
 }
 
 /** Options of {@link requestTokens}. */
@@ -34,14 +42,26 @@ export interface RequestTokensOptions extends TokenRequestOptions {
 }
 
 /**
+ * Whether a token endpoint answer asks for a DPoP nonce: 400 `{"error":"use_dpop_nonce"}` (RFC 9449 §8).
+ */
+function asksForNonce(response: HttpResponse): boolean {
+  if (response.status !== 400) return false
+  const body = parseJson(response.body)
+  return isObject(body) && body.error === 'use_dpop_nonce'
+}
+
+/**
  * Sends a token request: adds the client's authentication (RFC 6749 §2.3) to `body` and POSTs it
- * to the token endpoint. The response is not checked.
+ * to the token endpoint. The response is not checked. With `options.dpop`, each request carries
+ * a fresh DPoP proof, and a `use_dpop_nonce` answer that brings a new nonce is sent once more
+ * (a fresh client assertion and proof; the grant is not consumed by an answer asking for a nonce).
  *
  * @param server - the authorization server.
  * @param client - the client and its authentication.
  * @param body - the grant parameters (`grant_type` and the grant's own); completed in place.
- * @param options - signal, clock, timeout.
- * @returns the raw response.
+ * @param options - signal, clock, timeout, DPoP key.
+ * @returns the raw response (the retry's, after a `use_dpop_nonce`).
+ * @see https://www.rfc-editor.org/rfc/rfc9449#section-8
  * @throws EdgeTokenError `ERR_UNAVAILABLE` (network), `ERR_CANCELLED`, `ERR_CONFIG` (unusable key).
  * @example
  * ```ts
@@ -55,14 +75,27 @@ export async function sendTokenRequest(
   body: URLSearchParams,
   options: TokenRequestOptions = {},
 ): Promise<HttpResponse> {
-  const headers: Record<string, string> = {}
-  await applyClientAuth(client, server.tokenEndpoint, body, headers, { now: options.now })
-  return httpRequest(server.tokenEndpoint, {
-    body,
-    headers,
-    signal: options.signal,
-    timeoutMs: options.timeoutMs,
-  })
+  const { dpop } = options
+  const grant = new URLSearchParams(body)
+  const send = async (form: URLSearchParams): Promise<HttpResponse> => {
+    const headers: Record<string, string> = {}
+    await applyClientAuth(client, server.tokenEndpoint, form, headers, { now: options.now })
+    if (dpop) headers.dpop = await dpop.proof({ method: 'POST', url: server.tokenEndpoint })
+    return httpRequest(server.tokenEndpoint, {
+      body: form,
+      headers,
+      signal: options.signal,
+      timeoutMs: options.timeoutMs,
+    })
+  }
+  const first = await send(body)
+  if (!dpop) return first
+  const fresh = dpop.rememberNonce(server.tokenEndpoint, responseHeader(first, 'dpop-nonce'))
+  // RFC 9449 §8: one retry with the nonce; a second refusal is the server's final answer.
+  if (!fresh || !asksForNonce(first)) return first
+  const second = await send(grant)
+  dpop.rememberNonce(server.tokenEndpoint, responseHeader(second, 'dpop-nonce'))
+  return second
 }
 
 /**
@@ -97,5 +130,6 @@ export async function requestTokens(
     now: options.now,
     signal: options.signal,
     sleep: options.sleep,
+    dpop: options.dpop !== undefined,
   })
 }

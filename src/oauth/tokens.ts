@@ -5,7 +5,6 @@
  * @packageDocumentation
  */
 import { createHash } from 'node:crypto'
-import { decodeJwt, errors as joseErrors, jwtVerify } from 'jose'
 import {
   EdgeTokenError,
   type ErrorCode,
@@ -22,6 +21,9 @@ import { jwksKeyResolver } from './jwks.js'
 import { type SleepFunction, withRetries } from './retry.js'
 import { parseScope } from './scopes.js'
 import type { Account, TokenSet } from './types.js'
+
+// jose is loaded by the first id_token check, not by `import 'edgetoken'` (see oauth/http.ts).
+let jose: typeof import('jose') | undefined
 
 /** Clock skew allowed when checking `exp`, `iat` and `nbf`, seconds. */
 export const CLOCK_SKEW_SECONDS = 60
@@ -182,6 +184,8 @@ export interface ProcessTokenResponseOptions {
   signal?: AbortSignal | undefined
   /** Waits between JWKS fetch attempts; inject for tests. Default: a timer. */
   sleep?: SleepFunction | undefined
+  /** A DPoP proof was sent: `token_type` `DPoP` is then accepted as well (RFC 9449 §5). */
+  dpop?: boolean | undefined
 }
 
 /** How many times the JWKS is fetched for one token response before giving up. */
@@ -234,8 +238,11 @@ export async function processTokenResponse(
   if (!isNonEmptyString(body.access_token)) throw bad('access_token', 'is missing or not a string')
   if (typeof body.token_type !== 'string') throw bad('token_type', 'is missing')
   const tokenType = body.token_type.toLowerCase()
-  // RFC 6750: only bearer tokens are supported; Entra ID spells it `Bearer`.
-  if (tokenType !== 'bearer') throw bad('token_type', 'is not bearer')
+  // RFC 6750 bearer tokens (Entra ID spells it `Bearer`); RFC 9449 §5 DPoP-bound ones only when a
+  // proof was sent (a server that ignores DPoP answers `Bearer`, which is kept as such).
+  if (tokenType !== 'bearer' && !(tokenType === 'dpop' && options.dpop === true)) {
+    throw bad('token_type', options.dpop ? 'is neither Bearer nor DPoP' : 'is not bearer')
+  }
 
   const expiresIn = numericParameter(body, 'expires_in') ?? DEFAULT_EXPIRES_IN_SECONDS
   if (!Number.isFinite(expiresIn) || expiresIn <= 0 || expiresIn > MAX_EXPIRES_IN_SECONDS) {
@@ -332,6 +339,8 @@ export async function verifyIdToken(
       'id_token cannot be verified: the server publishes no jwks_uri',
     )
   }
+  jose ??= await import('jose')
+  const { decodeJwt, errors: joseErrors, jwtVerify } = jose
   let unverifiedTid: unknown
   try {
     unverifiedTid = decodeJwt(idToken).tid

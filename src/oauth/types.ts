@@ -11,7 +11,7 @@
 export interface TokenSet {
   /** The access token. Secret. */
   readonly accessToken: string
-  /** The token type, lower-cased (`bearer`). */
+  /** The token type, lower-cased: `bearer`, or `dpop` for a DPoP-bound token (RFC 9449 §5). */
   readonly tokenType: string
   /** When the access token expires, epoch milliseconds, computed from `expires_in` at receipt. */
   readonly expiresAt: number
@@ -72,6 +72,21 @@ export type ClientAuth =
       readonly x5tS256?: string
       /** base64url SHA-1 thumbprint (`x5t` header), for older Entra ID setups. */
       readonly x5t?: string
+      /**
+       * The certificate chain (`x5c` header, RFC 7515 §4.1.6): standard base64 DER, the key's own
+       * certificate first. Entra ID's subject name and issuer authentication needs it.
+       */
+      readonly x5c?: readonly string[]
+    }
+  /**
+   * A client assertion made elsewhere (RFC 7521 §4.2, RFC 7523 §2.2): a federated workload
+   * identity token (Kubernetes projected service account token, GitHub Actions OIDC, Azure
+   * `AZURE_FEDERATED_TOKEN_FILE`), asked for again for every request because it rotates.
+   */
+  | {
+      readonly method: 'client_assertion'
+      /** Returns the current assertion (a JWT). Secret. */
+      readonly getAssertion: (audience: string) => string | Promise<string>
     }
 
 /** A registered OAuth client. */

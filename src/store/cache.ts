@@ -9,6 +9,7 @@
  * is not "expired" on arrival. Entra ID's `refresh_in` moves the refresh earlier.
  */
 import { EdgeTokenError, isEdgeTokenError } from '../errors.js'
+import type { DPoPKeyRecord } from '../oauth/dpop.js'
 import type { Account, TokenSet } from '../oauth/types.js'
 import {
   type AccessTokenEntry,
@@ -46,10 +47,43 @@ export interface SaveSignInOptions extends AccountIdentity {
   requestedAt?: number
   /** Stops waiting for the store lock. */
   signal?: AbortSignal | undefined
+  /**
+   * The DPoP key the tokens are bound to (RFC 9449), kept for the account's refreshes; without
+   * it, a key stored earlier is dropped (the new tokens are bearer tokens). Saved in the same
+   * write as the sign-in, which also drops the account's pending device sign-in.
+   */
+  dpopKey?: DPoPKeyRecord | undefined
+}
+
+/** What a refresh is given besides the refresh token. */
+export interface RefreshContext {
+  /** The account's DPoP key: the refresh request carries a proof of it (RFC 9449 §5). Secret. */
+  readonly dpopKey?: DPoPKeyRecord | undefined
 }
 
 /** Refreshes: the protocol layer's refresh grant, bound to an authority and client. */
-export type RefreshFunction = (refreshToken: string, scopes: readonly string[]) => Promise<TokenSet>
+export type RefreshFunction = (
+  refreshToken: string,
+  scopes: readonly string[],
+  context?: RefreshContext,
+) => Promise<TokenSet>
+
+/**
+ * Token acquisition for a machine with no user (client credentials, managed identity): there is
+ * no refresh token, so a token is acquired again with the machine's own credential whenever one
+ * is due, and the first one needs no sign-in.
+ */
+export interface MachineAcquisition {
+  /** The grant, recorded on the account so `status` and the daemon know it renews itself. */
+  readonly grant: 'client_credentials' | 'managed_identity'
+  /**
+   * Acquires a token for these scopes; called with the store lock held.
+   *
+   * @throws EdgeTokenError `ERR_SIGNIN_REQUIRED` when the credential was rejected (the account is
+   *   then marked, like a dead refresh token); anything else is passed on.
+   */
+  acquire(scopes: readonly string[]): Promise<{ tokenSet: TokenSet; account: Account }>
+}
 
 /** Options of {@link acquireTokenSilent}. */
 export interface AcquireTokenSilentOptions extends AccountIdentity {
@@ -59,8 +93,13 @@ export interface AcquireTokenSilentOptions extends AccountIdentity {
   minTtlSeconds?: number | undefined
   /** Refresh even when the cached token is valid (a refresh started after this call counts). */
   forceRefresh?: boolean | undefined
-  /** The refresh grant; called with the lock held. */
-  refresh: RefreshFunction
+  /** The refresh grant; called with the lock held. Required unless `machine` is given. */
+  refresh?: RefreshFunction | undefined
+  /**
+   * A machine's own acquisition instead of a refresh (client credentials, managed identity): with
+   * it, no sign-in is needed first, and a rejected credential is retried on the next call.
+   */
+  machine?: MachineAcquisition | undefined
   /** Expiry margin; default {@link DEFAULT_EXPIRY_MARGIN_SECONDS}. */
   expiryMarginSeconds?: number | undefined
   /** Stops waiting for the lock. */
@@ -79,6 +118,10 @@ export interface SilentTokenResult {
   scopes: string[]
   /** True when this call made no token request. */
   fromCache: boolean
+  /** `DPoP` when the token is bound to the account's DPoP key (send it with proofs), else `Bearer`. */
+  tokenType: 'Bearer' | 'DPoP'
+  /** With `DPoP`: the key to sign the proofs with. Secret: never printed. */
+  dpopKey?: DPoPKeyRecord | undefined
   /** Set when the token does not meet `minTtlSeconds` (the IdP issues shorter lifetimes). */
   warning?: string
 }
@@ -121,6 +164,7 @@ function tokenEntry(tokenSet: TokenSet, requested: readonly string[], requestedA
     expiresAt: tokenSet.expiresAt,
     obtainedAt: requestedAt,
   }
+  if (tokenSet.tokenType === 'dpop') entry.tokenType = 'DPoP'
   if (tokenSet.refreshInSeconds !== undefined && tokenSet.refreshInSeconds > 0) {
     entry.refreshAt = requestedAt + tokenSet.refreshInSeconds * 1000
   }
@@ -170,12 +214,18 @@ function result(
   fromCache: boolean,
   now: number,
   minTtlSeconds: number,
+  dpopKey?: DPoPKeyRecord,
 ): SilentTokenResult {
   const out: SilentTokenResult = {
     accessToken: token.token,
     expiresAt: token.expiresAt,
     scopes: [...token.scopes],
     fromCache,
+    tokenType: token.tokenType ?? 'Bearer',
+  }
+  // Not enumerable: a result logged or serialised whole never shows the private key.
+  if (token.tokenType === 'DPoP' && dpopKey !== undefined) {
+    Object.defineProperty(out, 'dpopKey', { value: dpopKey, enumerable: false })
   }
   const remaining = Math.floor((token.expiresAt - now) / 1000)
   if (minTtlSeconds > 0 && remaining < minTtlSeconds) {
@@ -210,7 +260,13 @@ export async function saveSignIn(store: TokenStore, options: SaveSignInOptions):
       if (options.tokenSet.refreshToken) entry.refreshToken = options.tokenSet.refreshToken
       if (options.tokenSet.idTokenClaims) entry.idTokenClaims = { ...options.tokenSet.idTokenClaims }
       addToken(entry, tokenEntry(options.tokenSet, options.requestedScopes, requestedAt))
-      doc.accounts[accountKey(authority, options.clientId)] = entry
+      const key = accountKey(authority, options.clientId)
+      doc.accounts[key] = entry
+      // Tokens of a sign-in without DPoP are bearer tokens: an older key must not sign their refreshes.
+      if (options.dpopKey !== undefined) doc.dpopKeys = { ...doc.dpopKeys, [key]: options.dpopKey }
+      else if (doc.dpopKeys?.[key] !== undefined) delete doc.dpopKeys[key]
+      // The pending device sign-in (if any) is done: dropped in the same write (issue 14).
+      if (doc.pendingSignIns?.[key] !== undefined) delete doc.pendingSignIns[key]
       await store.write(doc)
     },
     { signal: options.signal },
@@ -241,7 +297,9 @@ export function cachedTokenResult(
   const margin = options.expiryMarginSeconds ?? DEFAULT_EXPIRY_MARGIN_SECONDS
   const minTtl = Math.max(0, options.minTtlSeconds ?? 0)
   const cached = pick(entry, options.scopes)
-  return cached && usable(cached, now(), margin, minTtl) ? result(cached, true, now(), minTtl) : undefined
+  return cached && usable(cached, now(), margin, minTtl)
+    ? result(cached, true, now(), minTtl, doc.dpopKeys?.[accountKey(options.authority, options.clientId)])
+    : undefined
 }
 
 /**
@@ -271,8 +329,9 @@ export async function acquireTokenSilent(
   const minTtl = Math.max(0, options.minTtlSeconds ?? 0)
   const key = accountKey(options.authority, options.clientId)
 
+  const { machine } = options
   const first = await store.read()
-  if (!first.accounts[key]) throw notSignedIn()
+  if (!first.accounts[key] && !machine) throw notSignedIn()
   if (!options.forceRefresh) {
     const hit = cachedTokenResult(first, options)
     if (hit) return hit
@@ -281,17 +340,20 @@ export async function acquireTokenSilent(
   return store.withLock(
     async () => {
       const doc = await store.read()
-      const entry = doc.accounts[key]
-      if (!entry) throw notSignedIn()
-      const cached = pick(entry, options.scopes)
+      const stored = doc.accounts[key]
+      const dpopKey = doc.dpopKeys?.[key]
+      if (!stored && !machine) throw notSignedIn()
+      const cached = stored ? pick(stored, options.scopes) : undefined
       if (cached) {
         if (!options.forceRefresh && usable(cached, now(), margin, minTtl))
-          return result(cached, true, now(), minTtl)
+          return result(cached, true, now(), minTtl, dpopKey)
         // Someone refreshed after this call began: that is as fresh as a refresh of our own.
         if (options.forceRefresh && cached.obtainedAt >= callStartedAt)
-          return result(cached, true, now(), minTtl)
+          return result(cached, true, now(), minTtl, dpopKey)
       }
-      if (entry.needsSignIn || !entry.refreshToken) throw signInAgain()
+      // A machine acquires again even after a rejection: its credential may have been replaced.
+      const refreshToken = stored?.refreshToken
+      if (!machine && (!stored || stored.needsSignIn || !refreshToken)) throw signInAgain()
 
       // Room for the answer before the request (issue 11 #4): once the IdP answers, the old refresh
       // token is spent, so a save failing for want of space would cost the device its sign-in. A
@@ -302,27 +364,38 @@ export async function acquireTokenSilent(
       } catch (err) {
         // Only refresh_in asked for this refresh and the token is still good: keep using it.
         if (!options.forceRefresh && cached && usable(cached, now(), margin, minTtl, false))
-          return result(cached, true, now(), minTtl)
+          return result(cached, true, now(), minTtl, dpopKey)
         throw err
       }
       const save = (d: StoreDocument): Promise<void> => (room ? room.write(d) : store.write(d))
       try {
         const requestedAt = now()
         let tokenSet: TokenSet
+        let entry: AccountEntry
         try {
-          tokenSet = await options.refresh(entry.refreshToken, options.scopes)
+          if (machine) {
+            const acquired = await machine.acquire(options.scopes)
+            tokenSet = acquired.tokenSet
+            entry = machineEntry(stored, machine.grant, acquired.account, options)
+            doc.accounts[key] = entry
+          } else {
+            if (!options.refresh || !stored || !refreshToken) throw signInAgain()
+            entry = stored
+            tokenSet = await options.refresh(refreshToken, options.scopes, { dpopKey })
+          }
         } catch (err) {
-          if (isEdgeTokenError(err, 'ERR_SIGNIN_REQUIRED')) {
-            // The refresh token is dead: keep the account (status shows who must sign in), drop the token.
-            entry.needsSignIn = true
-            delete entry.refreshToken
-            entry.updatedAt = Date.now()
+          if (isEdgeTokenError(err, 'ERR_SIGNIN_REQUIRED') && stored) {
+            // The refresh token (or the machine's credential) is dead: keep the account (status
+            // shows who must sign in), drop the token.
+            stored.needsSignIn = true
+            delete stored.refreshToken
+            stored.updatedAt = Date.now()
             await save(doc)
             throw err
           }
           // Only refresh_in asked for this refresh and the token is still good: keep using it.
           if (!options.forceRefresh && cached && usable(cached, now(), margin, minTtl, false)) {
-            return result(cached, true, now(), minTtl)
+            return result(cached, true, now(), minTtl, dpopKey)
           }
           throw err
         }
@@ -334,7 +407,7 @@ export async function acquireTokenSilent(
         // Durable before returning: with rotation, the old refresh token is now spent.
         await save(doc)
         const freshest = cached && cached.expiresAt > fresh.expiresAt ? cached : fresh
-        const out = result(freshest, freshest !== fresh, now(), minTtl)
+        const out = result(freshest, freshest !== fresh, now(), minTtl, dpopKey)
         // E.g. the id_token of a refresh could not be verified and was dropped (the tokens are kept).
         if (tokenSet.warning)
           out.warning = out.warning ? `${tokenSet.warning}; ${out.warning}` : tokenSet.warning
@@ -345,6 +418,34 @@ export async function acquireTokenSilent(
     },
     { signal: options.signal },
   )
+}
+
+/**
+ * The account entry after a machine's acquisition: the stored one, cleared of a rejection, or a
+ * new one when there was none or it was a user's sign-in under the same client id.
+ */
+function machineEntry(
+  stored: AccountEntry | undefined,
+  grant: MachineAcquisition['grant'],
+  account: Account,
+  options: AcquireTokenSilentOptions,
+): AccountEntry {
+  const authority = normalizeAuthority(options.authority)
+  if (stored && stored.grant === grant) {
+    stored.needsSignIn = false
+    stored.account = accountInfo(account, authority)
+    return stored
+  }
+  return {
+    authority,
+    clientId: options.clientId,
+    account: accountInfo(account, authority),
+    needsSignIn: false,
+    grant,
+    scopes: [...options.scopes],
+    accessTokens: [],
+    updatedAt: Date.now(),
+  }
 }
 
 /**
@@ -369,7 +470,8 @@ export async function readAccountStatus(
   )
   return {
     account: { ...entry.account },
-    signedIn: !entry.needsSignIn && entry.refreshToken !== undefined,
+    // A machine's account renews itself with its credential: signed in until that is rejected.
+    signedIn: !entry.needsSignIn && (entry.refreshToken !== undefined || entry.grant !== undefined),
     needsSignIn: entry.needsSignIn,
     accessTokenExpiresAt: latest,
   }
@@ -408,6 +510,9 @@ export async function removeAccount(
       const doc: StoreDocument = await store.read()
       if (!(key in doc.accounts)) return false
       delete doc.accounts[key]
+      // The next sign-in starts with a new DPoP key: nothing bound to this one is worth keeping.
+      if (doc.dpopKeys) delete doc.dpopKeys[key]
+      if (doc.pendingSignIns) delete doc.pendingSignIns[key]
       await store.write(doc)
       return true
     },

@@ -4,6 +4,8 @@
  */
 import { StoreError } from '../errors.js'
 import { isFiniteNumber, isNonEmptyString, isObject } from '../lib/validate.js'
+import type { SavedDeviceAuthorization } from '../oauth/device.js'
+import type { DPoPKeyRecord } from '../oauth/dpop.js'
 
 /** One cached access token. */
 export interface AccessTokenEntry {
@@ -19,6 +21,8 @@ export interface AccessTokenEntry {
   obtainedAt: number
   /** Entra ID `refresh_in`: when to refresh proactively, epoch ms. */
   refreshAt?: number
+  /** `DPoP` for a token bound to the account's DPoP key (RFC 9449); absent: Bearer. */
+  tokenType?: 'DPoP'
 }
 
 /** The account as stored. */
@@ -38,6 +42,12 @@ export interface AccountEntry {
   refreshToken?: string
   /** The refresh token was rejected (`invalid_grant`): the user must sign in again. */
   needsSignIn: boolean
+  /**
+   * Set for a machine with no user: its tokens are re-acquired with its own credential (client
+   * credentials) or identity (managed identity), never refreshed. `needsSignIn` then means the
+   * credential was rejected.
+   */
+  grant?: 'client_credentials' | 'managed_identity'
   /** Verified id_token claims from the last response that had one. */
   idTokenClaims?: Record<string, unknown>
   /** Scopes requested at sign-in. */
@@ -48,10 +58,29 @@ export interface AccountEntry {
   updatedAt: number
 }
 
+/**
+ * A device sign-in still waiting for approval (issue 14): resumed by the next `login` or `run`
+ * until it expires. Secret: it holds the device code.
+ */
+export interface PendingSignIn {
+  /** The device authorization, with its device code and the interval in force. */
+  flow: SavedDeviceAuthorization
+  /** When the flow was started, epoch ms. */
+  startedAt: number
+}
+
 /** The whole decrypted store. */
 export interface StoreDocument {
   v: 1
   accounts: Record<string, AccountEntry>
+  /**
+   * The DPoP key of each account (RFC 9449), by {@link accountKey}: kept apart from the account
+   * entry because it exists before the first sign-in (the device code's token request is bound
+   * to it) and outlives a sign-in that replaces the entry. Secret.
+   */
+  dpopKeys?: Record<string, DPoPKeyRecord>
+  /** Device sign-ins in progress, by {@link accountKey}. Secret. */
+  pendingSignIns?: Record<string, PendingSignIn>
 }
 
 /** Scopes that describe the sign-in, not the access token; ignored when matching scope sets. */
@@ -105,8 +134,40 @@ function checkAccessToken(value: unknown): value is AccessTokenEntry {
     isNonEmptyString(value.token) &&
     isFiniteNumber(value.expiresAt) &&
     isFiniteNumber(value.obtainedAt) &&
-    (value.refreshAt === undefined || isFiniteNumber(value.refreshAt))
+    (value.refreshAt === undefined || isFiniteNumber(value.refreshAt)) &&
+    (value.tokenType === undefined || value.tokenType === 'DPoP')
   )
+}
+
+function checkDPoPKey(value: unknown): value is DPoPKeyRecord {
+  return (
+    isObject(value) &&
+    isNonEmptyString(value.alg) &&
+    isNonEmptyString(value.jkt) &&
+    isObject(value.privateJwk) &&
+    isNonEmptyString(value.privateJwk.kty) &&
+    isNonEmptyString(value.privateJwk.d)
+  )
+}
+
+function checkPending(value: unknown): value is PendingSignIn {
+  if (!isObject(value) || !isFiniteNumber(value.startedAt)) return false
+  const flow = value.flow
+  return (
+    isObject(flow) &&
+    isNonEmptyString(flow.deviceCode) &&
+    isNonEmptyString(flow.userCode) &&
+    isNonEmptyString(flow.verificationUri) &&
+    (flow.verificationUriComplete === undefined || isNonEmptyString(flow.verificationUriComplete)) &&
+    isFiniteNumber(flow.expiresAt) &&
+    isFiniteNumber(flow.intervalSeconds) &&
+    (flow.message === undefined || typeof flow.message === 'string') &&
+    isStringArray(flow.scopes)
+  )
+}
+
+function checkMap<T>(value: unknown, check: (entry: unknown) => entry is T): boolean {
+  return value === undefined || (isObject(value) && Object.values(value).every(check))
 }
 
 function checkEntry(value: unknown): value is AccountEntry {
@@ -122,6 +183,9 @@ function checkEntry(value: unknown): value is AccountEntry {
     (account.tenant === undefined || typeof account.tenant === 'string') &&
     (value.refreshToken === undefined || isNonEmptyString(value.refreshToken)) &&
     typeof value.needsSignIn === 'boolean' &&
+    (value.grant === undefined ||
+      value.grant === 'client_credentials' ||
+      value.grant === 'managed_identity') &&
     (value.idTokenClaims === undefined || isObject(value.idTokenClaims)) &&
     isStringArray(value.scopes) &&
     Array.isArray(value.accessTokens) &&
@@ -141,7 +205,9 @@ export function isStoreDocument(value: unknown): value is StoreDocument {
     isObject(value) &&
     value.v === 1 &&
     isObject(value.accounts) &&
-    Object.values(value.accounts).every(checkEntry)
+    Object.values(value.accounts).every(checkEntry) &&
+    checkMap(value.dpopKeys, checkDPoPKey) &&
+    checkMap(value.pendingSignIns, checkPending)
   )
 }
 

@@ -11,13 +11,13 @@
  */
 import { createHash } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import { createRemoteJWKSet, customFetch, type FetchImplementation, type JWTPayload, jwtVerify } from 'jose'
-import { fetch as undiciFetch } from 'undici'
+import type { createRemoteJWKSet, FetchImplementation, JWTPayload } from 'jose'
 import { EdgeTokenError } from '../errors.js'
 import { ASYMMETRIC_JWS_ALGORITHMS } from '../lib/jws.js'
 import { assertSecureUrl } from '../lib/url.js'
 import { isNonEmptyString, isObject, parseJson } from '../lib/validate.js'
 import { jsonTooDeep, MAX_JSON_DEPTH } from './json-depth.js'
+import { boundThumbprint, createDPoPVerifier, DPoPRefusal } from './receiver-dpop.js'
 
 /** Options of {@link createReceiver}. */
 export interface ReceiverOptions {
@@ -58,6 +58,27 @@ export interface ReceiverOptions {
   requireAtJwtType?: boolean
   /** The clock for remembering keys, epoch ms (tests). Default `Date.now`. */
   now?: () => number
+  /**
+   * DPoP (RFC 9449): tokens bound to a key (`cnf.jkt`) are always accepted only with the `DPoP`
+   * scheme and a valid proof, and refused as bearer tokens; these options tune the proof checks
+   * and, when given at all, add a `DPoP` challenge to the answer without credentials.
+   */
+  dpop?: ReceiverDPoPOptions | undefined
+}
+
+/** DPoP options of {@link ReceiverOptions}. */
+export interface ReceiverDPoPOptions {
+  /** How old a proof's `iat` may be, seconds. Default 60. */
+  maxAgeSeconds?: number | undefined
+  /**
+   * The endpoint's URL as clients call it (each proof's `htu`); default from the request's `Host`
+   * header and path. Set it behind a reverse proxy.
+   */
+  url?: string | undefined
+  /** Hand out nonces (`DPoP-Nonce`) and require them in proofs (RFC 9449 §9). Default false. */
+  requireNonce?: boolean | undefined
+  /** How long a nonce stays good, seconds. Default 300. */
+  nonceLifetimeSeconds?: number | undefined
 }
 
 /** One accepted telemetry batch. */
@@ -110,14 +131,27 @@ class Refusal {
   readonly error: string
   readonly description: string
   readonly challenge: string | undefined
+  readonly headers: Record<string, string>
 
-  constructor(status: number, error: string, description: string, challenge?: string) {
+  constructor(
+    status: number,
+    error: string,
+    description: string,
+    challenge?: string,
+    headers: Record<string, string> = {},
+  ) {
     this.status = status
     this.error = error
     this.description = description
     this.challenge = challenge
+    this.headers = headers
   }
 }
+
+// undici and jose are loaded by the first request, not by `import 'edgetoken'` (see oauth/http.ts).
+let jose: typeof import('jose') | undefined
+const undiciFetch = async (...args: Parameters<typeof import('undici')['fetch']>) =>
+  (await import('undici')).fetch(...args)
 
 // jose fetches the JWKS; give it undici's fetch so the process holds one HTTP stack (STYLE.md).
 const joseFetch: FetchImplementation = (url, options) =>
@@ -157,10 +191,15 @@ function scopesOf(payload: JWTPayload): Set<string> {
   return new Set(values.filter(Boolean))
 }
 
-function bearerToken(req: IncomingMessage): string | undefined {
+/** The token and its scheme: RFC 6750 §2.1 `Bearer`, or RFC 9449 §7.1 `DPoP`. */
+function presentedToken(req: IncomingMessage): { scheme: 'Bearer' | 'DPoP'; token: string } | undefined {
   const header = req.headers.authorization
-  const match = typeof header === 'string' ? /^Bearer +([A-Za-z0-9\-._~+/]+=*)\s*$/i.exec(header) : null
-  return match?.[1]
+  const match =
+    typeof header === 'string' ? /^(Bearer|DPoP) +([A-Za-z0-9\-._~+/]+=*)\s*$/i.exec(header) : null
+  const scheme = match?.[1]?.toLowerCase()
+  const token = match?.[2]
+  if (scheme === undefined || token === undefined) return undefined
+  return { scheme: scheme === 'dpop' ? 'DPoP' : 'Bearer', token }
 }
 
 function readBody(req: IncomingMessage, maxBytes: number): Promise<Buffer> {
@@ -241,13 +280,17 @@ function send(
  * `error="invalid_token"` for a bad one; 403 `insufficient_scope`; 405 for methods other than
  * POST; 409 while the same key is being processed; 413 for oversized bodies; 415 for a non-JSON
  * content type; 422 when a key is reused with a different body; 503 when the signing keys cannot
- * be fetched.
+ * be fetched. A DPoP-bound token (`cnf.jkt`) is accepted only as `Authorization: DPoP` with a
+ * proof of its key for this request (`htm`, `htu`, `iat` window, `ath`, unused `jti`, the nonce
+ * when nonces are on); otherwise 401 with `WWW-Authenticate: DPoP error="invalid_token"`,
+ * `"invalid_dpop_proof"` or `"use_dpop_nonce"` (with `DPoP-Nonce`).
  *
  * @param options - issuer, audience, scope and limits.
  * @returns the handler, the accepted batches and `close()`.
  * @throws EdgeTokenError `ERR_INSECURE_URL` when the issuer or jwksUri is plain http to a non-loopback host.
  * @see https://www.rfc-editor.org/rfc/rfc6750#section-3 (Bearer challenges)
  * @see https://www.rfc-editor.org/rfc/rfc9068 (JWT access tokens)
+ * @see https://www.rfc-editor.org/rfc/rfc9449#section-7.1 (DPoP at resource servers)
  * @example
  * ```ts
  * const receiver = createReceiver({ issuer: 'https://login.example.com', audience: 'https://telemetry.example.com' })
@@ -279,7 +322,10 @@ export function createReceiver(options: ReceiverOptions): Receiver {
         ? Promise.resolve(assertSecureUrl(options.jwksUri, 'jwksUri'))
         : discoverJwksUri(options.issuer)
     )
-      .then((uri) => createRemoteJWKSet(uri, { [customFetch]: joseFetch }))
+      .then(async (uri) => {
+        const { createRemoteJWKSet, customFetch } = await import('jose')
+        return createRemoteJWKSet(uri, { [customFetch]: joseFetch })
+      })
       .catch((err: unknown) => {
         keys = undefined // try discovery again on the next request
         throw err
@@ -301,10 +347,26 @@ export function createReceiver(options: ReceiverOptions): Receiver {
   const inFlight = new Set<string>()
   let closed = false
 
+  const dpop = createDPoPVerifier({
+    algorithms,
+    maxAgeSeconds: options.dpop?.maxAgeSeconds,
+    clockToleranceSeconds: clockTolerance,
+    url: options.dpop?.url,
+    requireNonce: options.dpop?.requireNonce,
+    nonceLifetimeSeconds: options.dpop?.nonceLifetimeSeconds,
+    now,
+  })
+  const dpopChallenge = (error?: string) =>
+    `DPoP algs="${dpop.algs}"${error === undefined ? '' : `, error="${error}"`}`
+
   async function authenticate(req: IncomingMessage): Promise<string> {
-    const token = bearerToken(req)
+    const presented = presentedToken(req)
     // RFC 6750 §3.1: no credentials at all gets a challenge without an error code.
-    if (!token) throw new Refusal(401, 'unauthorized', 'a Bearer access token is required', `Bearer ${realm}`)
+    if (!presented) {
+      const challenge = options.dpop ? `Bearer ${realm}, ${dpopChallenge()}` : `Bearer ${realm}`
+      throw new Refusal(401, 'unauthorized', 'a Bearer access token is required', challenge)
+    }
+    const { token } = presented
     let jwks: Awaited<ReturnType<typeof keySet>>
     try {
       jwks = await keySet()
@@ -313,6 +375,8 @@ export function createReceiver(options: ReceiverOptions): Receiver {
     }
     let payload: JWTPayload
     try {
+      jose ??= await import('jose')
+      const { jwtVerify } = jose
       ;({ payload } = await jwtVerify(token, jwks, {
         issuer: options.issuer,
         audience: options.audience,
@@ -343,6 +407,28 @@ export function createReceiver(options: ReceiverOptions): Receiver {
         `Bearer ${realm}, error="insufficient_scope"`,
       )
     }
+    if (presented.scheme === 'DPoP') {
+      try {
+        await dpop.verify(req, token, payload)
+      } catch (err) {
+        if (!(err instanceof DPoPRefusal)) throw err
+        throw new Refusal(
+          401,
+          err.error,
+          err.description,
+          dpopChallenge(err.error),
+          err.nonce === undefined ? {} : { 'dpop-nonce': err.nonce },
+        )
+      }
+    } else if (boundThumbprint(payload) !== undefined) {
+      // RFC 9449 §7.2: a DPoP-bound token presented as a bearer token is refused (it may be stolen).
+      throw new Refusal(
+        401,
+        'invalid_token',
+        'the access token is DPoP-bound: present it with the DPoP scheme and a proof',
+        dpopChallenge('invalid_token'),
+      )
+    }
     return payload.sub as string
   }
 
@@ -352,6 +438,9 @@ export function createReceiver(options: ReceiverOptions): Receiver {
       res.setHeader('allow', 'POST')
       throw new Refusal(405, 'method_not_allowed', 'only POST is accepted')
     }
+    // RFC 9449 §9: every answer carries the nonce the next proof should use.
+    const nonce = dpop.currentNonce()
+    if (nonce !== undefined) res.setHeader('dpop-nonce', nonce)
     const subject = await authenticate(req)
 
     const contentType = req.headers['content-type']
@@ -408,7 +497,7 @@ export function createReceiver(options: ReceiverOptions): Receiver {
       }
       const refusal =
         err instanceof Refusal ? err : new Refusal(500, 'server_error', 'the batch could not be processed')
-      const headers: Record<string, string> = {}
+      const headers: Record<string, string> = { ...refusal.headers }
       if (refusal.challenge) headers['www-authenticate'] = refusal.challenge
       if (refusal.status === 503) headers['retry-after'] = '5'
       // An unread (oversized) body would otherwise keep the connection busy.

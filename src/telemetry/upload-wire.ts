@@ -45,14 +45,20 @@ export function wireBody(
  *
  * @param token - the access token (secret; only ever placed in this header).
  * @param batchId - the batch's {@link wireBatchId}, sent as `Idempotency-Key`.
+ * @param scheme - `Bearer` (RFC 6750 §2.1), or `DPoP` for a DPoP-bound token (RFC 9449 §7.1;
+ *   the caller adds the `DPoP` proof header). Default `Bearer`.
  * @returns the headers of the POST.
  */
-export function wireHeaders(token: string, batchId: string): Record<string, string> {
+export function wireHeaders(
+  token: string,
+  batchId: string,
+  scheme: 'Bearer' | 'DPoP' = 'Bearer',
+): Record<string, string> {
   return {
     'content-type': 'application/json',
     accept: 'application/json',
     'user-agent': `edgetoken/${VERSION}`,
-    authorization: `Bearer ${token}`,
+    authorization: `${scheme} ${token}`,
     'idempotency-key': batchId,
   }
 }

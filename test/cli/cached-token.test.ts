@@ -63,6 +63,8 @@ describe('cached token answer', () => {
       access_token: token,
       expires_at: new Date(expiresAt).toISOString().replace(/\.\d{3}Z$/, 'Z'),
       scope: 'telemetry:write',
+      // issue 14: the fast path reads the type from the store, as the full command does.
+      token_type: 'Bearer',
     })
   })
 

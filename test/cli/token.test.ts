@@ -121,7 +121,9 @@ describe('edgetoken token', () => {
     const second = await cli(device, ['token', '--json'], {}, clockAhead(200))
     assert.equal(second.code, 0, second.stderr)
     const body = JSON.parse(second.stdout)
-    assert.deepEqual(Object.keys(body).sort(), ['access_token', 'expires_at', 'scope'])
+    assert.deepEqual(Object.keys(body).sort(), ['access_token', 'expires_at', 'scope', 'token_type'])
+    // seedSignIn binds no DPoP key, so the refreshed token stays a bearer token (issue 14).
+    assert.equal(body.token_type, 'Bearer')
     assert.notEqual(body.access_token, token)
     assert.equal(body.access_token, idp.issued.accessTokens.at(-1))
     assert.match(body.expires_at, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/)

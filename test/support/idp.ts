@@ -31,6 +31,30 @@ export interface TestIdpOptions {
    * device_code with `400 {"error":"slow_down"}` (RFC 8628 §3.5). Default false.
    */
   slowDown?: boolean
+  /**
+   * More clients, registered as given (oidc-provider client metadata), e.g. a
+   * `client_secret_basic` client or a `private_key_jwt` client with an RSA key: for the
+   * client-credentials tests (issue 12). Default none.
+   */
+  clients?: readonly Record<string, unknown>[]
+  /**
+   * Also register `edgetoken-desktop`: a native public client whose redirect URI is
+   * `http://127.0.0.1/`, so any loopback port is accepted (RFC 8252 §7.3; oidc-provider ignores
+   * the port of a native client's loopback redirect), for `login --browser` (issue 13). Default false.
+   */
+  loopbackClient?: boolean
+  /**
+   * Refresh-token rotation: `true` (default) rotates every refresh, reuse revoking the grant;
+   * `'default'` is oidc-provider's own policy, which rotates a public client's refresh token only
+   * when it is not sender-constrained (DPoP-bound ones are kept: issue 14).
+   */
+  rotateRefreshToken?: true | 'default'
+  /**
+   * DPoP (RFC 9449): oidc-provider 9 has it on (and advertises
+   * `dpop_signing_alg_values_supported`); `false` turns it off, `'nonce'` also requires server
+   * nonces in proofs (answering `use_dpop_nonce` with a `DPoP-Nonce`). Default true.
+   */
+  dpop?: boolean | 'nonce'
 }
 
 /** One device_code grant request seen at the token endpoint. */
@@ -79,6 +103,19 @@ export interface TestIdp {
   polls: PollRecord[]
   /** How many refresh_token grant requests arrived. */
   refreshes: number
+  /** How many authorization_code grant requests arrived at the token endpoint. */
+  codeRedemptions: number
+  /** How many device authorization requests (`/device/auth`) were answered 200. */
+  deviceAuthorizations: number
+  /** How many token requests carried a `DPoP` header, and how many were answered `use_dpop_nonce`. */
+  dpop: { proofs: number; nonceChallenges: number }
+  /** `edgetoken-desktop` (with `loopbackClient`), redirect `http://127.0.0.1/` on any port. */
+  loopbackClientId: string
+  /**
+   * Revokes (or restores) a client's credential: its token requests are then answered
+   * `401 {"error":"invalid_client"}` (RFC 6749 §5.2), as after a secret or certificate is removed.
+   */
+  revokeClient(clientId: string, revoked?: boolean): void
   /** Changes the `interval` sent in later device authorization responses (and used by slow_down). */
   setInterval(seconds: number | null): void
   /** Turns slow_down answers on or off. */
@@ -96,6 +133,7 @@ export interface TestIdp {
 
 const PUBLIC_CLIENT_ID = 'edgetoken-device'
 const CONFIDENTIAL_CLIENT_ID = 'edgetoken-service'
+const LOOPBACK_CLIENT_ID = 'edgetoken-desktop'
 const AUDIENCE = 'https://telemetry.test'
 const OTHER_AUDIENCE = 'https://other.test'
 const API_SCOPE = 'telemetry:write'
@@ -194,6 +232,20 @@ export async function startTestIdp(options: TestIdpOptions = {}): Promise<TestId
         response_types: [],
         redirect_uris: [],
       },
+      ...(options.loopbackClient
+        ? [
+            {
+              client_id: LOOPBACK_CLIENT_ID,
+              client_name: 'edgetoken test desktop',
+              application_type: 'native',
+              token_endpoint_auth_method: 'none',
+              grant_types: ['authorization_code', 'refresh_token'],
+              response_types: ['code'],
+              redirect_uris: ['http://127.0.0.1/'],
+            },
+          ]
+        : []),
+      ...(options.clients ?? []),
     ],
     jwks: { keys: [signingJwk] },
     cookies: { keys: [randomBytes(16).toString('hex')] },
@@ -204,7 +256,8 @@ export async function startTestIdp(options: TestIdpOptions = {}): Promise<TestId
       accountId: sub,
       claims: () => ({ sub, name: sub, preferred_username: sub }),
     }),
-    rotateRefreshToken: true,
+    // 'default': leave oidc-provider's own rotateRefreshToken policy in place.
+    ...(options.rotateRefreshToken === 'default' ? {} : { rotateRefreshToken: true }),
     ttl: {
       AccessToken: () => accessTokenTtl,
       ClientCredentials: () => accessTokenTtl,
@@ -224,6 +277,12 @@ export async function startTestIdp(options: TestIdpOptions = {}): Promise<TestId
       revocation: { enabled: true },
       introspection: { enabled: true },
       devInteractions: { enabled: true },
+      dPoP:
+        options.dpop === false
+          ? { enabled: false }
+          : options.dpop === 'nonce'
+            ? { enabled: true, nonceSecret: randomBytes(32), requireNonce: () => true }
+            : { enabled: true },
       resourceIndicators: {
         enabled: true,
         defaultResource: () => AUDIENCE,
@@ -244,12 +303,17 @@ export async function startTestIdp(options: TestIdpOptions = {}): Promise<TestId
     idTokens: [],
   }
   const polls: PollRecord[] = []
+  const revokedClients = new Set<string>()
   const deviceCodes = new Map<string, DeviceCodeState>()
   let refreshes = 0
+  let codeRedemptions = 0
+  let deviceAuthorizations = 0
+  const dpopCounts = { proofs: 0, nonceChallenges: 0 }
 
   const onDeviceAuthorization = (ctx: ProviderContext) => {
     const body = record(ctx.body)
     if (ctx.status !== 200 || !body || typeof body.device_code !== 'string') return
+    deviceAuthorizations += 1
     issued.deviceCodes.push(body.device_code)
     if (typeof body.user_code === 'string') issued.userCodes.push(body.user_code)
     deviceCodes.set(sha256Hex(body.device_code), {
@@ -303,9 +367,18 @@ export async function startTestIdp(options: TestIdpOptions = {}): Promise<TestId
     if (ctx.path === '/device/auth') {
       onDeviceAuthorization(ctx)
     } else if (ctx.path === '/token') {
+      if (ctx.get('dpop')) dpopCounts.proofs += 1
+      if (record(ctx.body)?.error === 'use_dpop_nonce') dpopCounts.nonceChallenges += 1
       const params = ctx.oidc?.params
+      const clientId = ctx.oidc?.client?.clientId
+      if (clientId !== undefined && revokedClients.has(clientId) && ctx.status === 200) {
+        // What the token endpoint answers once the client's credential is gone (RFC 6749 §5.2).
+        ctx.status = 401
+        ctx.body = { error: 'invalid_client', error_description: 'client authentication failed' }
+      }
       if (params?.grant_type === DEVICE_CODE_GRANT) onDeviceCodePoll(ctx, params.device_code, at)
       else if (params?.grant_type === 'refresh_token') refreshes += 1
+      else if (params?.grant_type === 'authorization_code') codeRedemptions += 1
       onTokenResponse(ctx)
     }
   })
@@ -324,11 +397,23 @@ export async function startTestIdp(options: TestIdpOptions = {}): Promise<TestId
     get refreshes() {
       return refreshes
     },
+    get codeRedemptions() {
+      return codeRedemptions
+    },
+    get deviceAuthorizations() {
+      return deviceAuthorizations
+    },
+    dpop: dpopCounts,
+    loopbackClientId: LOOPBACK_CLIENT_ID,
     setInterval(seconds: number | null) {
       interval = seconds
     },
     setSlowDown(on: boolean) {
       slowDown = on
+    },
+    revokeClient(clientId: string, revoked = true) {
+      if (revoked) revokedClients.add(clientId)
+      else revokedClients.delete(clientId)
     },
     signAccessToken(claims: JWTPayload = {}) {
       const now = Math.floor(Date.now() / 1000)

@@ -11,9 +11,11 @@ declare module 'oidc-provider' {
     method: string
     status: number
     body: unknown
-    oidc?: { params?: Record<string, unknown> }
+    oidc?: { params?: Record<string, unknown>; client?: { clientId: string } }
     set(field: string, value: string): void
     remove(field: string): void
+    /** A request header (Koa `ctx.get`), '' when absent. */
+    get(field: string): string
   }
 
   /** A Koa middleware mounted with `provider.use`. */

@@ -26,7 +26,9 @@ import { EdgeTokenError, isEdgeTokenError } from '../../errors.js'
 import type { CommandContext, CommandModule } from '../context.js'
 import { ExitCode } from '../exit-codes.js'
 
-const HELP = `Usage: edgetoken login [--display console,qr,mqtt|none] [--timeout-seconds N] [--json]
+const HELP = `Usage: edgetoken login [--display console,qr,mqtt|none] [--timeout-seconds N]
+                      [--qr-theme auto|dark|light] [--json]
+       edgetoken login --browser [--no-open] [--timeout-seconds N] [--json]
 
 Signs this device in with the OAuth 2.0 device authorization grant (RFC 8628): shows a code and a
 URL; someone opens the URL on a phone or computer, enters the code and approves. The tokens are
@@ -39,14 +41,27 @@ Options:
                          (default: console,qr, plus mqtt when mqtt.url is configured;
                          env EDGETOKEN_DISPLAY)
   --timeout-seconds N    give up after N seconds (exit 4, code expired; env EDGETOKEN_TIMEOUT_SECONDS)
+  --qr-theme THEME       auto (default: black on white on a colour terminal, any theme), or dark /
+                         light: plain characters for a terminal with that background, e.g. with
+                         NO_COLOR (env EDGETOKEN_QR_THEME)
+  --browser              sign in with a browser instead: authorization code + PKCE, redirected
+                         to http://127.0.0.1:<random port>/ (RFC 8252 §7.3). Opens $BROWSER, else
+                         xdg-open; the URL is always printed on stderr. Without a display
+                         (DISPLAY, WAYLAND_DISPLAY) or $BROWSER it exits 2 unless --no-open.
+                         Waits --timeout-seconds (default 900). With --json the first event is
+                         {"event":"authorization_url","url"} (env EDGETOKEN_LOGIN_BROWSER)
+  --no-open              with --browser: do not start a browser, only print the URL (open it
+                         elsewhere, e.g. with ssh -L <port>:127.0.0.1:<port>; env EDGETOKEN_NO_OPEN)
   --json                 NDJSON events on stdout; the code, QR and messages go to stderr:
                          {"event":"device_code","user_code","verification_uri",
-                          "verification_uri_complete"?,"expires_at"}
+                          "verification_uri_complete"?,"expires_at","resumed"?}
                          {"event":"signed_in","account":{"id","username"?,"tenant"?}}
                          {"event":"error","code":"denied|expired|cancelled|...","message"}
   --config FILE, --state-dir DIR   see 'edgetoken --help'
 
-Ctrl-C cancels (exit 4, code cancelled).
+Ctrl-C cancels (exit 4, code cancelled) and forgets the code. A login stopped otherwise
+(SIGTERM, a crash, a reboot) leaves its code pending: the next login or run resumes it until it
+expires ("resumed":true on the device_code event).
 
 Exit codes: 0 signed in, 2 usage/config, 4 denied, expired or cancelled,
             5 authorization server unavailable or invalid, 6 token store unreadable.`
@@ -61,7 +76,7 @@ function buildDisplays(ctx: CommandContext, config: EdgeTokenConfig): LoginDispl
       displays.push(
         lazyDisplay('qr', async () => {
           const { createQrDisplay } = await import('../../display/qr.js')
-          return createQrDisplay({ stream, onWarning: ctx.warn })
+          return createQrDisplay({ stream, env: ctx.env, theme: config.qrTheme, onWarning: ctx.warn })
         }),
       )
     if (name === 'mqtt' && config.mqtt) {
@@ -93,6 +108,9 @@ function lazyDisplay(name: string, load: () => Promise<LoginDisplay>): LoginDisp
       display ??= await load()
       await display.show(flow)
     },
+    async waiting() {
+      await display?.waiting?.()
+    },
     async end(state, detail) {
       await display?.end(state, detail)
     },
@@ -115,6 +133,17 @@ async function run(ctx: CommandContext): Promise<number> {
     throw new EdgeTokenError('ERR_USAGE', `login takes no arguments (got '${ctx.args[0]}')`)
   }
   const config = await loadConfig({ options: ctx.options, env: ctx.env })
+  // Authorization code + PKCE with a loopback redirect (issue 13).
+  if (ctx.options.browser === true) {
+    return (await import('./login-browser.js')).runBrowserLogin(ctx, config)
+  }
+  if (ctx.options['no-open'] === true) {
+    throw new EdgeTokenError('ERR_USAGE', '--no-open goes with --browser (login --browser --no-open)')
+  }
+  // A machine with no user proves its credential instead (issue 12).
+  if (config.grant !== 'device_code') {
+    return (await import('./login-machine.js')).runMachineLogin(ctx, config)
+  }
   assertSaneClock()
   const identity = requireIdentity(config)
   // Validated by loadConfig: a whole number of seconds from 1 to 86400.
@@ -132,16 +161,23 @@ async function run(ctx: CommandContext): Promise<number> {
     return err
   }
 
-  const [{ resolveAuthority }, device, { accountFromTokenSet }, { signInScopes }, store, cache, metadata] =
-    await Promise.all([
-      import('../../oauth/authority.js'),
-      import('../../oauth/device.js'),
-      import('../../oauth/tokens.js'),
-      import('../../oauth/scopes.js'),
-      import('../../store/token-store.js'),
-      import('../../store/cache.js'),
-      import('../../store/metadata-cache.js'),
-    ])
+  const [
+    { resolveAuthority },
+    { prepareDeviceSignIn },
+    { accountFromTokenSet },
+    { signInScopes },
+    store,
+    cache,
+    metadata,
+  ] = await Promise.all([
+    import('../../oauth/authority.js'),
+    import('../../identity/device-signin.js'),
+    import('../../oauth/tokens.js'),
+    import('../../oauth/scopes.js'),
+    import('../../store/token-store.js'),
+    import('../../store/cache.js'),
+    import('../../store/metadata-cache.js'),
+  ])
 
   // Open the store first: a store that cannot be read (exit 6) should fail before anyone approves.
   const tokenStore = await store.openTokenStore({
@@ -152,20 +188,30 @@ async function run(ctx: CommandContext): Promise<number> {
   })
   const client = { clientId: identity.clientId }
   let server: Awaited<ReturnType<typeof resolveAuthority>>
-  let flow: Awaited<ReturnType<typeof device.startDeviceAuthorization>>
+  let signIn: Awaited<ReturnType<typeof prepareDeviceSignIn>>
   try {
     server = await resolveAuthority(identity.authority, {
       cache: metadata.storeMetadataCache(tokenStore),
       signal,
     })
-    flow = await device.startDeviceAuthorization(server, client, signInScopes(identity.scopes), { signal })
+    // A sign-in left pending by a stopped login or run is resumed: same code (issue 14).
+    signIn = await prepareDeviceSignIn({
+      store: tokenStore,
+      identity,
+      scopes: signInScopes(identity.scopes),
+      server,
+      client,
+      dpop: config.dpop,
+      signal,
+    })
   } catch (err) {
     throw interrupted(err)
   }
 
-  const shown = toDisplayFlow(flow)
+  const shown = toDisplayFlow(signIn.flow)
   ctx.emit({
     event: 'device_code',
+    ...(signIn.resumed ? { resumed: true } : {}),
     user_code: shown.userCode,
     verification_uri: shown.verificationUri,
     ...(shown.verificationUriComplete === undefined
@@ -176,10 +222,13 @@ async function run(ctx: CommandContext): Promise<number> {
   const displays = fanOut(buildDisplays(ctx, config), ctx.warn)
   try {
     await displays.show(shown)
-    let tokenSet: Awaited<ReturnType<typeof device.pollDeviceAuthorization>>
+    let tokenSet: Awaited<ReturnType<typeof signIn.poll>>
     try {
-      tokenSet = await device.pollDeviceAuthorization(server, client, flow, { signal })
+      tokenSet = await signIn.poll({ signal })
     } catch (err) {
+      // Ctrl-C is the person giving up: the code goes. A stop by the system (SIGTERM: shutdown,
+      // systemd) or the timeout keeps it for the next login or run.
+      if (ctx.signal.reason === 'SIGINT') await signIn.forget().catch(() => undefined)
       throw interrupted(err)
     }
     const account = accountFromTokenSet(server, identity.clientId, tokenSet)
@@ -189,6 +238,7 @@ async function run(ctx: CommandContext): Promise<number> {
       account,
       tokenSet,
       requestedScopes: identity.scopes,
+      dpopKey: signIn.dpopKey,
     })
     ctx.emit({
       event: 'signed_in',

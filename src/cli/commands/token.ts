@@ -6,13 +6,15 @@
  * ({@link refreshFor}), which runs only when the cached token is not good enough.
  */
 
+import { ConfigError } from '../../errors.js'
 import { acquireTokenSilent } from '../../store/cache.js'
 import type { CommandContext, CommandModule } from '../context.js'
 import { ExitCode } from '../exit-codes.js'
 import { openTokenRequest, tokenLine } from '../token-request.js'
-import { refreshFor } from '../token-source.js'
+import { machineAcquisitionFor, refreshFor } from '../token-source.js'
 
-const HELP = `Usage: edgetoken token [--scope S]... [--min-ttl-seconds N] [--force-refresh] [--json]
+const HELP = `Usage: edgetoken token [--scope S]... [--min-ttl-seconds N] [--force-refresh]
+                      [--claims CLAIMS] [--json]
 
 Prints a valid access token on stdout (one line), refreshing it silently when the cached one
 expires within 5 minutes (or half its lifetime, when that is shorter).
@@ -25,14 +27,40 @@ Options:
                          with a warning on stderr (exit 0)
   --force-refresh        refresh even when the cached token is valid (concurrent calls may
                          share one refresh that started after they were called)
-  --json                 print {"access_token","expires_at","scope"} instead
+  --claims CLAIMS        ask for a token that satisfies a claims challenge: the JSON claims
+                         request, or the base64 claims="..." value of the API's WWW-Authenticate
+                         header as received; always refreshes, and the new token replaces the
+                         cached one. A challenge the refresh token cannot meet exits 3
+                         (sign in again). Env EDGETOKEN_CLAIMS
+  --json                 print {"access_token","expires_at","scope","token_type"} instead;
+                         token_type DPoP: send it as 'Authorization: DPoP' with a proof
+                         ('edgetoken proof')
 
 Exit codes: 0 ok, 2 usage/config, 3 sign-in required, 5 authorization server unavailable,
             6 token store unreadable.`
 
+/** Checks `--claims` (JSON or a challenge's base64), as a usage error naming the flag. */
+async function checkedClaims(value: string): Promise<string> {
+  const { claimsFromArgument } = await import('../../oauth/claims.js')
+  try {
+    return claimsFromArgument(value)
+  } catch (err) {
+    const what = err instanceof Error ? err.message : String(err)
+    throw new ConfigError(`--claims: ${what}`, { key: 'claims', code: 'ERR_USAGE', cause: err })
+  }
+}
+
 async function run(ctx: CommandContext): Promise<number> {
-  const request = await openTokenRequest(ctx.options, ctx.env, (line) => ctx.warn(line))
+  const request = await openTokenRequest(ctx.options, ctx.env, (line) => ctx.warn(line), true)
   const { authority, clientId, scopes, minTtlSeconds, forceRefresh, store } = request
+  const claims = request.claims === undefined ? undefined : await checkedClaims(request.claims)
+  if (claims !== undefined && request.config.grant !== 'device_code') {
+    const grant = request.config.grant
+    throw new ConfigError(`--claims needs a signed-in user; the configured grant is ${grant}`, {
+      key: 'claims',
+      code: 'ERR_USAGE',
+    })
+  }
   const result = await acquireTokenSilent(store, {
     authority,
     clientId,
@@ -40,7 +68,11 @@ async function run(ctx: CommandContext): Promise<number> {
     minTtlSeconds,
     forceRefresh,
     signal: ctx.signal,
-    refresh: refreshFor(authority, clientId, store, ctx.signal),
+    refresh: refreshFor(authority, clientId, store, ctx.signal, {
+      claims,
+      clientCapabilities: request.config.clientCapabilities,
+    }),
+    machine: machineAcquisitionFor(request.config, ctx.env, store, ctx.signal),
   })
   if (result.warning) ctx.warn(result.warning)
   ctx.stdout.write(tokenLine(result, ctx.json))
