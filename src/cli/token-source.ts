@@ -9,8 +9,8 @@ import type { TokenStore } from '../store/token-store.js'
 
 /**
  * The refresh callback of silent acquisition for one authority and client: discovery (cached in the
- * store's state directory, authenticated with its key) and the refresh grant. undici and jose are imported only when it runs, so the
- * cached `token` path never loads them.
+ * store's state directory, authenticated with its key) and the refresh grant. undici and jose are
+ * imported when it first runs (or by {@link preloadRefresh}), so the cached `token` path never loads them.
  *
  * @param authority - the configured authority.
  * @param clientId - the public client's id.
@@ -28,23 +28,48 @@ export function refreshFor(
   claims: RefreshClaims = {},
 ): RefreshFunction {
   return async (refreshToken, scopes, context) => {
-    const [{ resolveAuthority }, { refreshTokenGrant }, { storeMetadataCache }, { mergeClaims }] =
-      await Promise.all([
-        import('../oauth/authority.js'),
-        import('../oauth/refresh.js'),
-        import('../store/metadata-cache.js'),
-        import('../oauth/claims.js'),
-      ])
+    const [{ resolveAuthority }, { refreshTokenGrant }, { storeMetadataCache }, { mergeClaims }, dpopModule] =
+      await refreshModules()
     const server = await resolveAuthority(authority, { cache: storeMetadataCache(store), signal })
     // A refresh token bound at sign-in is refreshed with a proof of the same key (RFC 9449 §5).
     const key = context?.dpopKey
-    const dpop = key === undefined ? undefined : await (await import('../oauth/dpop.js')).dpopHandle(key)
+    const dpop = key === undefined ? undefined : await dpopModule.dpopHandle(key)
     return refreshTokenGrant(server, { clientId }, refreshToken, scopes, {
       signal,
       claims: mergeClaims(claims.claims, claims.clientCapabilities),
       dpop,
     })
   }
+}
+
+let loading: ReturnType<typeof loadRefreshModules> | undefined
+
+function loadRefreshModules() {
+  return Promise.all([
+    import('../oauth/authority.js'),
+    import('../oauth/refresh.js'),
+    import('../store/metadata-cache.js'),
+    import('../oauth/claims.js'),
+    import('../oauth/dpop.js'),
+  ])
+}
+
+/** The modules of a refresh (undici and jose among them), loaded once. */
+function refreshModules(): ReturnType<typeof loadRefreshModules> {
+  loading ??= loadRefreshModules()
+  return loading
+}
+
+/**
+ * Starts loading what a refresh needs (discovery, the grant: undici and jose) without waiting.
+ * A refresh runs under the store's lock, and loading these there (tens of ms here, over a second
+ * on an emulated or slow ARM core) makes every other process wait that much longer for the lock:
+ * a short-lived command that will probably refresh calls this before it takes the lock. The daemon
+ * does not, so an idle one loads them only at its first renewal.
+ */
+export function preloadRefresh(): void {
+  // A failed import is reported by the refresh that awaits it, not as an unhandled rejection.
+  refreshModules().catch(() => {})
 }
 
 /** The claims a refresh asks for (issue 13): a challenge's, and the client's capabilities. */

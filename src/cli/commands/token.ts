@@ -11,7 +11,7 @@ import { acquireTokenSilent } from '../../store/cache.js'
 import type { CommandContext, CommandModule } from '../context.js'
 import { ExitCode } from '../exit-codes.js'
 import { openTokenRequest, tokenLine } from '../token-request.js'
-import { machineAcquisitionFor, refreshFor } from '../token-source.js'
+import { machineAcquisitionFor, preloadRefresh, refreshFor } from '../token-source.js'
 
 const HELP = `Usage: edgetoken token [--scope S]... [--min-ttl-seconds N] [--force-refresh]
                       [--claims CLAIMS] [--json]
@@ -53,6 +53,8 @@ async function checkedClaims(value: string): Promise<string> {
 async function run(ctx: CommandContext): Promise<number> {
   const request = await openTokenRequest(ctx.options, ctx.env, (line) => ctx.warn(line), true)
   const { authority, clientId, scopes, minTtlSeconds, forceRefresh, store } = request
+  // The executable's cached path stepped aside: a refresh is likely; load its modules before the lock.
+  if (request.config.grant === 'device_code') preloadRefresh()
   const claims = request.claims === undefined ? undefined : await checkedClaims(request.claims)
   if (claims !== undefined && request.config.grant !== 'device_code') {
     const grant = request.config.grant
