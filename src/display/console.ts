@@ -67,11 +67,23 @@ function minutes(ms: number): string {
   return m === 1 ? '1 minute' : `${m} minutes`
 }
 
+/** The console display: a {@link LoginDisplay} that can let other output pass its live line. */
+export interface ConsoleDisplay extends LoginDisplay {
+  /**
+   * Runs `write` (which prints whole lines, e.g. a warning on stderr) with the countdown line
+   * wiped first and drawn again below, so that no other output lands in the live line: on a
+   * terminal stdout and stderr share one screen.
+   *
+   * @param write - prints the other output.
+   */
+  interject(write: () => void): void
+}
+
 /**
  * Creates the console display.
  *
  * @param options - the stream and clock.
- * @returns a {@link LoginDisplay}.
+ * @returns a {@link ConsoleDisplay}.
  * @example
  * ```ts
  * const display = createConsoleDisplay({ stream: ctx.json ? ctx.stderr : ctx.stdout })
@@ -79,7 +91,7 @@ function minutes(ms: number): string {
  * display.waiting?.() // starts the countdown on a TTY
  * ```
  */
-export function createConsoleDisplay(options: ConsoleDisplayOptions): LoginDisplay {
+export function createConsoleDisplay(options: ConsoleDisplayOptions): ConsoleDisplay {
   const { stream } = options
   const now = options.now ?? Date.now
   const tty = stream.isTTY === true
@@ -161,6 +173,17 @@ export function createConsoleDisplay(options: ConsoleDisplayOptions): LoginDispl
         failed: `Sign-in failed${reason}.`,
       }
       write(`${texts[state]}\n`)
+    },
+    interject(other: () => void) {
+      if (lineLength === 0) return other()
+      write(`\r${' '.repeat(lineLength)}\r`)
+      lineLength = 0
+      try {
+        other()
+      } finally {
+        // The countdown goes on below the other output, if it still runs.
+        if (timer) tick()
+      }
     },
     close() {
       stopCountdown()

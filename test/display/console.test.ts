@@ -112,6 +112,39 @@ describe('console display', () => {
     display.close()
   })
 
+  test('issue 11: a warning while the countdown runs gets a line of its own; the countdown is drawn again below', (t) => {
+    mock.timers.enable({ apis: ['setInterval'] })
+    t.after(() => mock.timers.reset())
+    const { stream, text } = capture(true, 60)
+    const display = createConsoleDisplay({ stream, now: () => T0, env: {} })
+    display.show(flow)
+    display.waiting?.()
+    // The other output shares the terminal (stderr); here it is the same stream.
+    display.interject(() => stream.write('edgetoken: warning: the MQTT broker is unreachable\n'))
+    // What a terminal shows: each \r returns to the line's start, and later characters overwrite.
+    const screen = text()
+      .split('\n')
+      .map((line) => {
+        const cells: string[] = []
+        let x = 0
+        for (const ch of line) {
+          if (ch === '\r') x = 0
+          else cells[x++] = ch
+        }
+        return cells.join('').trimEnd()
+      })
+    assert.deepEqual(screen.slice(-2), [
+      'edgetoken: warning: the MQTT broker is unreachable',
+      'Waiting for approval... 15:00 left',
+    ])
+    display.end('approved')
+    // Without a live line (piped, or after the end) other output just passes.
+    const after = text().length
+    display.interject(() => stream.write('x\n'))
+    assert.equal(text().slice(after), 'x\n')
+    display.close()
+  })
+
   test('TTY with NO_COLOR: no bold, countdown still shown; a narrow terminal gets a truncated line', (t) => {
     mock.timers.enable({ apis: ['setInterval'] })
     t.after(() => mock.timers.reset())

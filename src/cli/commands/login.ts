@@ -12,7 +12,7 @@
 import { assertSaneClock } from '../../agent/clock.js'
 import { loadConfig, requireIdentity } from '../../config/load.js'
 import type { EdgeTokenConfig } from '../../config/types.js'
-import { createConsoleDisplay } from '../../display/console.js'
+import { type ConsoleDisplay, createConsoleDisplay } from '../../display/console.js'
 import {
   type DisplayEndDetail,
   type DisplayEndState,
@@ -66,17 +66,29 @@ expires ("resumed":true on the device_code event).
 Exit codes: 0 signed in, 2 usage/config, 4 denied, expired or cancelled,
             5 authorization server unavailable or invalid, 6 token store unreadable.`
 
-function buildDisplays(ctx: CommandContext, config: EdgeTokenConfig): LoginDisplay[] {
+/**
+ * The displays, and the warning function they and the sign-in share: a warning (e.g. from the MQTT
+ * relay) passes the console's live countdown line instead of landing in it (issue 11).
+ */
+function buildDisplays(
+  ctx: CommandContext,
+  config: EdgeTokenConfig,
+): { displays: LoginDisplay[]; warn: (line: string) => void } {
   // With --json, stdout is NDJSON only: everything for humans goes to stderr.
   const stream = ctx.json ? ctx.stderr : ctx.stdout
   const displays: LoginDisplay[] = []
+  let live: ConsoleDisplay | undefined
+  const warn = (line: string) => (live ? live.interject(() => ctx.warn(line)) : ctx.warn(line))
   for (const name of config.display) {
-    if (name === 'console') displays.push(createConsoleDisplay({ stream, env: ctx.env }))
+    if (name === 'console') {
+      live = createConsoleDisplay({ stream, env: ctx.env })
+      displays.push(live)
+    }
     if (name === 'qr')
       displays.push(
         lazyDisplay('qr', async () => {
           const { createQrDisplay } = await import('../../display/qr.js')
-          return createQrDisplay({ stream, env: ctx.env, theme: config.qrTheme, onWarning: ctx.warn })
+          return createQrDisplay({ stream, env: ctx.env, theme: config.qrTheme, onWarning: warn })
         }),
       )
     if (name === 'mqtt' && config.mqtt) {
@@ -89,14 +101,14 @@ function buildDisplays(ctx: CommandContext, config: EdgeTokenConfig): LoginDispl
           return createMqttRelay({
             config: mqtt,
             deviceId: config.deviceId,
-            onWarning: ctx.warn,
+            onWarning: warn,
             presence: false,
           })
         }),
       )
     }
   }
-  return displays
+  return { displays, warn }
 }
 
 /** A display whose module is imported only when it is first shown (qrcode-terminal, mqtt). */
@@ -167,7 +179,6 @@ async function run(ctx: CommandContext): Promise<number> {
     { accountFromTokenSet },
     { signInScopes },
     store,
-    cache,
     metadata,
   ] = await Promise.all([
     import('../../oauth/authority.js'),
@@ -175,7 +186,6 @@ async function run(ctx: CommandContext): Promise<number> {
     import('../../oauth/tokens.js'),
     import('../../oauth/scopes.js'),
     import('../../store/token-store.js'),
-    import('../../store/cache.js'),
     import('../../store/metadata-cache.js'),
   ])
 
@@ -219,7 +229,8 @@ async function run(ctx: CommandContext): Promise<number> {
       : { verification_uri_complete: shown.verificationUriComplete }),
     expires_at: isoSeconds(shown.expiresAt),
   })
-  const displays = fanOut(buildDisplays(ctx, config), ctx.warn)
+  const built = buildDisplays(ctx, config)
+  const displays = fanOut(built.displays, built.warn)
   try {
     await displays.show(shown)
     let tokenSet: Awaited<ReturnType<typeof signIn.poll>>
@@ -232,14 +243,8 @@ async function run(ctx: CommandContext): Promise<number> {
       throw interrupted(err)
     }
     const account = accountFromTokenSet(server, identity.clientId, tokenSet)
-    await cache.saveSignIn(tokenStore, {
-      authority: identity.authority,
-      clientId: identity.clientId,
-      account,
-      tokenSet,
-      requestedScopes: identity.scopes,
-      dpopKey: signIn.dpopKey,
-    })
+    // Saved with its DPoP key; then the refresh token it replaced is revoked (issue 11 #1).
+    await signIn.save({ account, tokenSet, requestedScopes: identity.scopes, onWarning: built.warn })
     ctx.emit({
       event: 'signed_in',
       account: {
