@@ -23,12 +23,26 @@ import type { TokenStore } from '../store/token-store.js'
 import { type DaemonOutput, errorText } from './daemon-output.js'
 import { createRenewer, type Renewer } from './renewer.js'
 
+/**
+ * What a refresh asks for besides the scopes (issue 13): an API's claims challenge, and the
+ * client's capabilities (`xms_cc`), sent merged as the `claims` parameter.
+ *
+ * @see https://learn.microsoft.com/entra/identity-platform/claims-challenge
+ */
+export interface DaemonRefreshClaims {
+  /** A claims request (compact JSON, already checked), e.g. an API's claims challenge. */
+  readonly claims?: string | undefined
+  /** Client capabilities (`cp1`), from the `clientCapabilities` config key. */
+  readonly clientCapabilities?: readonly string[] | undefined
+}
+
 /** Builds the refresh grant for an authority and client (the CLI's `refreshFor`; agent/ does not import cli/). */
 export type RefreshFor = (
   authority: string,
   clientId: string,
   store: TokenStore,
   signal: AbortSignal | undefined,
+  claims?: DaemonRefreshClaims,
 ) => RefreshFunction
 
 /** Options of {@link createDaemonTokens}. */
@@ -41,6 +55,11 @@ export interface DaemonTokensOptions {
   acquireTokenSilent: (store: TokenStore, options: AcquireTokenSilentOptions) => Promise<SilentTokenResult>
   /** The refresh grant's builder. */
   refreshFor: RefreshFor
+  /**
+   * Client capabilities (`cp1`, config `clientCapabilities`): sent with every refresh, the
+   * renewer's and the uploader's, so the IdP issues tokens an API may challenge (CAE).
+   */
+  clientCapabilities?: readonly string[] | undefined
   /** A machine's own acquisition (client credentials, managed identity) instead of refreshes. */
   machineFor?:
     | ((store: TokenStore, signal: AbortSignal | undefined) => MachineAcquisition | undefined)
@@ -62,11 +81,14 @@ export interface DaemonTokens {
    *
    * @param forceRefresh - refresh even when the cached token is still valid.
    * @param signal - stops waiting; default the daemon's stop signal.
+   * @param claims - an API's claims challenge (compact JSON, checked): always refreshes, asking
+   *   for these claims (with the client capabilities).
    * @returns the token and its expiry.
-   * @throws EdgeTokenError `ERR_SIGNIN_REQUIRED` when no refresh is possible; others from the
-   *   store, the lock or the token endpoint.
+   * @throws EdgeTokenError `ERR_SIGNIN_REQUIRED` when no refresh is possible (or the claims need a
+   *   new sign-in); others from the store, the lock or the token endpoint.
+   * @see https://learn.microsoft.com/entra/identity-platform/claims-challenge
    */
-  getToken(forceRefresh: boolean, signal?: AbortSignal): Promise<SilentTokenResult>
+  getToken(forceRefresh: boolean, signal?: AbortSignal, claims?: string): Promise<SilentTokenResult>
   /** The renewer; not started (the daemon starts it once it knows an account is signed in). */
   readonly renewer: Renewer
   /** Token requests made (by the renewer, or for the uploader after a 401); cached reads do not count. */
@@ -87,14 +109,22 @@ export function createDaemonTokens(options: DaemonTokensOptions): DaemonTokens {
   // token then is news worth a line; later it only means another caller refreshed first.
   let firstSinceStart = false
 
-  const acquire = (forceRefresh: boolean, tokenSignal: AbortSignal): Promise<SilentTokenResult> =>
+  const acquire = (
+    forceRefresh: boolean,
+    tokenSignal: AbortSignal,
+    claims?: string,
+  ): Promise<SilentTokenResult> =>
     options.acquireTokenSilent(store, {
       authority: identity.authority,
       clientId: identity.clientId,
       scopes: identity.scopes,
-      forceRefresh,
+      // A claims challenge is met only by a token the authorization server issues now.
+      forceRefresh: forceRefresh || claims !== undefined,
       signal: tokenSignal,
-      refresh: options.refreshFor(identity.authority, identity.clientId, store, tokenSignal),
+      refresh: options.refreshFor(identity.authority, identity.clientId, store, tokenSignal, {
+        claims,
+        clientCapabilities: options.clientCapabilities,
+      }),
       machine: options.machineFor?.(store, tokenSignal),
     })
 
@@ -139,8 +169,9 @@ export function createDaemonTokens(options: DaemonTokensOptions): DaemonTokens {
   const getToken = async (
     forceRefresh: boolean,
     tokenSignal: AbortSignal = signal,
+    claims?: string,
   ): Promise<SilentTokenResult> => {
-    const result = await acquire(forceRefresh, tokenSignal)
+    const result = await acquire(forceRefresh, tokenSignal, claims)
     if (!result.fromCache) reportRenewal(result.expiresAt, renewer.renewedElsewhere(result.expiresAt))
     return result
   }

@@ -41,7 +41,7 @@
 import { requireIdentity } from '../config/load.js'
 import type { EdgeTokenConfig } from '../config/types.js'
 import { isEdgeTokenError } from '../errors.js'
-import type { MachineAcquisition, RefreshFunction } from '../store/cache.js'
+import type { MachineAcquisition } from '../store/cache.js'
 import type { TokenStore } from '../store/token-store.js'
 import type { Spool } from '../telemetry/spool.js'
 import { waitForSaneClock } from './clock.js'
@@ -51,7 +51,7 @@ import type { DaemonOutput } from './daemon-output.js'
 import { shutDown } from './daemon-shutdown.js'
 import { createSigninState } from './daemon-signin.js'
 import { startDaemonSummary } from './daemon-summary.js'
-import { createDaemonTokens } from './daemon-tokens.js'
+import { createDaemonTokens, type RefreshFor } from './daemon-tokens.js'
 import { type DaemonUploads, startUploads } from './daemon-uploads.js'
 import type { IngestCounters } from './ingest.js'
 import type { Notifier } from './notify.js'
@@ -79,14 +79,10 @@ export interface DaemonOptions {
   /**
    * The refresh callback of silent acquisition for an authority and client (discovery cached in
    * the state directory, then the refresh grant): the CLI passes its `refreshFor`, so the daemon
-   * and `edgetoken token` refresh the same way.
+   * and `edgetoken token` refresh the same way. The daemon hands it an API's claims challenge and
+   * the configured `clientCapabilities`, to be sent as the `claims` parameter.
    */
-  refreshFor: (
-    authority: string,
-    clientId: string,
-    store: TokenStore,
-    signal: AbortSignal | undefined,
-  ) => RefreshFunction
+  refreshFor: RefreshFor
   /**
    * A machine's own acquisition (grant `client_credentials` or `managed_identity`): tokens are
    * acquired again ahead of expiry instead of refreshed, and the first one needs no sign-in.
@@ -223,6 +219,7 @@ export async function runDaemon(options: DaemonOptions): Promise<DaemonSummary> 
     identity,
     acquireTokenSilent: (s, o) => guarded(cache.acquireTokenSilent(s, o)),
     refreshFor: options.refreshFor,
+    clientCapabilities: config.clientCapabilities,
     machineFor: options.machineFor,
     signal,
     renewal: options.renewal,
@@ -260,7 +257,8 @@ export async function runDaemon(options: DaemonOptions): Promise<DaemonSummary> 
       shutdownTimeoutMs,
       idlePollMs: options.idlePollMs,
       // The token with its type and DPoP key: a DPoP-bound one goes out with a proof (issue 14).
-      getAccessToken: ({ forceRefresh }) => tokens.getToken(forceRefresh),
+      // A 401 claims challenge (issue 13) is answered by a refresh that asks for those claims.
+      getAccessToken: ({ forceRefresh, claims }) => tokens.getToken(forceRefresh, undefined, claims),
       signal,
       output,
       isSigninRequired: () => signin.required,

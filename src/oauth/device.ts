@@ -351,7 +351,11 @@ export interface PollDeviceAuthorizationOptions {
   signal?: AbortSignal | undefined
   /** Waits between polls; inject for tests. Default: `node:timers/promises` setTimeout. */
   sleep?: SleepFunction | undefined
-  /** The clock, epoch ms; inject for tests together with `sleep`. Default `Date.now`. */
+  /**
+   * The clock, epoch ms; inject for tests together with `sleep`. Default `Date.now`, with the
+   * code's expiry then judged on the monotonic clock (`performance.now`); an injected clock judges
+   * both.
+   */
   now?: (() => number) | undefined
   /** Per-request timeout, ms. Default 10000. */
   timeoutMs?: number | undefined
@@ -379,6 +383,8 @@ function cancelled(cause?: unknown): EdgeTokenError {
  * - any other error ends polling: `access_denied`/`authorization_declined` -> `ERR_ACCESS_DENIED`,
  *   `expired_token` -> `ERR_EXPIRED`, others `ERR_OAUTH`;
  * - no poll is sent at or after the code's expiry: polling ends with `ERR_EXPIRED` at that moment.
+ *   Without an injected `now`, the code's remaining life is counted on the monotonic clock from
+ *   the start of polling, so a wall-clock step (NTP after boot) neither ends nor prolongs it.
  *
  * @param server - the authorization server.
  * @param client - the client that started the flow.
@@ -405,10 +411,19 @@ export async function pollDeviceAuthorization(
   let waitMs = intervalSeconds * 1000
   const expired = () =>
     new EdgeTokenError('ERR_EXPIRED', 'the device code expired before the sign-in was completed')
+  // The code's remaining life is measured on a monotonic clock, anchored once to the wall clock
+  // here: NTP stepping a gateway's clock forward after boot (or back) must neither end a sign-in
+  // the IdP still honours nor keep polling a dead code. The wall clock stays in charge of what it
+  // means to others: assertion `iat`, the tokens' `expiresAt`. An injected `now` is taken as both.
+  // The trade-off: CLOCK_MONOTONIC (performance.now) stands still while the machine is suspended,
+  // so after a resume past the expiry one more poll goes out and the IdP ends polling with
+  // `expired_token` (RFC 8628 §3.5 lets the client poll until the server says so).
+  const elapsed = options.now ?? (() => performance.now())
+  const deadline = elapsed() + (flow.expiresAt - now())
 
   for (;;) {
     if (signal?.aborted) throw cancelled(signal.reason)
-    const remaining = flow.expiresAt - now()
+    const remaining = deadline - elapsed()
     if (waitMs >= remaining) {
       // RFC 8628 §3.5: no poll after expiry. Wait out the code's life (the user may still be
       // looking at it), then report it expired.
@@ -416,7 +431,7 @@ export async function pollDeviceAuthorization(
       throw expired()
     }
     await sleepOrCancel(sleep, waitMs, signal)
-    if (now() >= flow.expiresAt) throw expired()
+    if (elapsed() >= deadline) throw expired()
 
     const at = now()
     const body = new URLSearchParams({ grant_type: DEVICE_CODE_GRANT_TYPE, device_code: deviceCode })

@@ -155,7 +155,12 @@ describe('issue 16: clock jumps during device polling (RFC 8628 §3.5)', () => {
    * A fault server playing the IdP for one device flow whose code lives `lifetimeMs` of real
    * (monotonic) time, as the IdP's own clock counts it; approved after `approveAfterPolls` polls.
    */
-  async function deviceIdp(options: { expiresInSeconds: number; approveAfterPolls?: number }) {
+  async function deviceIdp(options: {
+    expiresInSeconds: number
+    approveAfterPolls?: number
+    /** The IdP's own clock says the code is dead (it kept counting while this machine slept). */
+    expiredAtIdp?: () => boolean
+  }) {
     let startedAt = 0
     const polls: number[] = []
     const idp = await startFaultServer({
@@ -175,7 +180,7 @@ describe('issue 16: clock jumps during device polling (RFC 8628 §3.5)', () => {
         }
         if (r.method === 'POST' && r.path === '/token') {
           polls.push(performance.now())
-          if (performance.now() - startedAt >= options.expiresInSeconds * 1000)
+          if (performance.now() - startedAt >= options.expiresInSeconds * 1000 || options.expiredAtIdp?.())
             return { status: 400, json: { error: 'expired_token' } }
           if (options.approveAfterPolls !== undefined && polls.length >= options.approveAfterPolls)
             return {
@@ -198,9 +203,7 @@ describe('issue 16: clock jumps during device polling (RFC 8628 §3.5)', () => {
     return { server, flow, polls }
   }
 
-  test('forward by an hour between polls: polling goes on and the sign-in completes (the code lives on at the IdP)', {
-    todo: "src/oauth/device.ts judges the code's expiry by Date.now(): a forward step ends polling with ERR_EXPIRED (reported to H17)",
-  }, async () => {
+  test('forward by an hour between polls: polling goes on and the sign-in completes (the code lives on at the IdP)', async () => {
     const { server, flow, polls } = await deviceIdp({ expiresInSeconds: 600, approveAfterPolls: 3 })
     mock.timers.enable({ apis: ['Date'], now: Date.now() })
     const tokens = await pollDeviceAuthorization(server, { clientId: 'edgetoken-device' }, flow, {
@@ -214,7 +217,7 @@ describe('issue 16: clock jumps during device polling (RFC 8628 §3.5)', () => {
     assert.ok(Math.abs(tokens.expiresAt - (Date.now() + HOUR)) < 5000)
   })
 
-  test('back by an hour between polls: one poll per interval, ended by the IdP at the real expiry', async () => {
+  test("back by an hour between polls: one poll per interval, ended at the code's real expiry", async () => {
     const { server, flow, polls } = await deviceIdp({ expiresInSeconds: 4 })
     mock.timers.enable({ apis: ['Date'], now: Date.now() })
     const t0 = performance.now()
@@ -233,5 +236,28 @@ describe('issue 16: clock jumps during device polling (RFC 8628 §3.5)', () => {
       const gap = (polls[i] ?? 0) - (polls[i - 1] ?? 0)
       assert.ok(gap >= 900, `poll ${i} came ${Math.round(gap)} ms after the previous one`)
     }
+  })
+
+  test("a suspend past the expiry (the monotonic clock stood still): one more poll, then ERR_EXPIRED from the IdP's expired_token", async () => {
+    // CLOCK_MONOTONIC does not count a suspend, so to the poller it looks like a forward wall-clock
+    // step; the IdP's clock kept running and it answers expired_token (RFC 8628 §3.5).
+    let resumed = false
+    const { server, flow, polls } = await deviceIdp({ expiresInSeconds: 600, expiredAtIdp: () => resumed })
+    mock.timers.enable({ apis: ['Date'], now: Date.now() })
+    const outcomes: string[] = []
+    await assert.rejects(
+      pollDeviceAuthorization(server, { clientId: 'edgetoken-device' }, flow, {
+        onPoll: (event) => {
+          outcomes.push(event.outcome)
+          if (polls.length === 1) {
+            mock.timers.setTime(Date.now() + HOUR)
+            resumed = true
+          }
+        },
+      }),
+      (err: unknown) => isEdgeTokenError(err, 'ERR_EXPIRED'),
+    )
+    assert.equal(polls.length, 2, 'one poll after the resume, none after expired_token')
+    assert.deepEqual(outcomes, ['pending'])
   })
 })

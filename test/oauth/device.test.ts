@@ -238,13 +238,15 @@ describe('RFC 8628 polling', () => {
     assert.deepEqual(gaps(events, clock.start), [2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300])
   })
 
-  test('§3.5 a sleep that overruns the expiry (a suspended machine) sends no poll: ERR_EXPIRED', async (t) => {
+  test('§3.5 a sleep that overruns the expiry (a stalled process, as the clock counts it) sends no poll: ERR_EXPIRED', async (t) => {
     const agent = mockHttp(t, { failOnUnmatched: true })
     const clock = fakeClock()
     const flow = flowWith(clock, { interval: 5, expires_in: 600 })
     const times = scriptPolls(agent, clock, [pending, pending])
     const sleeps: number[] = []
-    // The third wait (5 s asked) ends 20 minutes later: the device code died meanwhile.
+    // The third wait (5 s asked) ends 20 minutes later: the device code died meanwhile. The injected
+    // clock stands for the monotonic one here; a real suspend, which CLOCK_MONOTONIC does not count,
+    // is covered in test/faults/clock-jumps.test.ts (one more poll, then the IdP's expired_token).
     const sleep = async (ms: number) => {
       sleeps.push(ms)
       await clock.sleep(sleeps.length === 3 ? ms + 1_200_000 : ms, undefined)

@@ -136,6 +136,23 @@ describe('silent acquisition', () => {
     assert.match(got2.warning ?? '', /valid for \d+ s, less than the 7200 s asked for/)
   })
 
+  test('issue 13 follow-up #4: a forced refresh (--force-refresh, a claims challenge) returns the new token even when the old one lives longer', async () => {
+    const store = await signedIn(3600)
+    const now = () => T0 + 60_000
+    // The new token is shorter-lived (an IdP that caps the lifetime of a claims-challenged token).
+    const { calls, refresh } = rotating(now, 600)
+    const got = await acquireTokenSilent(store, { ...ids, scopes: SCOPES, refresh, now, forceRefresh: true })
+    assert.equal(calls.length, 1)
+    assert.deepEqual(
+      { token: got.accessToken, fromCache: got.fromCache, expiresAt: got.expiresAt },
+      { token: 'at-1', fromCache: false, expiresAt: now() + 600_000 },
+      'the token the refresh was forced for, not the old one the API refused',
+    )
+    const cached = await acquireTokenSilent(store, { ...ids, scopes: SCOPES, refresh, now })
+    assert.equal(cached.accessToken, 'at-1', 'and it replaced the cached one')
+    assert.equal(calls.length, 1)
+  })
+
   test('concurrent callers in one process share one refresh', async () => {
     const store = await signedIn()
     const now = () => T0 + 3600_000

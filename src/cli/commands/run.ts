@@ -15,7 +15,9 @@ The agent daemon. Runs until SIGTERM or SIGINT:
   - subscribes to <topicPrefix>/<deviceId>/readings (when mqtt.url is configured), validates
     each reading and appends it durably to the spool; invalid ones are dropped and counted;
   - uploads the spool to telemetry.endpoint (when configured) in order, backing off while the
-    API is down; nothing is lost while it is;
+    API is down; nothing is lost while it is; a claims challenge (401 insufficient_claims) is
+    answered with one refresh asking for those claims (and clientCapabilities, sent with every
+    refresh);
   - publishes retained 'online' on <topicPrefix>/<deviceId>/status (last will 'offline');
   - when the refresh token is dead, says so on stderr (and in the systemd status), keeps
     spooling, and resumes once the device is signed in again: by 'edgetoken login', or by a pair
@@ -65,7 +67,8 @@ async function run(ctx: CommandContext): Promise<number> {
     warn: ctx.warn,
     ...(debug ? { debug: log } : {}),
     emit: ctx.emit,
-    // agent/ does not import cli/: the one refresh callback is handed in.
+    // agent/ does not import cli/: the one refresh callback is handed in; the daemon adds a claims
+    // challenge and the configured clientCapabilities to each refresh it builds.
     refreshFor,
     machineFor:
       config.grant === 'device_code'
