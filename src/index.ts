@@ -20,11 +20,20 @@
 export {
   type AcquireTokenByClientCredentialsOptions,
   type AcquireTokenOnBehalfOfOptions,
+  type ClientAssertionCredential,
   type ClientSecretCredential,
+  type ConfidentialAuthorizationRequest,
+  type ConfidentialAuthorizationUrlOptions,
   ConfidentialClient,
   type ConfidentialClientOptions,
   type PrivateKeyCredential,
 } from './client/confidential-client.js'
+export {
+  type AcquireManagedIdentityTokenOptions,
+  ManagedIdentityClient,
+  type ManagedIdentityClientOptions,
+  type ManagedIdentitySource,
+} from './client/managed-identity-client.js'
 export {
   type AcquireTokenByCodeOptions,
   type AuthorizationRequest,
@@ -36,6 +45,13 @@ export {
   type StartDeviceFlowOptions,
 } from './client/public-client.js'
 export * from './errors.js'
+export {
+  type CallbackHandler,
+  type CallbackVerdict,
+  type LoopbackListener,
+  startLoopbackListener,
+  type WaitForCallbackOptions,
+} from './identity/loopback-listener.js'
 // Protocol core
 export {
   type AuthorizationServer,
@@ -43,6 +59,13 @@ export {
   type ResolveAuthorityOptions,
   resolveAuthority,
 } from './oauth/authority.js'
+export {
+  claimsFromArgument,
+  decodeClaimsChallenge,
+  MAX_CLAIMS_BYTES,
+  mergeClaims,
+  parseClaims,
+} from './oauth/claims.js'
 export {
   type DeviceAuthorization,
   type PollDeviceAuthorizationOptions,
@@ -75,11 +98,18 @@ export {
   generateState,
   type ValidateAuthorizationResponseOptions,
   validateAuthorizationResponse,
+  validateFormPostResponse,
 } from './oauth/pkce.js'
 export { type RefreshOptions, refreshTokenGrant, revokeToken } from './oauth/refresh.js'
 export { signInScopes, withOfflineAccess } from './oauth/scopes.js'
 export { accountFromTokenSet, type VerifyIdTokenOptions, verifyIdToken } from './oauth/tokens.js'
 export type { Account, ClientAuth, MetadataCache, OAuthClient, TokenSet } from './oauth/types.js'
+export {
+  type AuthChallenge,
+  type BearerChallengeError,
+  bearerChallengeError,
+  parseWwwAuthenticate,
+} from './oauth/www-authenticate.js'
 // Encrypted store and silent acquisition
 export {
   type AccountStatus,
@@ -92,6 +122,11 @@ export {
   type SilentTokenResult,
   saveSignIn,
 } from './store/cache.js'
+export {
+  type MemoryAcquireOptions,
+  MemoryTokenCache,
+  type MemoryTokenCacheOptions,
+} from './store/memory-cache.js'
 export { fileMetadataCache } from './store/metadata-cache.js'
 export {
   type OpenTokenStoreOptions,

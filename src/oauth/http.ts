@@ -8,9 +8,9 @@
  *
  * @packageDocumentation
  */
-import { type Dispatcher, request } from 'undici'
+import type { Dispatcher } from 'undici'
 import { EdgeTokenError, InvalidResponseError, UnavailableError } from '../errors.js'
-import { createNetworkAgents, type NetworkAgents } from '../lib/http-agent.js'
+import type { NetworkAgents } from '../lib/http-agent.js'
 import { describeNetworkFailure, type ServiceName, timeoutMessage } from '../lib/network-errors.js'
 import { RequestDeadline } from '../lib/request-deadline.js'
 import { parseJson } from '../lib/validate.js'
@@ -25,6 +25,11 @@ export const IDENTITY_PROVIDER: ServiceName = { name: 'the identity provider', s
 
 let injected: Dispatcher | undefined
 let agents: NetworkAgents | undefined
+// undici (70-90 ms and ~10 MiB to load on Node 20) is loaded by the first request, not by
+// `import 'edgetoken'`: a library user who only reads the store, or a CLI answer from the cache,
+// never pays for it. Kept once loaded, so later requests do not go through `import()` again.
+let undici: Pick<typeof import('undici'), 'request'> | undefined
+let agentModule: Pick<typeof import('../lib/http-agent.js'), 'createNetworkAgents'> | undefined
 
 /**
  * Replaces the dispatcher every request goes through, or (with `undefined`) drops it so the next
@@ -46,11 +51,13 @@ function retireAgents(how: 'close' | 'destroy', which: NetworkAgents | undefined
   void (how === 'close' ? which.close() : which.destroy()).catch(() => {})
 }
 
-function getDispatcher(url: URL): Dispatcher {
+async function getDispatcher(url: URL): Promise<Dispatcher> {
+  if (injected) return injected
+  agentModule ??= await import('../lib/http-agent.js')
   if (injected) return injected
   // Created on first use, so the proxy variables are read once and the cached `token` path never
   // pays for it.
-  agents ??= createNetworkAgents()
+  agents ??= agentModule.createNetworkAgents()
   return agents.forUrl(url)
 }
 
@@ -152,11 +159,12 @@ export async function httpRequest(
     body = options.body
   }
 
-  const dispatcher = getDispatcher(target)
+  const dispatcher = await getDispatcher(target)
   const owned = agents
+  undici ??= await import('undici')
   const deadline = new RequestDeadline(timeoutMs, options.signal)
   try {
-    const exchange = send(target, dispatcher, {
+    const exchange = send(undici.request, target, dispatcher, {
       method: options.method ?? (body === undefined ? 'GET' : 'POST'),
       headers,
       body,
@@ -187,7 +195,12 @@ interface SendOptions {
   maxBytes: number
 }
 
-async function send(target: URL, dispatcher: Dispatcher, options: SendOptions): Promise<HttpResponse> {
+async function send(
+  request: typeof import('undici')['request'],
+  target: URL,
+  dispatcher: Dispatcher,
+  options: SendOptions,
+): Promise<HttpResponse> {
   const host = target.host
   const { maxBytes } = options
   const response = await request(target, {

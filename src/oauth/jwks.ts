@@ -5,7 +5,7 @@
  *
  * @packageDocumentation
  */
-import { createLocalJWKSet, type JSONWebKeySet, type JWTVerifyGetKey, errors as joseErrors } from 'jose'
+import type { createLocalJWKSet, JSONWebKeySet, JWTVerifyGetKey } from 'jose'
 import { InvalidResponseError, UnavailableError } from '../errors.js'
 import { parseRetryAfter } from '../lib/retry-after.js'
 import { isObject } from '../lib/validate.js'
@@ -20,6 +20,8 @@ interface Entry {
 }
 
 const sets = new Map<string, Entry>()
+// jose is loaded by the first id_token check, not by `import 'edgetoken'` (see oauth/http.ts).
+let jose: typeof import('jose') | undefined
 
 /** Options of {@link jwksKeyResolver}. */
 export interface JwksOptions {
@@ -50,6 +52,8 @@ async function fetchJwks(uri: string, options: JwksOptions): Promise<Entry> {
   if (!isObject(doc) || !Array.isArray(doc.keys) || !doc.keys.every(isObject)) {
     throw new InvalidResponseError(`JWKS at ${response.url.host} has no "keys" array`, { body: doc })
   }
+  jose ??= await import('jose')
+  const { createLocalJWKSet } = jose
   const entry = {
     keys: createLocalJWKSet(doc as unknown as JSONWebKeySet),
     fetchedAt: (options.now ?? Date.now)(),
@@ -74,7 +78,8 @@ export function jwksKeyResolver(uri: string, options: JwksOptions = {}): JWTVeri
     try {
       return await entry.keys(header, token)
     } catch (err) {
-      const unknownKey = err instanceof joseErrors.JWKSNoMatchingKey
+      jose ??= await import('jose')
+      const unknownKey = err instanceof jose.errors.JWKSNoMatchingKey
       if (!unknownKey || now - entry.fetchedAt < JWKS_REFETCH_COOLDOWN_MS) throw err
       entry = await fetchJwks(uri, options)
       return entry.keys(header, token)

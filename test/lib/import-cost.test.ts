@@ -1,0 +1,109 @@
+// Issue 17: `import 'edgetoken'` must stay light. The runtime dependencies (undici 70-90 ms, jose
+// ~20 ms, mqtt ~47 ms on Node 20 here) are loaded by the first request, id_token check or broker
+// connection, never by the import. Asserted by the list of modules a fresh process loaded, not by
+// time (the figure is `npm run bench -- compare`).
+import assert from 'node:assert/strict'
+import { spawnSync } from 'node:child_process'
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { test } from 'node:test'
+import { pathToFileURL } from 'node:url'
+
+const root = new URL('../..', import.meta.url).pathname
+/** The runtime dependencies none of which an import of the library may load. */
+const HEAVY = ['undici', 'jose', 'mqtt', 'conf', 'qrcode-terminal']
+
+// Records every module URL the ESM loader resolves (ES modules and CommonJS entries alike); the
+// main process adds `require.cache` for CommonJS modules that other CommonJS modules required.
+const HOOKS = `
+import { appendFileSync } from 'node:fs'
+let out
+export function initialize(data) { out = data.out }
+export async function resolve(specifier, context, next) {
+  const resolved = await next(specifier, context)
+  appendFileSync(out, resolved.url + '\\n')
+  return resolved
+}
+`
+
+/**
+ * Imports `entry` in a fresh node process and lists the packages under node_modules it loaded.
+ *
+ * @param entry - the module to import (a path).
+ * @param nodeArgs - extra node flags (tsx for TypeScript sources).
+ * @returns the package names, and the module count.
+ */
+function packagesLoadedBy(
+  entry: string,
+  nodeArgs: string[] = [],
+): { packages: Set<string>; modules: number } {
+  const work = mkdtempSync(join(tmpdir(), 'edgetoken-import-'))
+  try {
+    const out = join(work, 'resolved.txt')
+    const hooks = `data:text/javascript,${encodeURIComponent(HOOKS)}`
+    const main = `
+      import { register, createRequire } from 'node:module'
+      import { appendFileSync } from 'node:fs'
+      register(${JSON.stringify(hooks)}, { data: { out: ${JSON.stringify(out)} } })
+      const lib = await import(${JSON.stringify(pathToFileURL(entry).href)})
+      if (typeof lib.PublicClient !== 'function') throw new Error('not the library')
+      const cjs = Object.keys(createRequire(import.meta.url).cache)
+      appendFileSync(${JSON.stringify(out)}, cjs.map((f) => 'file://' + f + '\\n').join(''))
+    `
+    const r = spawnSync(process.execPath, [...nodeArgs, '--input-type=module', '-e', main], {
+      cwd: root,
+      encoding: 'utf8',
+      env: { PATH: process.env.PATH, HOME: work },
+    })
+    assert.equal(r.status, 0, r.stderr)
+    const urls = readFileSync(out, 'utf8').split('\n').filter(Boolean)
+    const packages = new Set<string>()
+    for (const url of urls) {
+      const name = /\/node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(url)?.[1]
+      if (name !== undefined) packages.add(name)
+    }
+    return { packages, modules: new Set(urls).size }
+  } finally {
+    rmSync(work, { recursive: true, force: true })
+  }
+}
+
+function newestMtime(dir: string): number {
+  let newest = 0
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    const p = join(dir, e.name)
+    newest = Math.max(newest, e.isDirectory() ? newestMtime(p) : statSync(p).mtimeMs)
+  }
+  return newest
+}
+
+test('issue 17 #1: importing the library (src/index.ts) loads no undici, jose, mqtt, conf or qrcode-terminal', () => {
+  const { packages, modules } = packagesLoadedBy(join(root, 'src', 'index.ts'), ['--import', 'tsx'])
+  const loaded = HEAVY.filter((name) => packages.has(name))
+  assert.deepEqual(loaded, [], `import 'edgetoken' loaded ${loaded.join(', ')}: load it on first use`)
+  assert.ok(modules > 20, `the recorder saw ${modules} modules: it did not record the import`)
+})
+
+test('issue 17 #1: the built entry (dist/lib/index.js) loads none of them either', (t) => {
+  const entry = join(root, 'dist', 'lib', 'index.js')
+  let built = 0
+  try {
+    built = statSync(entry).mtimeMs
+  } catch {
+    t.skip('dist/lib/index.js is missing: npm run build')
+    return
+  }
+  // A build older than the sources proves nothing about them (CI always builds first).
+  if (!process.env.CI && built < newestMtime(join(root, 'src'))) {
+    t.skip('dist/ is older than src/: npm run build')
+    return
+  }
+  const { packages } = packagesLoadedBy(entry)
+  assert.deepEqual(
+    HEAVY.filter((name) => packages.has(name)),
+    [],
+  )
+  // Each of them is still there when first used: the lazy path is wired, not removed.
+  assert.ok(readFileSync(join(root, 'dist', 'lib', 'oauth', 'http.js'), 'utf8').includes("import('undici')"))
+})
