@@ -103,7 +103,7 @@ export function machineAcquisitionFor(
     const { clientCredential, authority, clientId } = config
     return {
       grant,
-      acquire: async (scopes) => {
+      acquire: async (scopes, context) => {
         const [{ clientCredentialAcquisition }, { storeMetadataCache }] = await Promise.all([
           import('../identity/client-credential-source.js'),
           import('../store/metadata-cache.js'),
@@ -118,8 +118,10 @@ export function machineAcquisitionFor(
           credential: clientCredential,
           cache: storeMetadataCache(store),
           signal,
+          dpop: config.dpop,
         })
-        return source.acquire(scopes)
+        // The app's DPoP key (RFC 9449) comes from the store and goes back with the token.
+        return source.acquire(scopes, context)
       },
     }
   }

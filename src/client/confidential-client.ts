@@ -10,6 +10,7 @@ import { createHash, createPrivateKey, type KeyObject, X509Certificate } from 'n
 import { ConfigError } from '../errors.js'
 import { type AuthorizationServer, parseAuthority } from '../oauth/authority.js'
 import { mergeClaims } from '../oauth/claims.js'
+import type { DPoPHandle } from '../oauth/dpop.js'
 import {
   authorizationCodeGrant,
   clientCredentialsGrant,
@@ -169,6 +170,11 @@ export interface AcquireTokenByClientCredentialsOptions {
   forceRefresh?: boolean | undefined
   /** Cancels discovery and the token request. */
   signal?: AbortSignal | undefined
+  /**
+   * Binds the token to this DPoP key (RFC 9449 §5): the request carries a proof, the answer must
+   * be `token_type` `DPoP`. Tokens are cached per key. Default: a bearer token.
+   */
+  dpop?: DPoPHandle | undefined
 }
 
 /** Options of {@link ConfidentialClient.acquireTokenOnBehalfOf}. */
@@ -452,7 +458,7 @@ export class ConfidentialClient {
    * An app-only token (client credentials grant), from the cache while it has more than
    * `minTtlSeconds` left.
    *
-   * @param options - scopes, resource, forceRefresh, signal.
+   * @param options - scopes, resource, forceRefresh, signal, DPoP key.
    * @returns the token set.
    * @throws OAuthServerError (`invalid_client`, `invalid_scope`, ...), `ERR_UNAVAILABLE`, ...
    * @example
@@ -460,9 +466,10 @@ export class ConfidentialClient {
    * const tokens = await app.acquireTokenByClientCredentials({ scopes: ['api://telemetry/.default'] })
    * ```
    * @see https://www.rfc-editor.org/rfc/rfc6749#section-4.4
+   * @see https://www.rfc-editor.org/rfc/rfc9449#section-5
    */
   async acquireTokenByClientCredentials(options: AcquireTokenByClientCredentialsOptions): Promise<TokenSet> {
-    const key = `client_credentials\n${options.resource ?? ''}\n${scopeKey(options.scopes)}`
+    const key = `client_credentials\n${options.dpop?.jkt ?? ''}\n${options.resource ?? ''}\n${scopeKey(options.scopes)}`
     const claims = mergeClaims(options.claims, this.#options.clientCapabilities)
     // A token that answers a claims challenge must come from the server (MSAL skips its cache too).
     return this.#cached(key, options.forceRefresh || options.claims !== undefined, async () => {
@@ -474,6 +481,7 @@ export class ConfidentialClient {
         signal: options.signal,
         now: this.#options.now,
         timeoutMs: this.#options.timeoutMs,
+        dpop: options.dpop,
       })
     })
   }

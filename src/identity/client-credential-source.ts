@@ -7,15 +7,21 @@
  * The secret, the private key, its passphrase and the assertion are never written anywhere and
  * never appear in a message: errors name the file and the problem only.
  *
+ * DPoP (RFC 9449) by the same `dpop` rule as a person's sign-in: the app's key is kept in the
+ * encrypted store with its tokens (one per authority and client id) and proves every request, so
+ * a copied access token is useless without it.
+ *
  * @see https://www.rfc-editor.org/rfc/rfc6749#section-4.4
+ * @see https://www.rfc-editor.org/rfc/rfc9449#section-5
  * @packageDocumentation
  */
 import { open } from 'node:fs/promises'
 import { ConfidentialClient, type ConfidentialClientOptions } from '../client/confidential-client.js'
-import type { ClientCredentialConfig } from '../config/types.js'
+import type { ClientCredentialConfig, DPoPSetting } from '../config/types.js'
 import { ConfigError, OAuthServerError } from '../errors.js'
 import type { MetadataCache } from '../oauth/types.js'
 import type { MachineAcquisition } from '../store/cache.js'
+import { accountDPoPKey } from './dpop-key.js'
 
 /** Most bytes read from a credential file (a PEM chain of a few certificates fits easily). */
 const MAX_CREDENTIAL_FILE_BYTES = 256 * 1024
@@ -107,6 +113,11 @@ export interface ClientCredentialAcquisitionOptions {
   cache?: MetadataCache | undefined
   /** Cancels discovery and the token request. */
   signal?: AbortSignal | undefined
+  /**
+   * The `dpop` setting: `auto` (default) binds the tokens to the app's DPoP key when the IdP
+   * advertises `dpop_signing_alg_values_supported`, `true` always, `false` never.
+   */
+  dpop?: DPoPSetting | undefined
 }
 
 /**
@@ -114,26 +125,39 @@ export interface ClientCredentialAcquisitionOptions {
  * endpoint, and reports a rejected credential (`invalid_client`) as "sign-in required" (exit 3),
  * the way a dead refresh token is reported, since both need a person to act.
  *
- * @param options - authority, client id, credential files, discovery cache, signal.
- * @returns the acquisition; the account is `{"id": clientId}`.
+ * @param options - authority, client id, credential files, discovery cache, signal, `dpop` setting.
+ * @returns the acquisition; the account is `{"id": clientId}`; with DPoP, the key the token is
+ *   bound to (the stored one, or a new one to store with the token).
+ * @see https://www.rfc-editor.org/rfc/rfc6749#section-4.4
+ * @see https://www.rfc-editor.org/rfc/rfc9449#section-5
  */
 export function clientCredentialAcquisition(options: ClientCredentialAcquisitionOptions): MachineAcquisition {
   return {
     grant: 'client_credentials',
-    acquire: async (scopes) => {
+    acquire: async (scopes, context) => {
       const app = new ConfidentialClient({
         authority: options.authority,
         clientId: options.clientId,
         credential: await readClientCredential(options.credential),
         cache: options.cache,
       })
+      // jose and discovery only when DPoP may be used; the grant resolves the same (cached) server.
+      const dpop =
+        options.dpop === false
+          ? undefined
+          : await accountDPoPKey(options.dpop, await app.resolve(options.signal), context?.dpopKey)
       try {
         const tokenSet = await app.acquireTokenByClientCredentials({
           scopes,
           forceRefresh: true,
           signal: options.signal,
+          dpop: dpop?.handle,
         })
-        return { tokenSet, account: { id: options.clientId, issuer: options.authority } }
+        return {
+          tokenSet,
+          account: { id: options.clientId, issuer: options.authority },
+          dpopKey: dpop?.key,
+        }
       } catch (err) {
         // RFC 6749 §5.2: invalid_client = "client authentication failed": a revoked secret or
         // certificate, an expired federated token. Nothing the machine can fix by itself.

@@ -8,19 +8,24 @@
  * - Resume: the device code is kept (encrypted) from the moment the IdP issues it, with its expiry
  *   and the interval in force; the next `login` or `run` picks it up until it expires, so the
  *   person at the phone keeps their code across a reboot. Denied or expired: removed.
+ * - Replacing (issue 11 #1): the approved sign-in is saved over whatever the store held, and the
+ *   refresh token it replaced is revoked afterwards (RFC 7009), same account or another.
  *
  * @see https://www.rfc-editor.org/rfc/rfc8628
  * @see https://www.rfc-editor.org/rfc/rfc9449
+ * @see https://www.rfc-editor.org/rfc/rfc7009
  * @packageDocumentation
  */
 import type { DPoPSetting } from '../config/types.js'
-import { ConfigError, isEdgeTokenError } from '../errors.js'
+import { isEdgeTokenError } from '../errors.js'
 import type { AuthorizationServer } from '../oauth/authority.js'
 import type { DeviceAuthorization, PollDeviceAuthorizationOptions } from '../oauth/device.js'
 import type { DPoPHandle, DPoPKeyRecord } from '../oauth/dpop.js'
-import type { OAuthClient, TokenSet } from '../oauth/types.js'
+import type { Account, OAuthClient, TokenSet } from '../oauth/types.js'
 import type { AccountIdentity } from '../store/cache.js'
 import type { TokenStore } from '../store/token-store.js'
+import { dpopAlgorithm } from './dpop-key.js'
+import type { RevocationReport } from './replace-sign-in.js'
 
 /** Options of {@link prepareDeviceSignIn}. */
 export interface PrepareDeviceSignInOptions {
@@ -64,33 +69,29 @@ export interface PreparedDeviceSignIn {
    * called for a stop by the system (SIGTERM, a reboot): then the next start resumes it.
    */
   forget(): Promise<void>
+  /**
+   * Saves the approved sign-in with its DPoP key (which also drops the pending sign-in), then
+   * revokes the refresh token it replaced, if the store held another one (RFC 7009 §2.1): best
+   * effort, reported, never in the way of the save.
+   *
+   * @param options - the account and tokens from {@link PreparedDeviceSignIn.poll}, the scopes
+   *   to cache the access token under, where to report the revocation, a signal for the lock.
+   * @returns when saved and the revocation attempted.
+   * @see https://www.rfc-editor.org/rfc/rfc7009#section-2.1
+   */
+  save(options: SaveDeviceSignInOptions): Promise<void>
 }
 
-/**
- * Whether sign-ins with this server use DPoP, and with which algorithm.
- *
- * @param setting - the `dpop` setting.
- * @param server - the authorization server (its advertised algorithms).
- * @param choose - the algorithm chooser (`chooseDPoPAlgorithm`).
- * @returns the algorithm, or undefined for no DPoP.
- * @throws ConfigError when `dpop` is true and the server lists only algorithms we cannot use.
- */
-function dpopAlgorithm(
-  setting: DPoPSetting,
-  server: AuthorizationServer,
-  choose: (supported: readonly string[] | undefined) => string | undefined,
-): string | undefined {
-  if (setting === false) return undefined
-  const advertised = server.dpopSigningAlgValues
-  if (setting === 'auto' && advertised === undefined) return undefined
-  const alg = choose(advertised)
-  if (alg === undefined && setting === true) {
-    throw new ConfigError(
-      `dpop is true, but ${server.issuer} offers only DPoP algorithms edgetoken cannot use (${advertised?.join(', ')})`,
-      { key: 'dpop' },
-    )
-  }
-  return alg
+/** Options of {@link PreparedDeviceSignIn.save}. */
+export interface SaveDeviceSignInOptions extends RevocationReport {
+  /** The signed-in account. */
+  account: Account
+  /** The token response of the sign-in. */
+  tokenSet: TokenSet
+  /** The scopes that were requested (the cache key of the access token). */
+  requestedScopes: readonly string[]
+  /** Stops waiting for the store lock. */
+  signal?: AbortSignal | undefined
 }
 
 function sameScopes(a: readonly string[], b: readonly string[]): boolean {
@@ -113,7 +114,7 @@ function sameScopes(a: readonly string[], b: readonly string[]): boolean {
  * const signIn = await prepareDeviceSignIn({ store, identity, scopes, server, client: { clientId } })
  * show(signIn.flow, signIn.resumed)
  * const tokens = await signIn.poll({ signal })
- * await saveSignIn(store, { ...identity, account, tokenSet: tokens, requestedScopes, dpopKey: signIn.dpopKey })
+ * await signIn.save({ account: accountFromTokenSet(server, clientId, tokens), tokenSet: tokens, requestedScopes, onWarning })
  * ```
  */
 export async function prepareDeviceSignIn(
@@ -192,6 +193,17 @@ export async function prepareDeviceSignIn(
     },
     async forget() {
       await pendingStore.clearPendingSignIn(store, identity, deviceCode)
+    },
+    async save(saveOptions: SaveDeviceSignInOptions) {
+      const { saveReplacingSignIn } = await import('./replace-sign-in.js')
+      await saveReplacingSignIn(store, {
+        ...saveOptions,
+        authority: identity.authority,
+        clientId: identity.clientId,
+        dpopKey,
+        server,
+        client,
+      })
     },
   })
 }

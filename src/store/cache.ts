@@ -55,7 +55,7 @@ export interface SaveSignInOptions extends AccountIdentity {
   dpopKey?: DPoPKeyRecord | undefined
 }
 
-/** What a refresh is given besides the refresh token. */
+/** What a refresh is given besides the refresh token (and a machine's acquisition besides the scopes). */
 export interface RefreshContext {
   /** The account's DPoP key: the refresh request carries a proof of it (RFC 9449 §5). Secret. */
   readonly dpopKey?: DPoPKeyRecord | undefined
@@ -79,10 +79,17 @@ export interface MachineAcquisition {
   /**
    * Acquires a token for these scopes; called with the store lock held.
    *
+   * @param scopes - the scopes wanted.
+   * @param context - the account's stored DPoP key, to bind the token to (RFC 9449 §5).
+   * @returns the tokens, the account, and the DPoP key they are bound to: saved in the same write
+   *   (no key: a key stored earlier is dropped, as by a sign-in without DPoP).
    * @throws EdgeTokenError `ERR_SIGNIN_REQUIRED` when the credential was rejected (the account is
    *   then marked, like a dead refresh token); anything else is passed on.
    */
-  acquire(scopes: readonly string[]): Promise<{ tokenSet: TokenSet; account: Account }>
+  acquire(
+    scopes: readonly string[],
+    context?: RefreshContext,
+  ): Promise<{ tokenSet: TokenSet; account: Account; dpopKey?: DPoPKeyRecord | undefined }>
 }
 
 /** Options of {@link acquireTokenSilent}. */
@@ -91,7 +98,11 @@ export interface AcquireTokenSilentOptions extends AccountIdentity {
   scopes: readonly string[]
   /** The token must stay valid this long; else refresh. Default 0 (only the margin applies). */
   minTtlSeconds?: number | undefined
-  /** Refresh even when the cached token is valid (a refresh started after this call counts). */
+  /**
+   * Refresh even when the cached token is valid (a refresh started after this call counts), and
+   * return the new token even when the cached one would live longer. A refresh for a claims
+   * challenge must set it (its `refresh` sends the claims).
+   */
   forceRefresh?: boolean | undefined
   /** The refresh grant; called with the lock held. Required unless `machine` is given. */
   refresh?: RefreshFunction | undefined
@@ -341,7 +352,7 @@ export async function acquireTokenSilent(
     async () => {
       const doc = await store.read()
       const stored = doc.accounts[key]
-      const dpopKey = doc.dpopKeys?.[key]
+      let dpopKey = doc.dpopKeys?.[key]
       if (!stored && !machine) throw notSignedIn()
       const cached = stored ? pick(stored, options.scopes) : undefined
       if (cached) {
@@ -372,12 +383,21 @@ export async function acquireTokenSilent(
         const requestedAt = now()
         let tokenSet: TokenSet
         let entry: AccountEntry
+        let rebound = false
         try {
           if (machine) {
-            const acquired = await machine.acquire(options.scopes)
+            const acquired = await machine.acquire(options.scopes, { dpopKey })
             tokenSet = acquired.tokenSet
             entry = machineEntry(stored, machine.grant, acquired.account, options)
             doc.accounts[key] = entry
+            if (acquired.dpopKey?.jkt !== dpopKey?.jkt) {
+              // Another key (or none): tokens bound to the old one cannot be presented any more.
+              entry.accessTokens = []
+              rebound = true
+              dpopKey = acquired.dpopKey
+              if (dpopKey !== undefined) doc.dpopKeys = { ...doc.dpopKeys, [key]: dpopKey }
+              else delete doc.dpopKeys?.[key]
+            }
           } else {
             if (!options.refresh || !stored || !refreshToken) throw signInAgain()
             entry = stored
@@ -406,7 +426,11 @@ export async function acquireTokenSilent(
         entry.updatedAt = Date.now()
         // Durable before returning: with rotation, the old refresh token is now spent.
         await save(doc)
-        const freshest = cached && cached.expiresAt > fresh.expiresAt ? cached : fresh
+        // A refresh done because the token was due (the margin, minTtlSeconds, refresh_in) hands
+        // out whichever lives longer; a forced one (--force-refresh, a 401, a claims challenge)
+        // asked for a new token because the old one is refused or non-compliant: never hand that back.
+        const freshest =
+          !options.forceRefresh && cached && !rebound && cached.expiresAt > fresh.expiresAt ? cached : fresh
         const out = result(freshest, freshest !== fresh, now(), minTtl, dpopKey)
         // E.g. the id_token of a refresh could not be verified and was dropped (the tokens are kept).
         if (tokenSet.warning)

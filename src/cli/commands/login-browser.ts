@@ -10,8 +10,15 @@
  * is redeemed with the verifier (id_token nonce checked) -> the same encrypted store as a device
  * code sign-in -> `signed_in`. After that `token`, `run` and renewal cannot tell the difference.
  *
+ * DPoP (RFC 9449) as for a device code: the account's key (kept, or made before the URL is shown)
+ * is named in the authorization request (`dpop_jkt`, §10) and proves the redemption (§5), so the
+ * code and then the tokens are bound to it; it is saved with them, and refreshes prove it too.
+ * The refresh token a sign-in replaces (same account or another) is revoked after the save
+ * (RFC 7009), best effort.
+ *
  * @see https://www.rfc-editor.org/rfc/rfc8252#section-7.3
  * @see https://www.rfc-editor.org/rfc/rfc7636
+ * @see https://www.rfc-editor.org/rfc/rfc9449#section-10
  */
 import { assertSaneClock } from '../../agent/clock.js'
 import { requireIdentity } from '../../config/load.js'
@@ -90,7 +97,7 @@ export async function runBrowserLogin(ctx: CommandContext, config: EdgeTokenConf
     return err
   }
 
-  const [authority, pkce, grants, { accountFromTokenSet }, { signInScopes }, claims, store, cache, metadata] =
+  const [authority, pkce, grants, { accountFromTokenSet }, { signInScopes }, claims, store, metadata] =
     await Promise.all([
       import('../../oauth/authority.js'),
       import('../../oauth/pkce.js'),
@@ -99,10 +106,15 @@ export async function runBrowserLogin(ctx: CommandContext, config: EdgeTokenConf
       import('../../oauth/scopes.js'),
       import('../../oauth/claims.js'),
       import('../../store/token-store.js'),
-      import('../../store/cache.js'),
       import('../../store/metadata-cache.js'),
     ])
-  const { startLoopbackListener } = await import('../../identity/loopback-listener.js')
+  const [{ startLoopbackListener }, { accountDPoPKey }, { readDPoPKey }, { saveReplacingSignIn }] =
+    await Promise.all([
+      import('../../identity/loopback-listener.js'),
+      import('../../identity/dpop-key.js'),
+      import('../../store/pending-signin.js'),
+      import('../../identity/replace-sign-in.js'),
+    ])
 
   // The store first: one that cannot be read (exit 6) should fail before anyone signs in.
   const tokenStore = await store.openTokenStore({
@@ -123,13 +135,16 @@ export async function runBrowserLogin(ctx: CommandContext, config: EdgeTokenConf
   const client = { clientId: identity.clientId }
   const scopes = signInScopes(identity.scopes)
   const claimsRequest = claims.mergeClaims(undefined, config.clientCapabilities)
+  // The account's DPoP key before anything is shown: the redemption is bound to it, as a device
+  // code's polls are; a new one is saved with the tokens, never before (nothing to bind till then).
+  const dpop = await accountDPoPKey(config.dpop, server, await readDPoPKey(tokenStore, identity))
   const listener = await startLoopbackListener()
   try {
     const redirectUri = listener.redirectUri
     const codeVerifier = pkce.generateCodeVerifier()
     const state = pkce.generateState()
     const nonce = pkce.generateNonce()
-    const url = pkce.buildAuthorizationUrl(server, {
+    const authorizationUrl = pkce.buildAuthorizationUrl(server, {
       clientId: identity.clientId,
       redirectUri,
       scopes,
@@ -140,7 +155,10 @@ export async function runBrowserLogin(ctx: CommandContext, config: EdgeTokenConf
       // other conditions permit it); Entra ID does not need it and would ask every time.
       prompt: server.dialect === 'entra' ? undefined : 'consent',
       claims: claimsRequest,
-    }).href
+    })
+    // RFC 9449 §10: the code is bound to the key, so only a redemption proving it can spend it.
+    if (dpop !== undefined) authorizationUrl.searchParams.set('dpop_jkt', dpop.key.jkt)
+    const url = authorizationUrl.href
 
     ctx.emit({ event: 'authorization_url', url })
     ctx.stderr.write(
@@ -180,6 +198,7 @@ export async function runBrowserLogin(ctx: CommandContext, config: EdgeTokenConf
             expectedNonce: nonce,
             claims: claimsRequest,
             signal,
+            dpop: dpop?.handle,
           })
           return { accept: tokens }
         },
@@ -193,12 +212,17 @@ export async function runBrowserLogin(ctx: CommandContext, config: EdgeTokenConf
     }
 
     const account = accountFromTokenSet(server, identity.clientId, tokenSet)
-    await cache.saveSignIn(tokenStore, {
+    // Saved with the key the tokens are bound to; then the refresh token replaced is revoked.
+    await saveReplacingSignIn(tokenStore, {
       authority: identity.authority,
       clientId: identity.clientId,
       account,
       tokenSet,
       requestedScopes: identity.scopes,
+      dpopKey: dpop?.key,
+      server,
+      client,
+      onWarning: ctx.warn,
     })
     ctx.emit({
       event: 'signed_in',

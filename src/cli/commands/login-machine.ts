@@ -50,8 +50,8 @@ export async function runMachineLogin(ctx: CommandContext, config: EdgeTokenConf
       signal: ctx.signal,
       machine: {
         grant: base.grant,
-        acquire: async (scopes) => {
-          const acquired = await base.acquire(scopes)
+        acquire: async (scopes, context) => {
+          const acquired = await base.acquire(scopes, context)
           account = acquired.account
           return acquired
         },
