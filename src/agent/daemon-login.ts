@@ -27,9 +27,6 @@ import type { StoredAccountInfo } from '../store/document.js'
 import type { TokenStore } from '../store/token-store.js'
 import { type DaemonOutput, errorText } from './daemon-output.js'
 
-/** Bound of each revocation request, ms: it runs after the sign-in, never in its way. */
-const REVOKE_TIMEOUT_MS = 5000
-
 /** Options of {@link createDaemonSignIn}. */
 export interface DaemonSignInOptions {
   /** Which account, and the scopes to ask for. */
@@ -92,17 +89,13 @@ export function createDaemonSignIn(options: DaemonSignInOptions): (signal: Abort
   const { identity, store, output } = options
   const client = { clientId: identity.clientId }
 
+  // The same best-effort revocation as `login`'s (identity/replace-sign-in.ts), worded as log lines.
   const revoke = async (server: AuthorizationServer, token: string, what: string) => {
-    const { revokeToken } = await import('../oauth/refresh.js')
-    try {
-      const revoked = await revokeToken(server, client, token, 'refresh_token', {
-        timeoutMs: REVOKE_TIMEOUT_MS,
-      })
-      if (revoked) output.log(`edgetoken: revoked ${what}`)
-      else output.warn(`the authorization server offers no revocation; ${what} stays valid until it expires`)
-    } catch (err) {
-      output.warn(`could not revoke ${what} (${errorText(err)})`)
-    }
+    const { revokeRefreshTokenBestEffort } = await import('../identity/replace-sign-in.js')
+    await revokeRefreshTokenBestEffort(server, client, token, what, {
+      onRevoked: (line) => output.log(`edgetoken: ${line}`),
+      onWarning: output.warn,
+    })
   }
 
   return async (signal) => {
