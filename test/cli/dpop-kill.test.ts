@@ -79,7 +79,8 @@ async function survives(idp: TestIdp, store: TokenStore): Promise<boolean> {
 /** Runs `token --force-refresh`, SIGKILLs it 0-300 ms after the IdP answered its refresh. */
 async function killDuringRefresh(idp: TestIdp, device: TestDevice): Promise<void> {
   const before = idp.refreshes
-  const child = spawnCli(['token', '--force-refresh'], { env: device.env })
+  // The built executable: 60 cold starts through tsx would take minutes (npm test builds dist first).
+  const child = spawnCli(['token', '--force-refresh'], { env: device.env, entry: 'dist' })
   let exited = false
   const closed = new Promise<void>((resolve) => {
     child.once('close', () => {
