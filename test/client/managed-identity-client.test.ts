@@ -113,8 +113,7 @@ describe('ManagedIdentityClient: Azure Arc', () => {
   const env = () => ({ IDENTITY_ENDPOINT: arc.tokenUrl, IMDS_ENDPOINT: 'http://127.0.0.1:1' })
   const client = () =>
     new ManagedIdentityClient({ env: env(), arcTokenDirectory: tokenDirectory, sleep: noSleep })
-  const sentSecret = (secret: string) =>
-    arc.requests.some((r) => r.authorization?.includes(secret) === true)
+  const sentSecret = (secret: string) => arc.requests.some((r) => r.authorization?.includes(secret) === true)
 
   test('issue 12: the challenge flow: 401 Basic realm=<.key file>, read it, retry with Authorization: Basic', async () => {
     const mi = client()
