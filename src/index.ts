@@ -74,7 +74,7 @@ export {
   processDeviceAuthorizationResponse,
   type StartDeviceAuthorizationOptions,
   startDeviceAuthorization,
-} from './oauth/device.js'
+} from './oauth/grants/device.js'
 export {
   ACCESS_TOKEN_TYPE,
   type AuthorizationCodeGrantOptions,
@@ -86,8 +86,7 @@ export {
   type TokenExchangeGrantOptions,
   type TokenExchangeResult,
   tokenExchangeGrant,
-} from './oauth/grants.js'
-export { NetworkError, setHttpDispatcher } from './oauth/http.js'
+} from './oauth/grants/grants.js'
 export {
   type AuthorizationResponse,
   type AuthorizationUrlParameters,
@@ -99,8 +98,9 @@ export {
   type ValidateAuthorizationResponseOptions,
   validateAuthorizationResponse,
   validateFormPostResponse,
-} from './oauth/pkce.js'
-export { type RefreshOptions, refreshTokenGrant, revokeToken } from './oauth/refresh.js'
+} from './oauth/grants/pkce.js'
+export { type RefreshOptions, refreshTokenGrant, revokeToken } from './oauth/grants/refresh.js'
+export { NetworkError, setHttpDispatcher } from './oauth/http.js'
 export { signInScopes, withOfflineAccess } from './oauth/scopes.js'
 export { accountFromTokenSet, type VerifyIdTokenOptions, verifyIdToken } from './oauth/tokens.js'
 export type { Account, ClientAuth, MetadataCache, OAuthClient, TokenSet } from './oauth/types.js'
@@ -140,20 +140,20 @@ export {
   type ReceivedBatch,
   type Receiver,
   type ReceiverOptions,
-} from './telemetry/receiver.js'
+} from './telemetry/receiver/receiver.js'
 export {
   type OpenSpoolOptions,
   openSpool,
   type Spool,
   type SpoolBatch,
   type SpoolStats,
-} from './telemetry/spool.js'
-export { readSpoolStatus, type SpoolStatus } from './telemetry/spool-status.js'
+} from './telemetry/spool/spool.js'
+export { readSpoolStatus, type SpoolStatus } from './telemetry/spool/spool-status.js'
 export {
   type DrainOptions,
   type DrainResult,
   type UploadEvent,
   Uploader,
   type UploaderOptions,
-} from './telemetry/uploader.js'
+} from './telemetry/upload/uploader.js'
 export { VERSION } from './version.js'

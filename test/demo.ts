@@ -138,7 +138,7 @@ async function startApi(
 ): Promise<{ url: string; records: () => number; watch: (summary: ActivitySummary) => void }> {
   let records = 0
   let activity: ActivitySummary | undefined
-  const { createReceiver } = await import('../src/telemetry/receiver.js')
+  const { createReceiver } = await import('../src/telemetry/receiver/receiver.js')
   const receiver = createReceiver({
     issuer,
     audience,

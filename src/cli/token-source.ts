@@ -47,7 +47,7 @@ let loading: ReturnType<typeof loadRefreshModules> | undefined
 function loadRefreshModules() {
   return Promise.all([
     import('../oauth/authority.js'),
-    import('../oauth/refresh.js'),
+    import('../oauth/grants/refresh.js'),
     import('../store/metadata-cache.js'),
     import('../oauth/claims.js'),
     import('../oauth/dpop.js'),

@@ -16,7 +16,7 @@ import {
   clientCredentialsGrant,
   onBehalfOfGrant,
   tokenExchangeGrant,
-} from '../oauth/grants.js'
+} from '../oauth/grants/grants.js'
 import {
   buildAuthorizationUrl,
   codeChallengeS256,
@@ -25,7 +25,7 @@ import {
   generateState,
   validateAuthorizationResponse,
   validateFormPostResponse,
-} from '../oauth/pkce.js'
+} from '../oauth/grants/pkce.js'
 import { signInScopes } from '../oauth/scopes.js'
 import { accountFromTokenSet } from '../oauth/tokens.js'
 import type { Account, ClientAuth, MetadataCache, OAuthClient, TokenSet } from '../oauth/types.js'

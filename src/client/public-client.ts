@@ -12,8 +12,8 @@ import {
   type PollDeviceAuthorizationOptions,
   pollDeviceAuthorization,
   startDeviceAuthorization,
-} from '../oauth/device.js'
-import { authorizationCodeGrant } from '../oauth/grants.js'
+} from '../oauth/grants/device.js'
+import { authorizationCodeGrant } from '../oauth/grants/grants.js'
 import {
   buildAuthorizationUrl,
   codeChallengeS256,
@@ -21,8 +21,8 @@ import {
   generateNonce,
   generateState,
   validateAuthorizationResponse,
-} from '../oauth/pkce.js'
-import { type RefreshOptions, refreshTokenGrant, revokeToken } from '../oauth/refresh.js'
+} from '../oauth/grants/pkce.js'
+import { type RefreshOptions, refreshTokenGrant, revokeToken } from '../oauth/grants/refresh.js'
 import { signInScopes } from '../oauth/scopes.js'
 import { accountFromTokenSet } from '../oauth/tokens.js'
 import type { Account, MetadataCache, OAuthClient, TokenSet } from '../oauth/types.js'

@@ -19,8 +19,8 @@
 import type { DPoPSetting } from '../config/types.js'
 import { isEdgeTokenError } from '../errors.js'
 import type { AuthorizationServer } from '../oauth/authority.js'
-import type { DeviceAuthorization, PollDeviceAuthorizationOptions } from '../oauth/device.js'
 import type { DPoPHandle, DPoPKeyRecord } from '../oauth/dpop.js'
+import type { DeviceAuthorization, PollDeviceAuthorizationOptions } from '../oauth/grants/device.js'
 import type { Account, OAuthClient, TokenSet } from '../oauth/types.js'
 import type { AccountIdentity } from '../store/cache.js'
 import type { TokenStore } from '../store/token-store.js'
@@ -122,7 +122,7 @@ export async function prepareDeviceSignIn(
 ): Promise<PreparedDeviceSignIn> {
   const { store, identity, server, client, signal } = options
   const [device, pendingStore] = await Promise.all([
-    import('../oauth/device.js'),
+    import('../oauth/grants/device.js'),
     import('../store/pending-signin.js'),
   ])
   const setting = options.dpop ?? 'auto'

@@ -7,13 +7,13 @@
  * `api-version=2018-02-01`, `resource`, `client_id` for a user-assigned identity and the header
  * `Metadata: true`; `AZURE_POD_IDENTITY_AUTHORITY_HOST` replaces the host (AAD Pod Identity, and
  * how our tests point it at loopback). The answer carries `expires_in` and `expires_on` as strings
- * of digits. IMDS is link-local: it is never reached through a proxy (lib/http-agent.ts).
+ * of digits. IMDS is link-local: it is never reached through a proxy (lib/http/http-agent.ts).
  *
  * @see https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/how-to-use-vm-token
  * @packageDocumentation
  */
 import { EdgeTokenError, InvalidResponseError, OAuthServerError, UnavailableError } from '../errors.js'
-import { parseRetryAfter } from '../lib/retry-after.js'
+import { parseRetryAfter } from '../lib/http/retry-after.js'
 import { isNonEmptyString, isObject } from '../lib/validate.js'
 import { type HttpResponse, httpRequest, readJson, responseHeader } from '../oauth/http.js'
 import type { TokenSet } from '../oauth/types.js'

@@ -52,7 +52,7 @@ export async function revokeRefreshTokenBestEffort(
   report: RevocationReport,
 ): Promise<boolean> {
   try {
-    const { revokeToken } = await import('../oauth/refresh.js')
+    const { revokeToken } = await import('../oauth/grants/refresh.js')
     const revoked = await revokeToken(server, client, token, 'refresh_token', {
       timeoutMs: REVOKE_TIMEOUT_MS,
     })

@@ -169,7 +169,7 @@ export async function resolveAuthority(
 
   // Imported here so that parsing an authority (config checks) does not load undici.
   const [{ httpRequest, readJson, responseHeader }, { withRetries }, { parseRetryAfter }] = await Promise.all(
-    [import('./http.js'), import('./retry.js'), import('../lib/retry-after.js')],
+    [import('./http.js'), import('./retry.js'), import('../lib/http/retry-after.js')],
   )
   const { doc, server } = await withRetries(
     async () => {

@@ -2,7 +2,7 @@
  * The one HTTP client of the protocol core: undici `request` with an overall deadline per request
  * (connect, headers and the whole body), no redirects followed, a streamed response size cap and
  * a JSON content-type check. Loopback hosts are always reached directly; other hosts through
- * `HTTPS_PROXY`/`HTTP_PROXY` unless `NO_PROXY` names them (see `lib/http-agent.ts`).
+ * `HTTPS_PROXY`/`HTTP_PROXY` unless `NO_PROXY` names them (see `lib/http/http-agent.ts`).
  *
  * Never the global `fetch`: it is a second copy of undici that ignores our dispatcher.
  *
@@ -10,9 +10,9 @@
  */
 import type { Dispatcher } from 'undici'
 import { EdgeTokenError, InvalidResponseError, UnavailableError } from '../errors.js'
-import type { NetworkAgents } from '../lib/http-agent.js'
-import { describeNetworkFailure, type ServiceName, timeoutMessage } from '../lib/network-errors.js'
-import { RequestDeadline } from '../lib/request-deadline.js'
+import type { NetworkAgents } from '../lib/http/http-agent.js'
+import { describeNetworkFailure, type ServiceName, timeoutMessage } from '../lib/http/network-errors.js'
+import { RequestDeadline } from '../lib/http/request-deadline.js'
 import { parseJson } from '../lib/validate.js'
 import { VERSION } from '../version.js'
 
@@ -29,7 +29,7 @@ let agents: NetworkAgents | undefined
 // `import 'edgetoken'`: a library user who only reads the store, or a CLI answer from the cache,
 // never pays for it. Kept once loaded, so later requests do not go through `import()` again.
 let undici: Pick<typeof import('undici'), 'request'> | undefined
-let agentModule: Pick<typeof import('../lib/http-agent.js'), 'createNetworkAgents'> | undefined
+let agentModule: Pick<typeof import('../lib/http/http-agent.js'), 'createNetworkAgents'> | undefined
 
 /**
  * Replaces the dispatcher every request goes through, or (with `undefined`) drops it so the next
@@ -53,7 +53,7 @@ function retireAgents(how: 'close' | 'destroy', which: NetworkAgents | undefined
 
 async function getDispatcher(url: URL): Promise<Dispatcher> {
   if (injected) return injected
-  agentModule ??= await import('../lib/http-agent.js')
+  agentModule ??= await import('../lib/http/http-agent.js')
   if (injected) return injected
   // Created on first use, so the proxy variables are read once and the cached `token` path never
   // pays for it.

@@ -7,7 +7,7 @@
  */
 import type { createLocalJWKSet, JSONWebKeySet, JWTVerifyGetKey } from 'jose'
 import { InvalidResponseError, UnavailableError } from '../errors.js'
-import { parseRetryAfter } from '../lib/retry-after.js'
+import { parseRetryAfter } from '../lib/http/retry-after.js'
 import { isObject } from '../lib/validate.js'
 import { httpRequest, readJson, responseHeader } from './http.js'
 

@@ -12,8 +12,8 @@ import {
   OAuthServerError,
   UnavailableError,
 } from '../errors.js'
+import { parseRetryAfter } from '../lib/http/retry-after.js'
 import { ASYMMETRIC_JWS_ALGORITHMS } from '../lib/jws.js'
-import { parseRetryAfter } from '../lib/retry-after.js'
 import { isNonEmptyString, isObject, isPrintable, type JsonObject } from '../lib/validate.js'
 import { type AuthorizationServer, expectedIssuer } from './authority.js'
 import { type HttpResponse, readJson, responseHeader } from './http.js'

@@ -4,8 +4,8 @@
  */
 import { StoreError } from '../errors.js'
 import { isFiniteNumber, isNonEmptyString, isObject } from '../lib/validate.js'
-import type { SavedDeviceAuthorization } from '../oauth/device.js'
 import type { DPoPKeyRecord } from '../oauth/dpop.js'
+import type { SavedDeviceAuthorization } from '../oauth/grants/device.js'
 
 /** One cached access token. */
 export interface AccessTokenEntry {

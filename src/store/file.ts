@@ -1,14 +1,14 @@
 /**
  * File-system helpers of the store: the private state directory, reading the store file, and the
  * mapping of file-system failures to store errors. The durable replace and the directory fsync
- * live in `src/lib/durable-file.ts`.
+ * live in `src/lib/fs/durable-file.ts`.
  */
 
 import { chmodSync, lstatSync, mkdirSync, readFileSync, statSync } from 'node:fs'
 import { ConfigError, StoreError } from '../errors.js'
 
 /** Fsyncs a directory synchronously (the key file is created synchronously). */
-export { fsyncDirectorySync as fsyncDirectory } from '../lib/durable-file.js'
+export { fsyncDirectorySync as fsyncDirectory } from '../lib/fs/durable-file.js'
 
 /** Errors of a write that a disk in trouble causes; the store itself is fine. */
 const WRITE_FAILURES = new Set(['ENOSPC', 'EDQUOT', 'EFBIG'])

@@ -23,7 +23,7 @@ import {
 } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { ConfigError, StoreError } from '../errors.js'
-import { sweepTempFiles, tempFileName } from '../lib/temp-files.js'
+import { sweepTempFiles, tempFileName } from '../lib/fs/temp-files.js'
 import { fsyncDirectory, storeFsError } from './file.js'
 
 /** The least number of bytes of key material accepted. */

@@ -8,7 +8,7 @@
 import { createHmac, type KeyObject, timingSafeEqual } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { writeFileAtomic } from '../lib/durable-file.js'
+import { writeFileAtomic } from '../lib/fs/durable-file.js'
 import { isFiniteNumber, isObject, parseJson } from '../lib/validate.js'
 import type { MetadataCache } from '../oauth/types.js'
 import type { TokenStore } from './token-store.js'

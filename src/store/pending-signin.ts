@@ -9,8 +9,9 @@
  *
  * @packageDocumentation
  */
-import type { SavedDeviceAuthorization } from '../oauth/device.js'
+
 import type { DPoPKeyRecord } from '../oauth/dpop.js'
+import type { SavedDeviceAuthorization } from '../oauth/grants/device.js'
 import type { AccountIdentity } from './cache.js'
 import { accountKey, type PendingSignIn } from './document.js'
 import type { TokenStore } from './token-store.js'

@@ -11,7 +11,7 @@ import { createSecretKey, type KeyObject } from 'node:crypto'
 import { existsSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { EdgeTokenError, StoreError } from '../errors.js'
-import { sweepTempFiles } from '../lib/temp-files.js'
+import { sweepTempFiles } from '../lib/fs/temp-files.js'
 import { isObject, parseJson } from '../lib/validate.js'
 import { emptyDocument, isStoreDocument, type StoreDocument, validateDocument } from './document.js'
 import { deriveMetadataKey, deriveStoreKeys, type EnvelopeContext, open, seal } from './envelope.js'
@@ -190,7 +190,7 @@ class FileTokenStore implements TokenStore {
   async write(doc: StoreDocument): Promise<void> {
     const data = await this.#checkedData(doc)
     // Loaded here: the cached `token` path only reads, and skips node:fs/promises.
-    const { writeFileAtomic } = await import('../lib/durable-file.js')
+    const { writeFileAtomic } = await import('../lib/fs/durable-file.js')
     try {
       await writeFileAtomic(this.path, data)
     } catch (err) {
@@ -207,7 +207,7 @@ class FileTokenStore implements TokenStore {
   }
 
   async reserveWrite(): Promise<StoreWriteReservation> {
-    const { reserveFileReplace } = await import('../lib/durable-file.js')
+    const { reserveFileReplace } = await import('../lib/fs/durable-file.js')
     let room: Awaited<ReturnType<typeof reserveFileReplace>>
     try {
       let current = 0
@@ -247,7 +247,7 @@ class FileTokenStore implements TokenStore {
 
   async withLock<T>(fn: () => Promise<T>, options: WithLockOptions = {}): Promise<T> {
     // Loaded here: the cached `token` path reads without the lock and should not pay for it.
-    const { withFileLock } = await import('../lib/file-lock.js')
+    const { withFileLock } = await import('../lib/fs/file-lock.js')
     const lockOptions = {
       what: 'token store',
       staleMs: this.#lockStaleMs,

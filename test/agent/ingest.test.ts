@@ -22,7 +22,7 @@ import {
 } from '../../src/agent/pair.js'
 import type { MqttConfig } from '../../src/config/types.js'
 import { connectMqtt, mqttTopics } from '../../src/display/mqtt-options.js'
-import { openSpool, type Spool } from '../../src/telemetry/spool.js'
+import { openSpool, type Spool } from '../../src/telemetry/spool/spool.js'
 import { clientOptions, startBroker, type TestBroker } from '../support/mosquitto.js'
 
 // The schema's own example, read from the contract file so a schema change is noticed here.

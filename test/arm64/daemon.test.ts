@@ -11,7 +11,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, test } from 'node:test'
 import { startSensorSimulator } from '../../firmware-bridge/simulators/sensor.js'
-import { useDaemonFixture, waitUntil } from '../agent/daemon-harness.js'
+import { useDaemonFixture, waitUntil } from '../agent/daemon/daemon-harness.js'
 import { scaled, spawnCli } from '../support/cli.js'
 import { approveDevice } from '../support/headless-user.js'
 

@@ -38,7 +38,7 @@ const { values } = parseArgs({
   },
 })
 
-const { openSpool } = await import('../../src/telemetry/spool.ts')
+const { openSpool } = await import('../../src/telemetry/spool/spool.ts')
 
 // Child mode: open a spool with a backlog, read one batch, report time and RSS.
 if (values['child-open']) {
@@ -125,7 +125,7 @@ async function benchAppend() {
 
 async function benchUpload() {
   const { spawn } = await import('node:child_process')
-  const { Uploader } = await import('../../src/telemetry/uploader.ts')
+  const { Uploader } = await import('../../src/telemetry/upload/uploader.ts')
   const { Pool } = await import('undici')
   const server = spawn(
     process.execPath,

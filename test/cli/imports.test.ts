@@ -146,7 +146,7 @@ describe('issue 15: the import list of each command', () => {
     const result = await done
     assert.equal(result.code, 0, result.stderr)
     const log = l.read()
-    assert.match(log, /src\/agent\/daemon\.ts/)
+    assert.match(log, /src\/agent\/daemon\/daemon\.ts/)
     assert.doesNotMatch(log, CONF)
   })
 })

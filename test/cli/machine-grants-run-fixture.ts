@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict'
 import type { ChildProcess } from 'node:child_process'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { openSpool } from '../../src/telemetry/spool.js'
+import { openSpool } from '../../src/telemetry/spool/spool.js'
 import { type CliResult, collect, spawnCli, type TestDevice } from '../support/cli.js'
 
 /** A running daemon and its NDJSON events. */

@@ -8,11 +8,11 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { resolveAuthority } from '../../src/oauth/authority.js'
-import { pollDeviceAuthorization, startDeviceAuthorization } from '../../src/oauth/device.js'
+import { pollDeviceAuthorization, startDeviceAuthorization } from '../../src/oauth/grants/device.js'
 import { accountFromTokenSet } from '../../src/oauth/tokens.js'
 import { saveSignIn } from '../../src/store/cache.js'
 import { openTokenStore } from '../../src/store/token-store.js'
-import { readSpoolStatus } from '../../src/telemetry/spool-status.js'
+import { readSpoolStatus } from '../../src/telemetry/spool/spool-status.js'
 import { startTestApi, type TestApi } from '../support/api.js'
 import { approveDevice } from '../support/headless-user.js'
 import { startTestIdp, type TestIdp } from '../support/idp.js'
@@ -223,7 +223,7 @@ describe('send and upload (CLI, real IdP and API)', () => {
     assert.equal((await readSpoolStatus(stateDir)).pending, 50)
   })
 
-  // The lock at <spool>/lock: a directory holding `owner-<nonce>` (src/lib/file-lock.ts), or a
+  // The lock at <spool>/lock: a directory holding `owner-<nonce>` (src/lib/fs/file-lock.ts), or a
   // plain file as earlier versions made it; a stale one of either form must not block send.
   async function plantLock(stateDir: string, form: 'file' | 'dir', text: string, ageMs = 0): Promise<void> {
     const path = join(stateDir, 'spool', 'lock')

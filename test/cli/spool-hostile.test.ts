@@ -4,7 +4,7 @@ import { lchown, mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } fro
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
-import { readSpoolStatus } from '../../src/telemetry/spool-status.js'
+import { readSpoolStatus } from '../../src/telemetry/spool/spool-status.js'
 
 const ROOT = new URL('../..', import.meta.url).pathname
 

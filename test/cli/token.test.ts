@@ -20,7 +20,7 @@ import { after, before, describe, test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { isEdgeTokenError } from '../../src/errors.js'
 import { resolveAuthority } from '../../src/oauth/authority.js'
-import { refreshTokenGrant } from '../../src/oauth/refresh.js'
+import { refreshTokenGrant } from '../../src/oauth/grants/refresh.js'
 import { acquireTokenSilent, readAccountStatus } from '../../src/store/cache.js'
 import { openTokenStore, STORE_FILE } from '../../src/store/token-store.js'
 import { type CliResult, collect, newTestDevice, ROOT, runCli, seedSignIn, spawnCli } from '../support/cli.js'
@@ -378,7 +378,7 @@ export async function resolve(specifier, context, next) {
     assert.doesNotMatch(distCached, heavy)
     const distRefreshed = await loaded(['token', '--force-refresh'], 'dist')
     assert.match(distRefreshed, /\/dist\/lib\/cli\/process\.js/)
-    assert.match(distRefreshed, /\/dist\/lib\/oauth\/refresh\.js/)
+    assert.match(distRefreshed, /\/dist\/lib\/oauth\/grants\/refresh\.js/)
     assert.match(distRefreshed, /\/node_modules\/jose\//)
   })
 })

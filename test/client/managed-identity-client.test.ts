@@ -14,7 +14,7 @@ import { ManagedIdentityClient } from '../../src/client/managed-identity-client.
 import { ConfigError, EdgeTokenError, OAuthServerError } from '../../src/errors.js'
 import { basicRealm, readArcChallengeFile } from '../../src/identity/managed-identity-arc.js'
 import * as edgetoken from '../../src/index.js'
-import { proxyFor } from '../../src/lib/http-agent.js'
+import { proxyFor } from '../../src/lib/http/http-agent.js'
 import { type ArcImdsServer, startArcImds } from '../support/arc-imds.js'
 
 const root = mkdtempSync(join(tmpdir(), 'edgetoken-mi-'))

@@ -12,7 +12,7 @@ import { after, afterEach, describe, mock, test } from 'node:test'
 import { createRenewer, type RenewalResult } from '../../src/agent/renewer.js'
 import { isEdgeTokenError } from '../../src/errors.js'
 import { resolveAuthority } from '../../src/oauth/authority.js'
-import { pollDeviceAuthorization, startDeviceAuthorization } from '../../src/oauth/device.js'
+import { pollDeviceAuthorization, startDeviceAuthorization } from '../../src/oauth/grants/device.js'
 import { type FaultRequest, startFaultServer } from '../support/fault-server.js'
 
 // MockTimers prints an ExperimentalWarning on Node 20; keep it out of the test output.

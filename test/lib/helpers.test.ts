@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { describe, test } from 'node:test'
 import { backoffDelayMs } from '../../src/lib/backoff.js'
-import { MAX_RETRY_AFTER_SECONDS, parseRetryAfter } from '../../src/lib/retry-after.js'
+import { MAX_RETRY_AFTER_SECONDS, parseRetryAfter } from '../../src/lib/http/retry-after.js'
 import { assertSecureUrl, isLoopbackHost, secureUrl } from '../../src/lib/url.js'
 import { isObject, isPrintable, parseJson } from '../../src/lib/validate.js'
 

@@ -8,7 +8,6 @@ import { after, before, describe, test } from 'node:test'
 import { decodeJwt, decodeProtectedHeader, EmbeddedJWK, jwtVerify } from 'jose'
 import { OAuthServerError } from '../../src/errors.js'
 import { type AuthorizationServer, resolveAuthority } from '../../src/oauth/authority.js'
-import { pollDeviceAuthorization, startDeviceAuthorization } from '../../src/oauth/device.js'
 import {
   accessTokenHash,
   chooseDPoPAlgorithm,
@@ -16,7 +15,8 @@ import {
   dpopHandle,
   generateDPoPKey,
 } from '../../src/oauth/dpop.js'
-import { refreshTokenGrant } from '../../src/oauth/refresh.js'
+import { pollDeviceAuthorization, startDeviceAuthorization } from '../../src/oauth/grants/device.js'
+import { refreshTokenGrant } from '../../src/oauth/grants/refresh.js'
 import type { TokenSet } from '../../src/oauth/types.js'
 import { approveDevice } from '../support/headless-user.js'
 import { startTestIdp, type TestIdp } from '../support/idp.js'

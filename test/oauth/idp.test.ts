@@ -8,8 +8,12 @@ import { setTimeout as delay } from 'node:timers/promises'
 import { PublicClient } from '../../src/client/public-client.js'
 import { EdgeTokenError, InvalidResponseError, OAuthServerError } from '../../src/errors.js'
 import { resolveAuthority } from '../../src/oauth/authority.js'
-import { type PollEvent, pollDeviceAuthorization, startDeviceAuthorization } from '../../src/oauth/device.js'
-import { refreshTokenGrant, revokeToken } from '../../src/oauth/refresh.js'
+import {
+  type PollEvent,
+  pollDeviceAuthorization,
+  startDeviceAuthorization,
+} from '../../src/oauth/grants/device.js'
+import { refreshTokenGrant, revokeToken } from '../../src/oauth/grants/refresh.js'
 import type { MetadataCache } from '../../src/oauth/types.js'
 import { approveDevice, denyDevice } from '../support/headless-user.js'
 import { startTestIdp, type TestIdp } from '../support/idp.js'

@@ -12,7 +12,7 @@ import { decodeJsonObject, MAX_READING_BYTES } from '../../src/agent/ingest.js'
 import { checkPairRequest, createPairGate, MAX_PAIR_BYTES, type PairRefusal } from '../../src/agent/pair.js'
 import { isObject } from '../../src/lib/validate.js'
 import { jsonTooDeep, MAX_JSON_DEPTH } from '../../src/telemetry/json-depth.js'
-import { MAX_RECORD_BYTES } from '../../src/telemetry/record-format.js'
+import { MAX_RECORD_BYTES } from '../../src/telemetry/spool/record-format.js'
 import { edgyJsonValue, forAll, mutatedObject, spyJsonParse } from '../support/property.js'
 
 const utf8 = (text: string) => new Uint8Array(Buffer.from(text, 'utf8'))

@@ -19,7 +19,10 @@ import {
   validateEntraMetadata,
   validateOidcMetadata,
 } from '../../src/oauth/authority.js'
-import { processDeviceAuthorizationResponse, startDeviceAuthorization } from '../../src/oauth/device.js'
+import {
+  processDeviceAuthorizationResponse,
+  startDeviceAuthorization,
+} from '../../src/oauth/grants/device.js'
 import { DEFAULT_MAX_BYTES, type HttpResponse } from '../../src/oauth/http.js'
 import { clearJwksCache } from '../../src/oauth/jwks.js'
 import { errorFromResponse, processTokenResponse, verifyIdToken } from '../../src/oauth/tokens.js'

@@ -10,7 +10,7 @@ import { createServer, request } from 'node:http'
 import { describe, test } from 'node:test'
 import fc from 'fast-check'
 import { importJWK, SignJWT } from 'jose'
-import { createReceiver, type Receiver } from '../../src/telemetry/receiver.js'
+import { createReceiver, type Receiver } from '../../src/telemetry/receiver/receiver.js'
 import { closeServer, listen } from '../support/net.js'
 import { bodyText, edgyJsonValue, forAll, mutatedObject, spyJsonParse } from '../support/property.js'
 

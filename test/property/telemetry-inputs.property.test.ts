@@ -12,9 +12,9 @@ import fc from 'fast-check'
 import { isObject } from '../../src/lib/validate.js'
 import { jsonTooDeep } from '../../src/telemetry/json-depth.js'
 import { readNdjson } from '../../src/telemetry/ndjson.js'
-import { encodeFrame, segmentName } from '../../src/telemetry/record-format.js'
-import { openSpool } from '../../src/telemetry/spool.js'
-import { classifyAnswer } from '../../src/telemetry/upload-outcome.js'
+import { encodeFrame, segmentName } from '../../src/telemetry/spool/record-format.js'
+import { openSpool } from '../../src/telemetry/spool/spool.js'
+import { classifyAnswer } from '../../src/telemetry/upload/upload-outcome.js'
 import {
   assertTypedError,
   bodyText,

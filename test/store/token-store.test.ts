@@ -325,7 +325,7 @@ describe('token store file', () => {
   test('waiting for the store lock gives up with a store error naming the holder, or stops on the signal', async () => {
     const dir = stateDir()
     const store = await openTokenStore({ stateDir: dir, env: {}, lockTimeoutMs: 200 })
-    const { acquireFileLock } = await import('../../src/lib/file-lock.js')
+    const { acquireFileLock } = await import('../../src/lib/fs/file-lock.js')
     const held = await acquireFileLock(join(dir, LOCK_FILE), { what: 'token store' })
     await assert.rejects(
       store.withLock(async () => {}),

@@ -4,7 +4,7 @@
  * one stray 401, a captive portal's 200 HTML page).
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
-import { createReceiver, type Receiver } from '../../src/telemetry/receiver.js'
+import { createReceiver, type Receiver } from '../../src/telemetry/receiver/receiver.js'
 import { closeServer, listen } from './net.js'
 
 /**

@@ -235,7 +235,7 @@ export async function seedSignIn(
   const [{ resolveAuthority }, device, tokens, { approveDevice }, { openTokenStore }, { saveSignIn }] =
     await Promise.all([
       import('../../src/oauth/authority.js'),
-      import('../../src/oauth/device.js'),
+      import('../../src/oauth/grants/device.js'),
       import('../../src/oauth/tokens.js'),
       import('./headless-user.js'),
       import('../../src/store/token-store.js'),

@@ -100,8 +100,8 @@ export async function runBrowserLogin(ctx: CommandContext, config: EdgeTokenConf
   const [authority, pkce, grants, { accountFromTokenSet }, { signInScopes }, claims, store, metadata] =
     await Promise.all([
       import('../../oauth/authority.js'),
-      import('../../oauth/pkce.js'),
-      import('../../oauth/grants.js'),
+      import('../../oauth/grants/pkce.js'),
+      import('../../oauth/grants/grants.js'),
       import('../../oauth/tokens.js'),
       import('../../oauth/scopes.js'),
       import('../../oauth/claims.js'),

@@ -58,7 +58,7 @@ async function revoke(
     const [{ resolveAuthority }, { revokeToken, revocationAcceptsClient }, { storeMetadataCache }] =
       await Promise.all([
         import('../../oauth/authority.js'),
-        import('../../oauth/refresh.js'),
+        import('../../oauth/grants/refresh.js'),
         import('../../store/metadata-cache.js'),
       ])
     let metadata: unknown

@@ -51,7 +51,7 @@ async function run(ctx: CommandContext): Promise<number> {
     throw new EdgeTokenError('ERR_USAGE', `run takes no arguments (got '${ctx.args[0]}')`)
   const config = await loadConfig({ options: ctx.options, env: ctx.env })
   const [{ runDaemon }, { createNotifier }, { refreshFor, machineAcquisitionFor }] = await Promise.all([
-    import('../../agent/daemon.js'),
+    import('../../agent/daemon/daemon.js'),
     import('../../agent/notify.js'),
     import('../token-source.js'),
   ])

@@ -5,8 +5,8 @@
 import { loadConfig } from '../../config/load.js'
 import { ConfigError, EdgeTokenError } from '../../errors.js'
 import { readNdjson } from '../../telemetry/ndjson.js'
-import { FRAME_HEADER_BYTES } from '../../telemetry/record-format.js'
-import { openSpool, type Spool } from '../../telemetry/spool.js'
+import { FRAME_HEADER_BYTES } from '../../telemetry/spool/record-format.js'
+import { openSpool, type Spool } from '../../telemetry/spool/spool.js'
 import type { CommandContext, CommandModule } from '../context.js'
 import { ExitCode } from '../exit-codes.js'
 

@@ -5,7 +5,7 @@
 import { createServer, type Server } from 'node:http'
 import { ConfigError } from '../../errors.js'
 import { isLoopbackHost } from '../../lib/url.js'
-import type { ReceivedBatch } from '../../telemetry/receiver.js'
+import type { ReceivedBatch } from '../../telemetry/receiver/receiver.js'
 import type { CommandContext, CommandModule } from '../context.js'
 
 const DEFAULT_PORT = 8080
@@ -83,7 +83,7 @@ const command: CommandModule = {
     const issuer = await issuerFrom(ctx)
     if (!isLoopbackHost(host)) ctx.warn(`serving plain http on ${host}: put TLS in front of it`)
 
-    const { createReceiver } = await import('../../telemetry/receiver.js')
+    const { createReceiver } = await import('../../telemetry/receiver/receiver.js')
     const receiver = createReceiver({
       issuer,
       audience,

@@ -45,8 +45,8 @@ async function run(ctx: CommandContext): Promise<number> {
     )
   }
   const [{ openSpool }, { Uploader }, { createTokenSource }] = await Promise.all([
-    import('../../telemetry/spool.js'),
-    import('../../telemetry/uploader.js'),
+    import('../../telemetry/spool/spool.js'),
+    import('../../telemetry/upload/uploader.js'),
     import('../token-source.js'),
   ])
   const getAccessToken = await createTokenSource(config, {

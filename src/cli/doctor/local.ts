@@ -342,7 +342,7 @@ export async function checkProxy(
   input: DoctorInput,
   targets: readonly [string, URL][],
 ): Promise<CheckResult> {
-  const { proxySettings, proxyFor } = await import('../../lib/http-agent.js')
+  const { proxySettings, proxyFor } = await import('../../lib/http/http-agent.js')
   let settings: ReturnType<typeof proxySettings>
   try {
     settings = proxySettings(input.env)
