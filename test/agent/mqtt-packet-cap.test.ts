@@ -127,7 +127,10 @@ interface Child {
 }
 
 function startChild(env: Record<string, string>): Child {
-  const proc = spawn(process.execPath, ['--import', 'tsx', CHILD], {
+  // The young generation the systemd unit gives the daemon (NODE_OPTIONS there): with node's default
+  // (16 MiB semi-spaces, larger on newer lines) unread socket reads linger as garbage long enough to
+  // blur the measure, and the unit is what runs on a gateway.
+  const proc = spawn(process.execPath, ['--max-semi-space-size=1', '--import', 'tsx', CHILD], {
     env: { ...process.env, ...env },
     stdio: ['pipe', 'pipe', 'pipe'],
   })
