@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
-import { after, describe, test } from 'node:test'
+import { after, describe, mock, test } from 'node:test'
 import { fileURLToPath } from 'node:url'
 import { createNotifier, watchdogIntervalMs } from '../../src/agent/notify.js'
 import type { EdgeTokenError } from '../../src/errors.js'
@@ -128,6 +128,35 @@ describe('createNotifier', () => {
       name: 'TypeError',
       code: 'ERR_INVALID_ARG_VALUE',
     })
+  })
+})
+
+describe('startWatchdog scheduling (mocked setInterval)', () => {
+  test('issue 20: WATCHDOG=1 every half of WATCHDOG_USEC, first one half a period in, none after stop', () => {
+    mock.timers.enable({ apis: ['setInterval'] })
+    try {
+      // 1.5 s watchdog: one ping per 750 ms. No socket is touched: watchdog() itself is counted.
+      const notifier = createNotifier({ NOTIFY_SOCKET: '/nonexistent/notify', WATCHDOG_USEC: '1500000' })
+      assert.ok(notifier)
+      const pings = mock.method(notifier, 'watchdog', async () => true)
+      const stop = notifier.startWatchdog()
+      notifier.startWatchdog() // a second call must not add a second timer
+      mock.timers.tick(749)
+      assert.equal(pings.mock.callCount(), 0, 'no ping before 750 ms')
+      mock.timers.tick(1)
+      assert.equal(pings.mock.callCount(), 1, 'one ping at 750 ms')
+      mock.timers.tick(749)
+      assert.equal(pings.mock.callCount(), 1, 'no second ping before 1500 ms')
+      mock.timers.tick(1)
+      assert.equal(pings.mock.callCount(), 2, 'the second ping at 1500 ms')
+      mock.timers.tick(750 * 4)
+      assert.equal(pings.mock.callCount(), 6, 'one ping per 750 ms')
+      stop()
+      mock.timers.tick(750 * 4)
+      assert.equal(pings.mock.callCount(), 6, 'no pings after stop')
+    } finally {
+      mock.timers.reset()
+    }
   })
 })
 

@@ -121,14 +121,17 @@ describe('createRenewer', () => {
     renewer.stop()
   })
 
-  test('failures back off exponentially and honour Retry-After; success resets', async () => {
+  test('failures back off exponentially and honour Retry-After; a success resets the back-off to its first step', async () => {
     const outcomes: (Error | RenewalResult)[] = [
       new UnavailableError('idp down'),
       new UnavailableError('idp down'),
       new UnavailableError('idp busy', { status: 503, retryAfterSeconds: 120 }),
       { expiresAt: T0 + 10 * HOUR },
+      new UnavailableError('idp down again'),
+      new UnavailableError('idp down again'),
     ]
     const retries: number[] = []
+    const renewedAt: number[] = []
     const renewer = createRenewer({
       renew: async () => {
         const next = outcomes.shift()
@@ -139,6 +142,7 @@ describe('createRenewer', () => {
       random: () => 0, // back-off delays at the bottom of their range: base/2 * 2^n
       backoff: { baseMs: 2000, capMs: 60_000 },
       onRetry: (_e, ms) => retries.push(ms),
+      onRenewed: (_r, at) => renewedAt.push(at),
     })
     renewer.start()
     await settle()
@@ -151,12 +155,25 @@ describe('createRenewer', () => {
     assert.deepEqual(retries, [1000, 2000, 120_000], 'Retry-After wins over a shorter back-off')
     mock.timers.tick(119_999)
     await settle()
-    assert.equal(outcomes.length, 1)
+    assert.equal(outcomes.length, 3, 'the success is not taken early')
     mock.timers.tick(1)
     await settle()
-    assert.equal(outcomes.length, 0)
+    assert.equal(outcomes.length, 2)
     assert.equal(renewer.state, 'scheduled')
     assert.equal(renewer.renewals, 1)
+    assert.deepEqual(retries, [1000, 2000, 120_000], 'no retry after the success')
+
+    // The next scheduled renewal fails: the back-off starts again from its first step (1 s, then
+    // 2 s), not from where the earlier run of failures left it (4 s).
+    const nextAt = renewedAt[0] as number
+    mock.timers.tick(nextAt - Date.now())
+    await settle()
+    assert.equal(outcomes.length, 1)
+    assert.deepEqual(retries, [1000, 2000, 120_000, 1000])
+    mock.timers.tick(1000)
+    await settle()
+    assert.equal(outcomes.length, 0)
+    assert.deepEqual(retries, [1000, 2000, 120_000, 1000, 2000])
     renewer.stop()
   })
 

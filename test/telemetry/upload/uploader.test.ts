@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict'
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import { createServer } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
@@ -9,8 +10,64 @@ import { readSpoolStatus } from '../../../src/telemetry/spool/spool-status.js'
 import { type UploadEvent, Uploader, type UploaderOptions } from '../../../src/telemetry/upload/uploader.js'
 import { startTestApi, type TestApi } from '../../support/api.js'
 import { startTestIdp, type TestIdp } from '../../support/idp.js'
+import { closeServer, listen } from '../../support/net.js'
 
 const recs = (from: number, n: number) => Array.from({ length: n }, (_, i) => ({ n: from + i, t: 'reading' }))
+
+/** A request as the uploader sent it, seen on the wire by {@link startWireRecorder}. */
+interface WireRequest {
+  idempotencyKey: string | undefined
+  body: { device_id: string; batch_id: string; seq: number; records: { n: number }[] }
+  /** The API's status, or 'lost' when the recorder dropped the answer. */
+  status: number | 'lost'
+}
+
+/**
+ * A pass-through in front of the test API that records each request body the uploader sends; with
+ * `loseFirstAnswer`, the first request reaches the API (which stores the batch) but its answer is
+ * cut off, as when the gateway dies or the link drops before the acknowledgement.
+ */
+async function startWireRecorder(
+  target: string,
+  options: { loseFirstAnswer?: boolean } = {},
+): Promise<{ url: string; sent: WireRequest[]; close(): Promise<void> }> {
+  const sent: WireRequest[] = []
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = []
+    req.on('data', (c: Buffer) => chunks.push(c))
+    req.on('end', () => {
+      void (async () => {
+        const text = Buffer.concat(chunks).toString('utf8')
+        const key = req.headers['idempotency-key']
+        const headers: Record<string, string> = {}
+        for (const name of ['authorization', 'content-type', 'idempotency-key']) {
+          const value = req.headers[name]
+          if (typeof value === 'string') headers[name] = value
+        }
+        const upstream = await fetch(target, { method: 'POST', headers, body: text })
+        const answer = await upstream.text()
+        const lose = options.loseFirstAnswer === true && sent.length === 0
+        sent.push({
+          idempotencyKey: typeof key === 'string' ? key : undefined,
+          body: JSON.parse(text) as WireRequest['body'],
+          status: lose ? 'lost' : upstream.status,
+        })
+        if (lose) {
+          req.socket.destroy()
+          return
+        }
+        const out: Record<string, string> = {}
+        for (const name of ['content-type', 'retry-after', 'www-authenticate']) {
+          const value = upstream.headers.get(name)
+          if (value !== null) out[name] = value
+        }
+        res.writeHead(upstream.status, out).end(answer)
+      })()
+    })
+  })
+  const port = await listen(server)
+  return { url: `http://127.0.0.1:${port}/ingest`, sent, close: () => closeServer(server) }
+}
 
 describe('uploader against the reference API', () => {
   let idp: TestIdp
@@ -191,57 +248,134 @@ describe('uploader against the reference API', () => {
     )
   })
 
-  test('stop signal: the drain ends promptly, nothing is lost, a re-run repeats only the batch id', async (t) => {
+  test('stop signal: the drain ends promptly, nothing is lost; a re-run repeats the stopped batch with the same batch_id and seq, and nothing else', async (t) => {
+    const wire = await startWireRecorder(api.url)
+    t.after(() => wire.close())
     const controller = new AbortController()
     const { spool, uploader } = await setup(t, {
+      endpoint: wire.url,
+      deviceId: 'pi-6',
+      batchMaxRecords: 4,
       sleep: async (_ms, signal) => {
         controller.abort()
         assert.ok(signal?.aborted)
       },
     })
     await spool.append(recs(0, 10))
+    const mark = api.receiver.batches.length
     await api.setMode('unavailable', { retryAfterSeconds: 1 })
     await assert.rejects(uploader.drain({ signal: controller.signal }), (err) =>
       isEdgeTokenError(err, 'ERR_CANCELLED'),
     )
     assert.equal((await spool.stats()).pending, 10)
+    assert.equal(wire.sent.length, 1, 'one attempt before the stop')
+    const stopped = wire.sent[0] as WireRequest
+    assert.equal(stopped.status, 503)
+    assert.deepEqual(
+      stopped.body.records.map((r) => r.n),
+      [0, 1, 2, 3],
+    )
+
+    // The re-run: another uploader over the same spool, the API back up.
+    await api.setMode('up')
+    const rerun = new Uploader({
+      spool,
+      endpoint: wire.url,
+      deviceId: 'pi-6',
+      getAccessToken: () => idp.signAccessToken(),
+      batchMaxRecords: 4,
+    })
+    t.after(() => rerun.close())
+    assert.equal((await rerun.drain()).delivered, 10)
+    const [again, ...rest] = wire.sent.slice(1)
+    assert.ok(again)
+    assert.equal(again.status, 200)
+    assert.equal(again.idempotencyKey, stopped.idempotencyKey)
+    assert.deepEqual(again.body, stopped.body, 'the same batch: batch_id, seq and records')
+    assert.equal(rest.length, 2)
+    for (const [i, r] of rest.entries()) {
+      assert.equal(r.status, 200)
+      assert.notEqual(r.body.batch_id, stopped.body.batch_id)
+      assert.equal(r.idempotencyKey, r.body.batch_id)
+      assert.equal(r.body.seq, stopped.body.seq + 1 + i)
+    }
+    assert.equal(new Set(wire.sent.map((r) => r.body.batch_id)).size, 3, 'only the stopped batch repeats')
+    assert.deepEqual(
+      deliveredFor('pi-6', mark).flatMap((b) => b.records.map((r) => (r as { n: number }).n)),
+      Array.from({ length: 10 }, (_, i) => i),
+      'every record delivered once',
+    )
   })
 
-  test('run(): the daemon loop delivers what arrives, backs off while the API is down, stops on the signal', async (t) => {
+  test('run(): the daemon loop delivers what arrives, backs off exponentially to the cap while the API is down, honours Retry-After (RFC 9110 §10.2.3), starts over after a success, stops on the signal', async (t) => {
     const controller = new AbortController()
+    // Every wait the loop asks for; it really waits at most 20 ms, so the loop keeps moving.
+    const requested: number[] = []
     const { spool, uploader } = await setup(t, {
       lingerMs: 0,
-      // Real (short) waits: the loop polls the spool while idle.
-      sleep: (ms, signal) =>
-        new Promise((resolve) => {
+      backoffBaseMs: 1000,
+      backoffCapMs: 4000,
+      sleep: (ms, signal) => {
+        requested.push(ms)
+        return new Promise((resolve) => {
           const timer = setTimeout(resolve, Math.min(ms, 20))
           signal?.addEventListener('abort', () => {
             clearTimeout(timer)
             resolve()
           })
-        }),
+        })
+      },
     })
+    // Idle polls ask for 10 ms; back-off waits for 750 ms or more.
+    const backoff = () => requested.filter((ms) => ms >= 500)
     const mark = api.receiver.batches.length
     const running = uploader.run({ signal: controller.signal, idlePollMs: 10 })
+    // A failed assertion must still stop the loop, or the file never ends.
+    t.after(() => controller.abort())
     await spool.append(recs(0, 150))
     const until = async (pred: () => boolean) => {
       for (let i = 0; i < 500 && !pred(); i++) await new Promise((r) => setTimeout(r, 10))
       assert.ok(pred())
     }
     const mine = () => api.receiver.batches.slice(mark).filter((b) => b.deviceId === 'pi-7')
-    await until(() => mine().reduce((n, b) => n + b.records.length, 0) === 150)
+    const delivered = () => mine().reduce((n, b) => n + b.records.length, 0)
+    await until(() => delivered() === 150)
+    assert.deepEqual(backoff(), [], 'no back-off while the API answers')
+
+    // Down (503, Retry-After: 0): with random 0.5 each wait is 3/4 of min(cap, base * 2^n).
     await api.setMode('unavailable', { retryAfterSeconds: 0 })
     await spool.append(recs(150, 10))
-    await until(() => api.requests.some((r) => r.status === 503))
+    await until(() => backoff().length >= 5)
+    assert.deepEqual(backoff().slice(0, 5), [750, 1500, 3000, 3000, 3000])
     assert.equal((await spool.stats()).pending, 10)
+
+    // A Retry-After longer than the back-off wins.
+    await api.setMode('unavailable', { retryAfterSeconds: 5 })
+    await until(() => backoff().includes(5000))
+    const beforeRetryAfter = backoff().slice(0, backoff().indexOf(5000))
+    assert.ok(
+      beforeRetryAfter.slice(2).every((ms) => ms === 3000),
+      String(beforeRetryAfter),
+    )
+
     await api.setMode('up')
-    await until(() => mine().reduce((n, b) => n + b.records.length, 0) === 160)
+    await until(() => delivered() === 160)
+
+    // Down again after a success: the back-off starts again from its first step.
+    const seen = backoff().length
+    await api.setMode('unavailable', { retryAfterSeconds: 0 })
+    await spool.append(recs(160, 5))
+    await until(() => backoff().length >= seen + 2)
+    assert.deepEqual(backoff().slice(seen, seen + 2), [750, 1500])
+    await api.setMode('up')
+    await until(() => delivered() === 165)
+
     controller.abort()
     await running
     const numbers = mine().flatMap((b) => b.records.map((r) => (r as { n: number }).n))
     assert.deepEqual(
       numbers,
-      Array.from({ length: 160 }, (_, i) => i),
+      Array.from({ length: 165 }, (_, i) => i),
     )
   })
 
@@ -304,48 +438,61 @@ describe('uploader against the reference API', () => {
     )
   })
 
-  test('the same batch re-sent after a crash carries the same Idempotency-Key and is stored once', async (t) => {
+  test('the batch whose acknowledgement was lost is re-sent after a restart with the same Idempotency-Key, batch_id, seq and records, and stored once', async (t) => {
     const { spool, dir } = await setup(t)
     await spool.append(recs(0, 3))
-    // First process: declares and "sends" the batch, then dies before the acknowledgement.
-    const first = await spool.readBatch({ maxRecords: 100 })
-    assert.ok(first)
-    const body = JSON.stringify({
-      device_id: 'pi-9',
-      batch_id: `pi-9.${first.key}`,
-      seq: first.seq,
-      records: first.records.map((r) => JSON.parse(r)),
+    // First process: its uploader sends the batch, the API stores it, the answer never arrives.
+    const wire = await startWireRecorder(api.url, { loseFirstAnswer: true })
+    t.after(() => wire.close())
+    const mark = api.receiver.batches.length
+    const first = new Uploader({
+      spool,
+      endpoint: wire.url,
+      deviceId: 'pi-9',
+      getAccessToken: () => idp.signAccessToken(),
     })
-    const token = await idp.signAccessToken()
-    const sent = await fetch(api.url, {
-      method: 'POST',
-      headers: {
-        authorization: `Bearer ${token}`,
-        'content-type': 'application/json',
-        'idempotency-key': `pi-9.${first.key}`,
-      },
-      body,
-    })
-    assert.equal(sent.status, 200)
-    await sent.body?.cancel()
+    await assert.rejects(first.drain({ maxRetries: 0 }), (err) => isEdgeTokenError(err, 'ERR_UNAVAILABLE'))
+    await first.close()
+    assert.equal(api.receiver.batches.length - mark, 1, 'the API stored the batch')
+    assert.equal((await spool.stats()).pending, 3, 'not acknowledged, so kept')
     await spool.close()
+
     // Second process: same spool, new uploader; more records arrived meanwhile.
     const again = await openSpool(dir)
     t.after(() => again.close())
     await again.append(recs(3, 2))
-    const mark = api.receiver.batches.length
     const uploader = new Uploader({
       spool: again,
-      endpoint: api.url,
+      endpoint: wire.url,
       deviceId: 'pi-9',
       getAccessToken: () => idp.signAccessToken(),
     })
     t.after(() => uploader.close())
-    await uploader.drain()
-    const after = api.receiver.batches.filter((b) => b.deviceId === 'pi-9')
-    const numbers = after.flatMap((b) => b.records.map((r) => (r as { n: number }).n))
-    assert.deepEqual(numbers, [0, 1, 2, 3, 4])
-    assert.equal(api.receiver.batches.length - mark, 1, 'the replayed batch was deduplicated by the API')
-    assert.ok(api.requests.some((r) => r.idempotencyKey === `pi-9.${first.key}` && r.status === 200))
+    assert.equal((await uploader.drain()).delivered, 5)
+
+    assert.equal(wire.sent.length, 3)
+    const [lost, replay, next] = wire.sent as [WireRequest, WireRequest, WireRequest]
+    assert.equal(lost.status, 'lost')
+    assert.deepEqual(
+      lost.body.records.map((r) => r.n),
+      [0, 1, 2],
+    )
+    assert.equal(lost.idempotencyKey, lost.body.batch_id)
+    assert.equal(replay.status, 200)
+    assert.equal(replay.idempotencyKey, lost.idempotencyKey)
+    assert.deepEqual(replay.body, lost.body, 'the same batch_id, seq and records')
+    assert.equal(next.status, 200)
+    assert.notEqual(next.body.batch_id, lost.body.batch_id)
+    assert.equal(next.body.seq, lost.body.seq + 1)
+    assert.deepEqual(
+      next.body.records.map((r) => r.n),
+      [3, 4],
+    )
+    const stored = deliveredFor('pi-9', mark)
+    assert.deepEqual(
+      stored.flatMap((b) => b.records.map((r) => (r as { n: number }).n)),
+      [0, 1, 2, 3, 4],
+      'the replayed batch was deduplicated by the API',
+    )
   })
 })
