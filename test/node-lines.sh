@@ -3,10 +3,13 @@
 # each fetched from the npm registry with `npx -y node@N` (npm's `node` package, the official
 # binaries). Node 20, the machine's, runs the whole suite in `npm test` before this.
 #
-# To fit CI's time, these lines skip the slowest end-to-end files, which drive the same code as
-# the rest through many cold processes or long real-time loops (kill loops, the 30-kill DPoP
-# figure, the daemon's long runs, the demo, the flapping broker, the hygiene sweep); everything
-# else runs, the property tests and the cached-token and executable checks included.
+# To fit CI's time, these lines run what differs between Node versions and leave out the long
+# end-to-end runs, which drive the same code through many cold processes and real-time waits and
+# run on Node 20: the CLI and daemon end-to-end files (all but a set of CLI files that exercise
+# the executable, its parser, the cached token, a device-flow login and status), the fault tests,
+# the arm64 lane's files, the hygiene sweep and the demo. Everything else runs on every line: the
+# protocol, store, spool, uploader, receiver, MQTT (the packet cap and ingest against mosquitto),
+# display (the QR code decoded from tmux) and property tests.
 # `test/node-lines.sh full` runs the whole suite on each line; `test/node-lines.sh 26` one line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,16 +22,15 @@ for arg in "$@"; do
     *) echo "usage: test/node-lines.sh [full] [22|24|26]" >&2; exit 2 ;;
   esac
 done
-slow='dpop-kill.test.ts token.test.ts send-upload.test.ts daemon.test.ts login-resume.test.ts demo.test.ts broker-flap.test.ts secrets.test.ts'
 files=()
 if [[ $mode == quick ]]; then
+  keep_cli=' cached-token.test.ts executable.test.ts main.test.ts command-line.test.ts login.test.ts status.test.ts '
   while IFS= read -r f; do
-    skip=0
-    for s in $slow; do
-      # arm64/send-upload.test.ts stays: it is the quicker of the two send/upload files.
-      [[ $(basename "$f") == "$s" && $f != test/arm64/send-upload.test.ts ]] && skip=1
-    done
-    [[ $skip == 0 ]] && files+=("$f")
+    case "$f" in
+      test/cli/*) [[ $keep_cli == *" $(basename "$f") "* ]] || continue ;;
+      test/faults/* | test/arm64/* | test/agent/daemon/* | test/hygiene/* | test/demo.test.ts) continue ;;
+    esac
+    files+=("$f")
   done < <(find test -name '*.test.ts' -not -path '*/node_modules/*' | sort)
 fi
 for v in "${lines[@]}"; do
