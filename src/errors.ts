@@ -38,6 +38,11 @@ export type ErrorCode =
   | 'ERR_UNAVAILABLE'
   /** Another process holds what this operation needs (the spool's upload lock): try again later. */
   | 'ERR_BUSY'
+  /**
+   * A shared token cache (Redis) cannot be reached or did not answer in time: tokens still valid
+   * in this process's last copy are served, nothing is refreshed or saved (library only).
+   */
+  | 'ERR_CACHE_UNAVAILABLE'
   /** A server answered with something that is not a valid response (HTML, bad JSON, missing fields, too large). */
   | 'ERR_INVALID_RESPONSE'
   /** A JWT (id_token) failed verification. */
@@ -80,6 +85,7 @@ const CATEGORY: Readonly<Record<ErrorCode, ErrorCategory>> = {
   ERR_DEVICE_FLOW_BLOCKED: 'config',
   ERR_UNAVAILABLE: 'unavailable',
   ERR_BUSY: 'unavailable',
+  ERR_CACHE_UNAVAILABLE: 'unavailable',
   ERR_INVALID_RESPONSE: 'unavailable',
   ERR_JWT_INVALID: 'unavailable',
   ERR_STORE_UNREADABLE: 'store',

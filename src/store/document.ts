@@ -126,7 +126,13 @@ function isStringArray(value: unknown): value is string[] {
   return Array.isArray(value) && value.every((s) => typeof s === 'string')
 }
 
-function checkAccessToken(value: unknown): value is AccessTokenEntry {
+/**
+ * Whether a value has the shape of an {@link AccessTokenEntry} (also used by the partitioned cache).
+ *
+ * @param value - anything.
+ * @returns true when it does.
+ */
+export function isAccessTokenEntry(value: unknown): value is AccessTokenEntry {
   return (
     isObject(value) &&
     typeof value.key === 'string' &&
@@ -189,7 +195,7 @@ function checkEntry(value: unknown): value is AccountEntry {
     (value.idTokenClaims === undefined || isObject(value.idTokenClaims)) &&
     isStringArray(value.scopes) &&
     Array.isArray(value.accessTokens) &&
-    value.accessTokens.every(checkAccessToken) &&
+    value.accessTokens.every(isAccessTokenEntry) &&
     isFiniteNumber(value.updatedAt)
   )
 }
