@@ -122,11 +122,6 @@ export {
   type SilentTokenResult,
   saveSignIn,
 } from './store/cache.js'
-export {
-  type MemoryAcquireOptions,
-  MemoryTokenCache,
-  type MemoryTokenCacheOptions,
-} from './store/memory-cache.js'
 export { fileMetadataCache } from './store/metadata-cache.js'
 export {
   type OpenTokenStoreOptions,
@@ -134,6 +129,11 @@ export {
   type StoreWriteReservation,
   type TokenStore,
 } from './store/token-store.js'
+export {
+  TokenStoreMemo,
+  type TokenStoreMemoAcquireOptions,
+  type TokenStoreMemoOptions,
+} from './store/token-store-memo.js'
 // Telemetry
 export {
   createReceiver,

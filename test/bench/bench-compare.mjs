@@ -435,7 +435,7 @@ const silentOptions = {
   scopes: SCOPES,
   refresh: () => Promise.reject(new Error('no refresh expected')),
 }
-const memory = new lib.MemoryTokenCache(store, silentOptions)
+const memory = new lib.TokenStoreMemo(store, silentOptions)
 const msalWarm = new msal.PublicClientApplication(msalConfig(true))
 await msalWarm.acquireTokenByRefreshToken({
   refreshToken: msalTokens.refreshToken,
@@ -473,7 +473,7 @@ const hits = await perCall(
 )
 rows.push([
   'warm silent hit, per call',
-  `${fmt(hits.file, 'µs')} (acquireTokenSilent, file store); **${fmt(hits.memory, 'µs', 2)}** (MemoryTokenCache)`,
+  `${fmt(hits.file, 'µs')} (acquireTokenSilent, file store); **${fmt(hits.memory, 'µs', 2)}** (TokenStoreMemo)`,
   `${fmt(hits.msal, 'µs')} (in-memory cache)`,
   '-',
   '-',
@@ -626,7 +626,7 @@ const versions = {
   oidc: require('openid-client/package.json').version,
 }
 notes.push(
-  `edgetoken: the built \`dist/\`; the CLI with a seeded encrypted store; the library's \`refreshTokenGrant\`, \`acquireTokenSilent\` (file store) and \`MemoryTokenCache\`, the authorization server given as an object (no discovery).`,
+  `edgetoken: the built \`dist/\`; the CLI with a seeded encrypted store; the library's \`refreshTokenGrant\`, \`acquireTokenSilent\` (file store) and \`TokenStoreMemo\`, the authorization server given as an object (no discovery).`,
   `@azure/msal-node ${versions.msal}: \`PublicClientApplication\` with \`authority: '${msalAuthority}'\`, \`knownAuthorities: ['${new URL(frontUrl).host}']\`, \`protocolMode: 'OIDC'\`, \`authorityMetadata\` (the discovery document) unless "with discovery"; signed in through \`acquireTokenByRefreshToken\`; the cold process reads its cache through a cache plugin (JSON file).`,
   `openid-client ${versions.oidc}: \`new Configuration(metadata, clientId, { id_token_signed_response_alg: 'ES256' }, None())\`, \`refreshTokenGrant\`, \`initiateDeviceAuthorization\` + \`pollDeviceAuthorizationGrant\`.`,
   'raw: undici `request` POST of the same refresh grant with a keep-alive agent.',

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Fleet simulation (issue 17), run only when asked: `npm run bench -- fleet [--agents 1000] ...`.
 // N agents in one process, each with the library's own pieces from dist/: an encrypted token store
-// (its own state directory), the renewer (agent/renewer.js), a MemoryTokenCache, a spool and the
+// (its own state directory), the renewer (agent/renewer.js), a TokenStoreMemo, a spool and the
 // Uploader's run loop; against one local IdP (oidc-provider, 60 s access tokens, interval 5 with
 // slow_down on) and the reference API, both behind counting fronts on 127.0.0.1 that can answer 503.
 // The IdP, the API, their fronts and the headless user run in a second process (`--serve`, spawned
@@ -305,7 +305,7 @@ async function agents() {
       tokenSet: tokenSets[i],
       requestedScopes: SCOPES,
     })
-    const tokens = new lib.MemoryTokenCache(store, {
+    const tokens = new lib.TokenStoreMemo(store, {
       authority: server.issuer,
       clientId: client.clientId,
       refresh: (rt, scopes) => lib.refreshTokenGrant(server, client, rt, scopes),

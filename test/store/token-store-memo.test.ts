@@ -6,12 +6,12 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, test } from 'node:test'
-import { MemoryTokenCache } from '../../src/index.js'
+import { TokenStoreMemo } from '../../src/index.js'
 import type { TokenSet } from '../../src/oauth/types.js'
 import { saveSignIn } from '../../src/store/cache.js'
 import { openTokenStore, type TokenStore } from '../../src/store/token-store.js'
 
-const root = mkdtempSync(join(tmpdir(), 'edgetoken-memory-cache-'))
+const root = mkdtempSync(join(tmpdir(), 'edgetoken-store-memo-'))
 after(() => rmSync(root, { recursive: true, force: true }))
 let n = 0
 
@@ -73,7 +73,7 @@ test('issue 17 #2: a hit is answered from memory: one store read for a thousand 
   let clock = T0 + 60_000
   const now = () => clock
   const { calls, refresh } = rotating(now, 3600)
-  const tokens = new MemoryTokenCache(store, { ...ids, refresh, now })
+  const tokens = new TokenStoreMemo(store, { ...ids, refresh, now })
   for (let i = 0; i < 1000; i++) {
     clock += 1000
     const got = await tokens.acquireTokenSilent({ scopes: SCOPES })
@@ -89,7 +89,7 @@ test('issue 17 #2: a token inside the expiry margin is refreshed once through th
   let clock = T0 + 60_000
   const now = () => clock
   const { calls, refresh } = rotating(now, 3600)
-  const tokens = new MemoryTokenCache(store, { ...ids, refresh, now })
+  const tokens = new TokenStoreMemo(store, { ...ids, refresh, now })
   assert.equal((await tokens.acquireTokenSilent({ scopes: SCOPES })).accessToken, 'at-0')
   // 300 s default margin: at T0 + 3400 s the 3600 s token is due.
   clock = T0 + 3_400_000
@@ -114,7 +114,7 @@ test('issue 17 #2: minTtlSeconds and forceRefresh bypass memory; clear() forgets
   let clock = T0 + 60_000
   const now = () => clock++
   const { calls, refresh } = rotating(now, 3600)
-  const tokens = new MemoryTokenCache(store, { ...ids, refresh, now })
+  const tokens = new TokenStoreMemo(store, { ...ids, refresh, now })
   await tokens.acquireTokenSilent({ scopes: SCOPES })
   // 3540 s left: not enough for 3590.
   assert.equal((await tokens.acquireTokenSilent({ scopes: SCOPES, minTtlSeconds: 3590 })).fromCache, false)
@@ -129,6 +129,6 @@ test('issue 17 #2: minTtlSeconds and forceRefresh bypass memory; clear() forgets
 
 test('issue 17 #2: not signed in is ERR_SIGNIN_REQUIRED, as from acquireTokenSilent', async () => {
   const store = await openTokenStore({ stateDir: join(root, `s${n++}`), env: {} })
-  const tokens = new MemoryTokenCache(store, { ...ids, refresh: async () => tokenSet(9, T0, 60) })
+  const tokens = new TokenStoreMemo(store, { ...ids, refresh: async () => tokenSet(9, T0, 60) })
   await assert.rejects(tokens.acquireTokenSilent({ scopes: SCOPES }), { code: 'ERR_SIGNIN_REQUIRED' })
 })

@@ -20,13 +20,13 @@ import {
 import type { StoreDocument } from './document.js'
 import type { TokenStore } from './token-store.js'
 
-/** Options of {@link MemoryTokenCache}: what stays the same for every call. */
-export interface MemoryTokenCacheOptions
+/** Options of {@link TokenStoreMemo}: what stays the same for every call. */
+export interface TokenStoreMemoOptions
   extends AccountIdentity,
     Pick<AcquireTokenSilentOptions, 'refresh' | 'machine' | 'expiryMarginSeconds' | 'now'> {}
 
-/** Options of {@link MemoryTokenCache.acquireTokenSilent}: what may change per call. */
-export type MemoryAcquireOptions = Pick<
+/** Options of {@link TokenStoreMemo.acquireTokenSilent}: what may change per call. */
+export type TokenStoreMemoAcquireOptions = Pick<
   AcquireTokenSilentOptions,
   'scopes' | 'minTtlSeconds' | 'forceRefresh' | 'signal'
 >
@@ -36,18 +36,18 @@ export type MemoryAcquireOptions = Pick<
  *
  * Limits: a sign-out or a forced refresh in another process is seen at this process's next miss
  * (an access token stays valid until it expires, so a hit is still a good token); call
- * {@link MemoryTokenCache.clear} to drop the memory at once. The document in memory holds the
+ * {@link TokenStoreMemo.clear} to drop the memory at once. The document in memory holds the
  * refresh token, as the process did during any refresh.
  *
  * @example
  * ```ts
- * const tokens = new MemoryTokenCache(store, { authority, clientId, refresh })
+ * const tokens = new TokenStoreMemo(store, { authority, clientId, refresh })
  * const { accessToken } = await tokens.acquireTokenSilent({ scopes: ['api://telemetry/.default'] })
  * ```
  */
-export class MemoryTokenCache {
+export class TokenStoreMemo {
   readonly #store: TokenStore
-  readonly #options: Readonly<MemoryTokenCacheOptions>
+  readonly #options: Readonly<TokenStoreMemoOptions>
   #doc: StoreDocument | undefined
 
   /**
@@ -55,7 +55,7 @@ export class MemoryTokenCache {
    * @param options - the account (authority, client id), the refresh function or machine
    *   acquisition, the expiry margin and the clock, as for {@link acquireTokenSilent}.
    */
-  constructor(store: TokenStore, options: MemoryTokenCacheOptions) {
+  constructor(store: TokenStore, options: TokenStoreMemoOptions) {
     this.#store = store
     this.#options = Object.freeze({ ...options })
   }
@@ -65,9 +65,9 @@ export class MemoryTokenCache {
    *
    * @param options - scopes and `minTtlSeconds`.
    * @returns the token (`fromCache: true`), or undefined when the next
-   *   {@link MemoryTokenCache.acquireTokenSilent} must go to the store.
+   *   {@link TokenStoreMemo.acquireTokenSilent} must go to the store.
    */
-  peek(options: Pick<MemoryAcquireOptions, 'scopes' | 'minTtlSeconds'>): SilentTokenResult | undefined {
+  peek(options: Pick<TokenStoreMemoAcquireOptions, 'scopes' | 'minTtlSeconds'>): SilentTokenResult | undefined {
     const doc = this.#doc
     if (doc === undefined) return undefined
     const o = this.#options
@@ -90,7 +90,7 @@ export class MemoryTokenCache {
    * @throws whatever {@link acquireTokenSilent} throws (`ERR_SIGNIN_REQUIRED`, `ERR_UNAVAILABLE`,
    *   StoreError...); the memory is then left as it was.
    */
-  async acquireTokenSilent(options: MemoryAcquireOptions): Promise<SilentTokenResult> {
+  async acquireTokenSilent(options: TokenStoreMemoAcquireOptions): Promise<SilentTokenResult> {
     if (options.forceRefresh !== true) {
       this.#doc ??= await this.#store.read()
       const hit = this.peek(options)
