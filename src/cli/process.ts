@@ -13,20 +13,31 @@ import { main } from './main.js'
  */
 export const FORCE_EXIT_AFTER_SIGNAL_MS = 15_000
 
+/** Options of {@link runProcess}; the defaults are the real ones, tests replace them. */
+export interface RunProcessOptions {
+  /** The dispatcher. Default {@link main}. */
+  main?: typeof main
+  /** See {@link FORCE_EXIT_AFTER_SIGNAL_MS}. */
+  forceExitMs?: number
+}
+
 /**
  * Runs one command line and sets `process.exitCode`.
  *
  * @param argv - the arguments after node and the script.
+ * @param options - the dispatcher and the forced-exit delay (tests).
  * @returns when the command has finished (handles it opened are closed; see the guard below).
  */
-export async function runProcess(argv: readonly string[]): Promise<void> {
+export async function runProcess(argv: readonly string[], options: RunProcessOptions = {}): Promise<void> {
+  const run = options.main ?? main
+  const forceExitMs = options.forceExitMs ?? FORCE_EXIT_AFTER_SIGNAL_MS
   const controller = new AbortController()
   let stops = 0
   const onSignal = (sig: NodeJS.Signals) => {
     stops += 1
     // A second Ctrl-C means "now": the first one asked the command to stop cleanly.
     if (stops > 1) process.exit(130)
-    setTimeout(() => process.exit(130), FORCE_EXIT_AFTER_SIGNAL_MS).unref()
+    setTimeout(() => process.exit(130), forceExitMs).unref()
     controller.abort(sig)
   }
   process.on('SIGINT', onSignal)
@@ -36,7 +47,7 @@ export async function runProcess(argv: readonly string[]): Promise<void> {
     if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0)
   })
 
-  const code = await main({
+  const code = await run({
     argv,
     env: process.env,
     // A getter: creating the stdin stream costs a few ms, and only `send` reads it.
