@@ -13,7 +13,7 @@ import { applyClientAuth } from './client-auth.js'
 import type { DPoPHandle } from './dpop.js'
 import { type HttpResponse, httpRequest, responseHeader } from './http.js'
 import type { SleepFunction } from './retry.js'
-import { type GrantKind, processTokenResponse } from './tokens.js'
+import { type GrantKind, type ProcessTokenResponseOptions, processTokenResponse } from './tokens.js'
 import type { OAuthClient, TokenSet } from './types.js'
 
 /** Options every grant function takes. */
@@ -39,6 +39,11 @@ export interface RequestTokensOptions extends TokenRequestOptions {
   grant: GrantKind
   /** The scopes requested: the granted ones when the response has no `scope` (RFC 6749 §3.3). */
   requestedScopes: readonly string[]
+  /**
+   * A refresh only: the account's stored ID token claims, to hold a refreshed id_token to (OpenID
+   * Connect Core §12.2); see {@link ProcessTokenResponseOptions.originalIdTokenClaims}.
+   */
+  originalIdTokenClaims?: Readonly<Record<string, unknown>> | undefined
 }
 
 /**
@@ -131,5 +136,6 @@ export async function requestTokens(
     signal: options.signal,
     sleep: options.sleep,
     dpop: options.dpop !== undefined,
+    originalIdTokenClaims: options.originalIdTokenClaims,
   })
 }

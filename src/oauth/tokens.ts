@@ -186,6 +186,14 @@ export interface ProcessTokenResponseOptions {
   sleep?: SleepFunction | undefined
   /** A DPoP proof was sent: `token_type` `DPoP` is then accepted as well (RFC 9449 §5). */
   dpop?: boolean | undefined
+  /**
+   * A refresh only: the claims of the account's ID token as stored (the sign-in's, verified with
+   * its signature, or a refresh's checked against them). A refreshed id_token must then keep its
+   * `iss`, `sub`, `aud`, `azp` and `auth_time` and carry a new `iat` (OpenID Connect Core §12.2);
+   * received over TLS from the token endpoint, it is then checked without its signature (§3.1.3.7
+   * item 6). Without them, a refreshed id_token is verified like a sign-in's.
+   */
+  originalIdTokenClaims?: Readonly<Record<string, unknown>> | undefined
 }
 
 /** How many times the JWKS is fetched for one token response before giving up. */
@@ -208,7 +216,9 @@ function verifyWithRetries(
 }
 
 /**
- * Validates a token endpoint response and verifies its id_token.
+ * Validates a token endpoint response and verifies its id_token. A refresh's id_token, given the
+ * account's stored ID token claims, must keep their identity (OpenID Connect Core §12.2) and over
+ * https is checked without its signature ({@link ProcessTokenResponseOptions.originalIdTokenClaims}).
  *
  * An id_token whose signing keys cannot be fetched (after {@link JWKS_ATTEMPTS} tries) fails the
  * response with `ERR_UNAVAILABLE`, except on a refresh: there the id_token is optional (OpenID
@@ -266,13 +276,25 @@ export async function processTokenResponse(
   if (refreshIn !== undefined && (!Number.isFinite(refreshIn) || refreshIn <= 0)) {
     throw bad('refresh_in', 'is not a positive number')
   }
+  const refreshTokenExpiresIn = numericParameter(body, 'refresh_token_expires_in')
+  if (
+    refreshTokenExpiresIn !== undefined &&
+    (!Number.isFinite(refreshTokenExpiresIn) || refreshTokenExpiresIn <= 0)
+  ) {
+    throw bad('refresh_token_expires_in', 'is not a positive number')
+  }
 
   let idTokenClaims: Readonly<Record<string, unknown>> | undefined
   let keptIdToken = idToken
   let warning: string | undefined
   if (idToken !== undefined) {
     try {
-      idTokenClaims = await verifyWithRetries(server, idToken, options)
+      idTokenClaims = refreshedOverTls(response, options)
+        ? checkIdTokenClaims(server, options.clientId, idToken, now)
+        : await verifyWithRetries(server, idToken, options)
+      if (options.grant === 'refresh_token' && options.originalIdTokenClaims !== undefined) {
+        checkRefreshedIdToken(idTokenClaims, options.originalIdTokenClaims)
+      }
     } catch (err) {
       // Unavailable (after the retries) or unreadable (an HTML page from a captive portal): the
       // keys could not be fetched. A verification failure (ERR_JWT_INVALID) is never skipped.
@@ -302,6 +324,7 @@ export async function processTokenResponse(
     idTokenClaims,
     refreshInSeconds: refreshIn,
     clientInfo,
+    ...(refreshTokenExpiresIn === undefined ? {} : { refreshTokenExpiresInSeconds: refreshTokenExpiresIn }),
     ...(warning === undefined ? {} : { warning }),
   })
 }
@@ -372,6 +395,143 @@ export async function verifyIdToken(
         ? `${err.code}${'claim' in err && typeof err.claim === 'string' ? ` (${err.claim})` : ''}`
         : 'unexpected error'
     throw new EdgeTokenError('ERR_JWT_INVALID', `id_token verification failed: ${detail}`, { cause: err })
+  }
+}
+
+/**
+ * Whether a refreshed id_token may be checked without its signature (issue 17: the ES256 check,
+ * with WebCrypto's thread-pool hop, was most of a refresh's cost beyond the HTTP round trip, and
+ * loading jose for it ~20 ms of a cold process's refresh). Sound when all of these hold:
+ *
+ * - OpenID Connect Core §3.1.3.7 item 6: an ID token "received via direct communication between
+ *   the Client and the Token Endpoint" may have its issuer validated by the TLS server validation
+ *   "in place of checking the token signature". So only an `https:` token endpoint, with Node's
+ *   certificate checks on (not `NODE_TLS_REJECT_UNAUTHORIZED=0`); a plain-http one (loopback
+ *   development IdPs, the tests' oidc-provider) proves nothing about who answered: verified.
+ * - A refresh with the account's stored ID token claims to hold it to (§12.2): a refreshed ID token
+ *   must name the same `iss`, `sub`, `aud` (and `azp`, `auth_time`) as the original authentication's,
+ *   whose ID token was verified with its signature at sign-in (kept for every sign-in grant,
+ *   though item 6 would allow the same there). So a refreshed ID token can change no identity the
+ *   signature check once established; every claim check of {@link verifyIdToken} still applies.
+ */
+function refreshedOverTls(response: HttpResponse, options: ProcessTokenResponseOptions): boolean {
+  return (
+    options.grant === 'refresh_token' &&
+    options.originalIdTokenClaims !== undefined &&
+    response.url.protocol === 'https:' &&
+    process.env.NODE_TLS_REJECT_UNAUTHORIZED !== '0'
+  )
+}
+
+/** Decodes one base64url JWS part holding a JSON object; undefined for anything else. */
+function jsonPart(part: string | undefined): JsonObject | undefined {
+  if (part === undefined || !/^[A-Za-z0-9_-]+$/.test(part)) return undefined
+  try {
+    const value: unknown = JSON.parse(Buffer.from(part, 'base64url').toString('utf8'))
+    return isObject(value) ? value : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * The claim checks of {@link verifyIdToken} without the signature check, for a refreshed id_token
+ * received over TLS ({@link refreshedOverTls}): a JWS compact serialization whose `alg` is one we
+ * would verify (never `none` or HMAC) and no `crit`; `iss` (Entra ID template filled from `tid`),
+ * `aud` containing the client id, `sub`, `exp` and `iat` present, `nbf` and `exp` within
+ * {@link CLOCK_SKEW_SECONDS}, `iat` not in the future. No jose: a refresh need not load it.
+ *
+ * @param server - the authorization server (the expected issuer).
+ * @param clientId - the expected audience.
+ * @param idToken - the compact JWS.
+ * @param now - epoch ms.
+ * @returns the claims, frozen.
+ * @throws EdgeTokenError `ERR_JWT_INVALID` naming the failed check (never the token).
+ * @see https://openid.net/specs/openid-connect-core-1_0.html#IDTokenValidation
+ */
+function checkIdTokenClaims(
+  server: AuthorizationServer,
+  clientId: string,
+  idToken: string,
+  now: number,
+): Readonly<Record<string, unknown>> {
+  const invalid = (why: string) =>
+    new EdgeTokenError('ERR_JWT_INVALID', `id_token verification failed: ${why}`)
+  const parts = idToken.split('.')
+  const header = parts.length === 3 && parts[2] !== '' ? jsonPart(parts[0]) : undefined
+  const payload = header === undefined ? undefined : jsonPart(parts[1])
+  if (header === undefined || payload === undefined) {
+    throw new EdgeTokenError('ERR_JWT_INVALID', 'id_token is not a JWT')
+  }
+  if (typeof header.alg !== 'string' || !ID_TOKEN_ALGORITHMS.includes(header.alg)) {
+    throw invalid('ERR_JOSE_ALG_NOT_ALLOWED')
+  }
+  // RFC 7515 §4.1.11: an extension the recipient does not understand makes the JWS invalid.
+  if (header.crit !== undefined) throw invalid('ERR_JWS_INVALID (crit)')
+  const issuer = expectedIssuer(server, payload.tid)
+  if (issuer === undefined) {
+    throw new EdgeTokenError('ERR_JWT_INVALID', 'id_token has no valid tid claim to fill the issuer template')
+  }
+  const seconds = now / 1000
+  const { iss, sub, aud, exp, iat, nbf } = payload
+  if (iss !== issuer) throw invalid('ERR_JWT_CLAIM_VALIDATION_FAILED (iss)')
+  const audiences = typeof aud === 'string' ? [aud] : Array.isArray(aud) ? aud : []
+  if (!audiences.includes(clientId)) throw invalid('ERR_JWT_CLAIM_VALIDATION_FAILED (aud)')
+  if (!isNonEmptyString(sub)) throw invalid('ERR_JWT_CLAIM_VALIDATION_FAILED (sub)')
+  if (typeof exp !== 'number' || !Number.isFinite(exp)) throw invalid('ERR_JWT_CLAIM_VALIDATION_FAILED (exp)')
+  if (exp <= seconds - CLOCK_SKEW_SECONDS) throw invalid('ERR_JWT_EXPIRED (exp)')
+  if (typeof iat !== 'number' || !Number.isFinite(iat)) throw invalid('ERR_JWT_CLAIM_VALIDATION_FAILED (iat)')
+  if (iat > seconds + CLOCK_SKEW_SECONDS) throw invalid('iat is in the future')
+  if (nbf !== undefined && (typeof nbf !== 'number' || nbf > seconds + CLOCK_SKEW_SECONDS)) {
+    throw invalid('ERR_JWT_CLAIM_VALIDATION_FAILED (nbf)')
+  }
+  return Object.freeze({ ...payload })
+}
+
+/** An `aud` claim as a sorted list, for comparing two ID tokens' audiences as sets. */
+function audienceSet(aud: unknown): string {
+  const list =
+    typeof aud === 'string' ? [aud] : Array.isArray(aud) ? aud.filter((a) => typeof a === 'string') : []
+  return JSON.stringify([...new Set(list)].sort())
+}
+
+/**
+ * OpenID Connect Core §12.2: what an ID token returned by a refresh must satisfy against the ID
+ * token of the original authentication. Its `iss`, `sub` and `aud` are the same; its `iat` is the
+ * new token's issue time (not older than the original's: same-second refreshes happen); an
+ * `auth_time` is the original authentication's; its `azp` is the same, and absent when the
+ * original had none. No `nonce` is compared: the refresh request sent none (§12.1).
+ *
+ * @param claims - the refreshed ID token's claims, already checked as any ID token's.
+ * @param original - the stored claims of the account's ID token.
+ * @throws EdgeTokenError `ERR_JWT_INVALID` naming the claim (never a value).
+ * @see https://openid.net/specs/openid-connect-core-1_0.html#RefreshTokenResponse
+ */
+function checkRefreshedIdToken(
+  claims: Readonly<Record<string, unknown>>,
+  original: Readonly<Record<string, unknown>>,
+): void {
+  const differs = (claim: string) =>
+    new EdgeTokenError(
+      'ERR_JWT_INVALID',
+      `refreshed id_token: ${claim} differs from the signed-in account's ID token (OpenID Connect Core §12.2)`,
+    )
+  if (claims.iss !== original.iss) throw differs('iss')
+  if (claims.sub !== original.sub) throw differs('sub')
+  if (audienceSet(claims.aud) !== audienceSet(original.aud)) throw differs('aud')
+  if (claims.azp !== original.azp) throw differs('azp')
+  if (
+    claims.auth_time !== undefined &&
+    original.auth_time !== undefined &&
+    claims.auth_time !== original.auth_time
+  ) {
+    throw differs('auth_time')
+  }
+  if (typeof original.iat === 'number' && typeof claims.iat === 'number' && claims.iat < original.iat) {
+    throw new EdgeTokenError(
+      'ERR_JWT_INVALID',
+      "refreshed id_token: iat is older than the signed-in account's ID token, not a new token (OpenID Connect Core §12.2)",
+    )
   }
 }
 

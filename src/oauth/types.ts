@@ -25,6 +25,11 @@ export interface TokenSet {
   readonly idTokenClaims?: Readonly<Record<string, unknown>> | undefined
   /** Entra ID's `refresh_in`: seconds after which a refresh is advised, when sent. */
   readonly refreshInSeconds?: number | undefined
+  /**
+   * `refresh_token_expires_in`: the refresh token's lifetime in seconds, when the server says (Entra
+   * ID for single-page apps, some others); the token cache keeps a partition that long.
+   */
+  readonly refreshTokenExpiresInSeconds?: number | undefined
   /** Entra ID's `client_info` (base64url JSON with `uid` and `utid`), when sent. */
   readonly clientInfo?: string | undefined
   /**

@@ -21,6 +21,16 @@ export interface RefreshOptions extends TokenRequestOptions {
    * @see https://learn.microsoft.com/entra/identity-platform/claims-challenge
    */
   claims?: string | undefined
+  /**
+   * The account's stored ID token claims (`idTokenClaims` of the sign-in, or of the last refresh).
+   * With them, an id_token in the answer must keep the account's `iss`, `sub`, `aud`, `azp` and
+   * `auth_time` with a new `iat` (OpenID Connect Core §12.2), and over an https token endpoint is
+   * checked without its signature (§3.1.3.7 item 6: the TLS server validation stands in for it).
+   * Without them, it is verified with its signature, as a sign-in's. Refresh only.
+   *
+   * @see https://openid.net/specs/openid-connect-core-1_0.html#RefreshTokenResponse
+   */
+  originalIdTokenClaims?: Readonly<Record<string, unknown>> | undefined
 }
 
 /**
@@ -33,8 +43,9 @@ export interface RefreshOptions extends TokenRequestOptions {
  * @param refreshToken - the refresh token (secret).
  * @param scopes - the scopes to ask for (empty: the originally granted ones).
  * @param options - claims, signal, clock, timeout.
- * @returns the new token set (id_token verified when sent; when its signing keys cannot be fetched
- *   the id_token is dropped and `warning` says so, so a rotated refresh token is never lost).
+ * @returns the new token set (id_token checked when sent, see `originalIdTokenClaims`; when its
+ *   signing keys cannot be fetched the id_token is dropped and `warning` says so, so a rotated
+ *   refresh token is never lost).
  * @throws {@link OAuthServerError} with `ERR_SIGNIN_REQUIRED` on `invalid_grant` (expired, revoked or
  *   reused refresh token) and, when claims were asked for, on `interaction_required` (the claims
  *   need the user: MFA, a compliant device; a new sign-in with them); `ERR_OAUTH` otherwise;
@@ -63,6 +74,7 @@ export async function refreshTokenGrant(
       timeoutMs: options.timeoutMs,
       sleep: options.sleep,
       dpop: options.dpop,
+      originalIdTokenClaims: options.originalIdTokenClaims,
     })
   } catch (err) {
     throw options.claims === undefined ? err : claimsNotMet(err)
