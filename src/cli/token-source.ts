@@ -38,6 +38,7 @@ export function refreshFor(
       signal,
       claims: mergeClaims(claims.claims, claims.clientCapabilities),
       dpop,
+      originalIdTokenClaims: context?.idTokenClaims,
     })
   }
 }
@@ -116,7 +117,7 @@ export function machineAcquisitionFor(
           authority,
           clientId,
           credential: clientCredential,
-          cache: storeMetadataCache(store),
+          metadataCache: storeMetadataCache(store),
           signal,
           dpop: config.dpop,
         })

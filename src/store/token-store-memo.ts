@@ -67,7 +67,9 @@ export class TokenStoreMemo {
    * @returns the token (`fromCache: true`), or undefined when the next
    *   {@link TokenStoreMemo.acquireTokenSilent} must go to the store.
    */
-  peek(options: Pick<TokenStoreMemoAcquireOptions, 'scopes' | 'minTtlSeconds'>): SilentTokenResult | undefined {
+  peek(
+    options: Pick<TokenStoreMemoAcquireOptions, 'scopes' | 'minTtlSeconds'>,
+  ): SilentTokenResult | undefined {
     const doc = this.#doc
     if (doc === undefined) return undefined
     const o = this.#options

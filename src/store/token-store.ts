@@ -145,6 +145,12 @@ export interface TokenStore {
   metadataKey(): KeyObject
 }
 
+// Loaded on first use (the cached `token` path only reads, and skips node:fs/promises and the
+// lock), then kept: an `await import()` per write or lock is a module-map lookup and a few
+// microtasks each time.
+let durableFile: typeof import('../lib/fs/durable-file.js') | undefined
+let fileLock: typeof import('../lib/fs/file-lock.js') | undefined
+
 class FileTokenStore implements TokenStore {
   readonly stateDir: string
   readonly path: string
@@ -189,8 +195,8 @@ class FileTokenStore implements TokenStore {
 
   async write(doc: StoreDocument): Promise<void> {
     const data = await this.#checkedData(doc)
-    // Loaded here: the cached `token` path only reads, and skips node:fs/promises.
-    const { writeFileAtomic } = await import('../lib/fs/durable-file.js')
+    durableFile ??= await import('../lib/fs/durable-file.js')
+    const { writeFileAtomic } = durableFile
     try {
       await writeFileAtomic(this.path, data)
     } catch (err) {
@@ -207,7 +213,8 @@ class FileTokenStore implements TokenStore {
   }
 
   async reserveWrite(): Promise<StoreWriteReservation> {
-    const { reserveFileReplace } = await import('../lib/fs/durable-file.js')
+    durableFile ??= await import('../lib/fs/durable-file.js')
+    const { reserveFileReplace } = durableFile
     let room: Awaited<ReturnType<typeof reserveFileReplace>>
     try {
       let current = 0
@@ -246,8 +253,8 @@ class FileTokenStore implements TokenStore {
   }
 
   async withLock<T>(fn: () => Promise<T>, options: WithLockOptions = {}): Promise<T> {
-    // Loaded here: the cached `token` path reads without the lock and should not pay for it.
-    const { withFileLock } = await import('../lib/fs/file-lock.js')
+    fileLock ??= await import('../lib/fs/file-lock.js')
+    const { withFileLock } = fileLock
     const lockOptions = {
       what: 'token store',
       staleMs: this.#lockStaleMs,
