@@ -27,7 +27,7 @@ test('the package entry exports the public library API', () => {
     exports: { '.': { import: string; types: string } }
     bin: { edgetoken: string }
   }
-  assert.equal(pkg.exports['.'].import, './dist/lib/index.js')
+  assert.equal(pkg.exports['.'].import, './dist/bundle/index.js')
   assert.equal(pkg.exports['.'].types, './dist/lib/index.d.ts')
   assert.equal(pkg.bin.edgetoken, 'dist/cli.js')
 })

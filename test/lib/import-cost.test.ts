@@ -12,7 +12,7 @@ import { pathToFileURL } from 'node:url'
 
 const root = new URL('../..', import.meta.url).pathname
 /** The runtime dependencies none of which an import of the library may load. */
-const HEAVY = ['undici', 'jose', 'mqtt', 'conf', 'qrcode-terminal']
+const HEAVY = ['undici', 'jose', 'mqtt', 'conf', 'qrcode-terminal', 'redis', '@redis/client']
 
 // Records every module URL the ESM loader resolves (ES modules and CommonJS entries alike); the
 // main process adds `require.cache` for CommonJS modules that other CommonJS modules required.
@@ -28,7 +28,7 @@ export async function resolve(specifier, context, next) {
 `
 
 /**
- * Imports `entry` in a fresh node process and lists the packages under node_modules it loaded.
+ * Imports `entry` (a path, or a package specifier resolved from the repository root) in a fresh node process and lists the packages under node_modules it loaded.
  *
  * @param entry - the module to import (a path).
  * @param nodeArgs - extra node flags (tsx for TypeScript sources).
@@ -37,7 +37,7 @@ export async function resolve(specifier, context, next) {
 function packagesLoadedBy(
   entry: string,
   nodeArgs: string[] = [],
-): { packages: Set<string>; modules: number } {
+): { packages: Set<string>; modules: number; urls: string[] } {
   const work = mkdtempSync(join(tmpdir(), 'edgetoken-import-'))
   try {
     const out = join(work, 'resolved.txt')
@@ -46,7 +46,7 @@ function packagesLoadedBy(
       import { register, createRequire } from 'node:module'
       import { appendFileSync } from 'node:fs'
       register(${JSON.stringify(hooks)}, { data: { out: ${JSON.stringify(out)} } })
-      const lib = await import(${JSON.stringify(pathToFileURL(entry).href)})
+      const lib = await import(${JSON.stringify(entry.startsWith('/') ? pathToFileURL(entry).href : entry)})
       if (typeof lib.PublicClient !== 'function') throw new Error('not the library')
       const cjs = Object.keys(createRequire(import.meta.url).cache)
       appendFileSync(${JSON.stringify(out)}, cjs.map((f) => 'file://' + f + '\\n').join(''))
@@ -63,7 +63,7 @@ function packagesLoadedBy(
       const name = /\/node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(url)?.[1]
       if (name !== undefined) packages.add(name)
     }
-    return { packages, modules: new Set(urls).size }
+    return { packages, modules: new Set(urls).size, urls: [...new Set(urls)] }
   } finally {
     rmSync(work, { recursive: true, force: true })
   }
@@ -78,7 +78,7 @@ function newestMtime(dir: string): number {
   return newest
 }
 
-test('issue 17 #1: importing the library (src/index.ts) loads no undici, jose, mqtt, conf or qrcode-terminal', () => {
+test('issue 17 #1: importing the library (src/index.ts) loads no undici, jose, mqtt, conf, qrcode-terminal or redis', () => {
   const { packages, modules } = packagesLoadedBy(join(root, 'src', 'index.ts'), ['--import', 'tsx'])
   const loaded = HEAVY.filter((name) => packages.has(name))
   assert.deepEqual(loaded, [], `import 'edgetoken' loaded ${loaded.join(', ')}: load it on first use`)
@@ -106,4 +106,43 @@ test('issue 17 #1: the built entry (dist/lib/index.js) loads none of them either
   )
   // Each of them is still there when first used: the lazy path is wired, not removed.
   assert.ok(readFileSync(join(root, 'dist', 'lib', 'oauth', 'http.js'), 'utf8').includes("import('undici')"))
+})
+
+test('issue 17 #1: the package entry (import "edgetoken") is the code-split bundle: a few modules, no undici, jose, mqtt, conf or qrcode-terminal', (t) => {
+  const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'))
+  // The types stay tsc's declarations; the code is esbuild's bundle of the same sources.
+  assert.equal(pkg.exports['.'].import, './dist/bundle/index.js')
+  assert.equal(pkg.main, './dist/bundle/index.js')
+  assert.equal(pkg.exports['.'].types, './dist/lib/index.d.ts')
+  const entry = join(root, 'dist', 'bundle', 'index.js')
+  let built = 0
+  try {
+    built = statSync(entry).mtimeMs
+  } catch {
+    t.skip('dist/bundle/index.js is missing: npm run build')
+    return
+  }
+  if (!process.env.CI && built < newestMtime(join(root, 'src'))) {
+    t.skip('dist/ is older than src/: npm run build')
+    return
+  }
+  // Imported by name, as a user would: the package resolves itself through "exports".
+  const { packages, urls } = packagesLoadedBy('edgetoken')
+  assert.deepEqual(
+    HEAVY.filter((name) => packages.has(name)),
+    [],
+  )
+  const ours = urls.filter((u) => u.startsWith(pathToFileURL(join(root, 'dist')).href))
+  assert.ok(
+    ours.every((u) => u.includes('/dist/bundle/')),
+    `the package entry loaded tsc's modules: ${ours.filter((u) => !u.includes('/dist/bundle/')).join(' ')}`,
+  )
+  // tsc's output is ~100 modules; the bundle is its entry and the chunks shared with lazy paths.
+  assert.ok(ours.length <= 20, `the package entry loaded ${ours.length} of our modules`)
+  // The lazy paths are chunks of their own, still imported on first use.
+  const chunks = readdirSync(join(root, 'dist', 'bundle', 'chunks'))
+  assert.ok(
+    chunks.some((f) => f.startsWith('http-agent-')),
+    'the HTTP agent (undici) is a lazy chunk',
+  )
 })
