@@ -123,6 +123,27 @@ export {
   saveSignIn,
 } from './store/cache.js'
 export { fileMetadataCache } from './store/metadata-cache.js'
+export { FileTokenCache } from './store/partitions/file.js'
+export { MemoryTokenCache, type MemoryTokenCacheOptions } from './store/partitions/memory.js'
+export {
+  type RedisClientLike,
+  RedisTokenCache,
+  type RedisTokenCacheOptions,
+} from './store/partitions/redis.js'
+export type {
+  AccountTokenResult,
+  AcquireAccountTokenOptions,
+} from './store/partitions/silent.js'
+export {
+  appKey,
+  type CachePartition,
+  isCachePartition,
+  type PartitionKind,
+  type PutOptions,
+  partitionKey,
+  type TokenCache,
+  type VersionedPartition,
+} from './store/partitions/token-cache.js'
 export {
   type OpenTokenStoreOptions,
   openTokenStore,

@@ -2,7 +2,8 @@
  * `ConfidentialClient`: the library face for services and middle-tier APIs that hold a credential
  * (a client secret, or a private key with an optional X.509 certificate), in the spirit of MSAL's
  * `ConfidentialClientApplication`: app-only tokens (client credentials) and tokens on behalf of a
- * user (Entra ID on-behalf-of, RFC 8693 token exchange elsewhere), with an in-memory cache.
+ * user (Entra ID on-behalf-of, RFC 8693 token exchange elsewhere), web app sign-ins (authorization
+ * code + PKCE) and silent acquisition for the signed-in users, all kept in a partitioned token cache.
  *
  * @packageDocumentation
  */
@@ -11,24 +12,18 @@ import { ConfigError } from '../errors.js'
 import { type AuthorizationServer, parseAuthority } from '../oauth/authority.js'
 import { mergeClaims } from '../oauth/claims.js'
 import type { DPoPHandle } from '../oauth/dpop.js'
-import {
-  authorizationCodeGrant,
-  clientCredentialsGrant,
-  onBehalfOfGrant,
-  tokenExchangeGrant,
-} from '../oauth/grants/grants.js'
-import {
-  buildAuthorizationUrl,
-  codeChallengeS256,
-  generateCodeVerifier,
-  generateNonce,
-  generateState,
-  validateAuthorizationResponse,
-  validateFormPostResponse,
-} from '../oauth/grants/pkce.js'
+import { clientCredentialsGrant, onBehalfOfGrant, tokenExchangeGrant } from '../oauth/grants/grants.js'
+import { refreshTokenGrant } from '../oauth/grants/refresh.js'
 import { signInScopes } from '../oauth/scopes.js'
-import { accountFromTokenSet } from '../oauth/tokens.js'
 import type { Account, ClientAuth, MetadataCache, OAuthClient, TokenSet } from '../oauth/types.js'
+import { MemoryTokenCache } from '../store/partitions/memory.js'
+import {
+  type AccountTokenResult,
+  type AcquireAccountTokenOptions,
+  TokenCacheEngine,
+} from '../store/partitions/silent.js'
+import type { TokenCache } from '../store/partitions/token-cache.js'
+import { redeemAuthorization, startAuthorization } from './authorization-code.js'
 import { authorityResolver } from './resolver.js'
 
 /** A client secret credential. */
@@ -95,17 +90,33 @@ export interface ConfidentialClientOptions {
   /** The client's credential. */
   credential: ClientSecretCredential | PrivateKeyCredential | ClientAssertionCredential
   /** Where discovery documents are cached. */
-  cache?: MetadataCache | undefined
+  metadataCache?: MetadataCache | undefined
   /** How long discovery documents are cached, seconds. Default 86400. */
   cacheTtlSeconds?: number | undefined
-  /** Per-request timeout, ms. Default 10000. */
+  /**
+   * Where tokens are kept: the app's own (client credentials), those obtained on behalf of each
+   * incoming token, and each signed-in user's. Default: a new {@link MemoryTokenCache} of
+   * `maxCachedTokens` partitions; `RedisTokenCache` shares one cache between a web app's instances.
+   */
+  cache?: TokenCache | undefined
+  /**
+   * How long a refresh token lasts when the token response does not say
+   * (`refresh_token_expires_in`), seconds: the cache keeps a signed-in user that long. Default 90
+   * days (Entra ID's default).
+   */
+  refreshTokenLifetimeSeconds?: number | undefined
+  /** Per-request timeout, ms. Default 10000. A refresh lease in a shared cache lasts twice that. */
   timeoutMs?: number | undefined
   /**
-   * A cached token is reused while it has more than this left, seconds. Default 300 (as MSAL);
-   * Entra ID's `refresh_in` makes it renew sooner.
+   * A cached token is reused while it has more than this left, seconds (at most half its
+   * lifetime). Default 300 (as MSAL); Entra ID's `refresh_in` makes it renew sooner.
    */
   minTtlSeconds?: number | undefined
-  /** Most tokens kept in memory (app tokens and on-behalf-of tokens together). Default 1000. */
+  /**
+   * Most partitions of the default in-memory cache (the app's tokens, one per DPoP key and
+   * resource; one per on-behalf-of assertion; one per signed-in user), least recently used out
+   * first. Default 1000. Ignored with `cache`.
+   */
   maxCachedTokens?: number | undefined
   /** The clock, epoch ms. Default `Date.now`. */
   now?: (() => number) | undefined
@@ -164,7 +175,7 @@ export interface AcquireTokenByClientCredentialsOptions {
   scopes: readonly string[]
   /** A claims request (JSON) from a claims challenge; the cache is skipped. */
   claims?: string | undefined
-  /** RFC 8707 resource indicator, for servers that take one. */
+  /** RFC 8707 resource indicator, for servers that take one (a partition per resource). */
   resource?: string | undefined
   /** Skip the cache and ask the server. Default false. */
   forceRefresh?: boolean | undefined
@@ -172,7 +183,7 @@ export interface AcquireTokenByClientCredentialsOptions {
   signal?: AbortSignal | undefined
   /**
    * Binds the token to this DPoP key (RFC 9449 §5): the request carries a proof, the answer must
-   * be `token_type` `DPoP`. Tokens are cached per key. Default: a bearer token.
+   * be `token_type` `DPoP`. Tokens are cached per key (a partition per key). Default: a bearer token.
    */
   dpop?: DPoPHandle | undefined
 }
@@ -386,16 +397,16 @@ async function readAssertionFile(file: string): Promise<string> {
   return text.trim()
 }
 
-interface CacheEntry {
-  readonly tokens: TokenSet
-  /** When the entry stops being served, epoch ms. */
-  readonly renewAt: number
+/** A partition id: what it is for, and the resource when one is named (RFC 8707). */
+function partitionId(id: string, resource: string | undefined): string {
+  return resource === undefined ? id : `${id}\n${resource}`
 }
 
 /**
- * A confidential OAuth client: client credentials and on-behalf-of, with an in-memory token
- * cache keyed by grant, scope set (order and duplicates ignored) and, for on-behalf-of, a SHA-256
- * hash of the incoming token. Failures are never cached.
+ * A confidential OAuth client: client credentials, on-behalf-of, and web app sign-ins with silent
+ * acquisition for the signed-in users. Tokens live in a partitioned {@link TokenCache}: the app's
+ * own per DPoP key (and resource), on-behalf-of tokens per incoming token (hashed), each user's per
+ * account; within a partition, per scope set (order and duplicates ignored). Failures are never cached.
  *
  * @example
  * ```ts
@@ -412,7 +423,7 @@ interface CacheEntry {
 export class ConfidentialClient {
   readonly #options: Readonly<Omit<ConfidentialClientOptions, 'credential'>>
   readonly #client: OAuthClient
-  readonly #tokens = new Map<string, CacheEntry>()
+  readonly #tokens: TokenCacheEngine
   readonly #resolve: (signal?: AbortSignal) => Promise<AuthorizationServer>
 
   /**
@@ -427,6 +438,17 @@ export class ConfidentialClient {
     this.#options = Object.freeze(rest)
     this.#resolve = authorityResolver(this.#options)
     this.#client = Object.freeze({ clientId: options.clientId, auth })
+    this.#tokens = new TokenCacheEngine({
+      cache:
+        options.cache ??
+        new MemoryTokenCache({ maxPartitions: Math.max(1, options.maxCachedTokens ?? 1000) }),
+      authority: options.authority,
+      clientId: options.clientId,
+      timeoutMs: options.timeoutMs,
+      refreshTokenLifetimeSeconds: options.refreshTokenLifetimeSeconds,
+      expiryMarginSeconds: options.minTtlSeconds ?? 300,
+      now: options.now,
+    })
   }
 
   /** The authority. */
@@ -469,10 +491,11 @@ export class ConfidentialClient {
    * @see https://www.rfc-editor.org/rfc/rfc9449#section-5
    */
   async acquireTokenByClientCredentials(options: AcquireTokenByClientCredentialsOptions): Promise<TokenSet> {
-    const key = `client_credentials\n${options.dpop?.jkt ?? ''}\n${options.resource ?? ''}\n${scopeKey(options.scopes)}`
+    const id = partitionId(options.dpop?.jkt ?? '', options.resource)
     const claims = mergeClaims(options.claims, this.#options.clientCapabilities)
     // A token that answers a claims challenge must come from the server (MSAL skips its cache too).
-    return this.#cached(key, options.forceRefresh || options.claims !== undefined, async () => {
+    const force = options.forceRefresh === true || options.claims !== undefined
+    return this.#tokens.acquireOwnToken('app', id, options.scopes, force, async () => {
       const server = await this.resolve(options.signal)
       return clientCredentialsGrant(server, this.#client, {
         scopes: options.scopes,
@@ -502,25 +525,31 @@ export class ConfidentialClient {
    * @see https://www.rfc-editor.org/rfc/rfc8693#section-2.1
    */
   async acquireTokenOnBehalfOf(options: AcquireTokenOnBehalfOfOptions): Promise<TokenSet> {
-    const assertionHash = createHash('sha256').update(options.assertion).digest('base64url')
-    const key = `obo\n${assertionHash}\n${options.resource ?? ''}\n${scopeKey(options.scopes)}`
-    return this.#cached(key, options.forceRefresh, async () => {
-      const server = await this.resolve(options.signal)
-      const common = { signal: options.signal, now: this.#options.now, timeoutMs: this.#options.timeoutMs }
-      if (server.dialect === 'entra') {
-        return onBehalfOfGrant(server, this.#client, {
+    // The incoming token is hashed into the key, never stored.
+    const id = partitionId(options.assertion, options.resource)
+    return this.#tokens.acquireOwnToken(
+      'obo',
+      id,
+      options.scopes,
+      options.forceRefresh === true,
+      async () => {
+        const server = await this.resolve(options.signal)
+        const common = { signal: options.signal, now: this.#options.now, timeoutMs: this.#options.timeoutMs }
+        if (server.dialect === 'entra') {
+          return onBehalfOfGrant(server, this.#client, {
+            ...common,
+            assertion: options.assertion,
+            scopes: options.scopes,
+          })
+        }
+        return tokenExchangeGrant(server, this.#client, {
           ...common,
-          assertion: options.assertion,
+          subjectToken: options.assertion,
           scopes: options.scopes,
+          resource: options.resource,
         })
-      }
-      return tokenExchangeGrant(server, this.#client, {
-        ...common,
-        subjectToken: options.assertion,
-        scopes: options.scopes,
-        resource: options.resource,
-      })
-    })
+      },
+    )
   }
 
   /**
@@ -545,40 +574,22 @@ export class ConfidentialClient {
     options: ConfidentialAuthorizationUrlOptions,
   ): Promise<ConfidentialAuthorizationRequest> {
     const server = await this.resolve(options.signal)
-    const scopes = signInScopes(options.scopes)
     const responseMode = options.responseMode ?? 'form_post'
-    const claims = mergeClaims(options.claims, this.#options.clientCapabilities)
-    const codeVerifier = generateCodeVerifier()
-    const state = generateState()
-    const nonce = generateNonce()
-    const url = buildAuthorizationUrl(server, {
-      clientId: this.#options.clientId,
-      redirectUri: options.redirectUri,
-      scopes,
-      state,
-      nonce,
-      codeChallenge: codeChallengeS256(codeVerifier),
-      prompt: options.prompt,
-      loginHint: options.loginHint,
-      claims,
-      responseMode,
-    })
-    return Object.freeze({
-      url: url.href,
-      redirectUri: options.redirectUri,
-      responseMode,
-      scopes,
-      state,
-      nonce,
-      codeVerifier,
-      claims,
-    })
+    const request = startAuthorization(
+      server,
+      this.#options.clientId,
+      { ...options, responseMode },
+      this.#options.clientCapabilities,
+    )
+    // Given a response mode, the request carries it.
+    return request as ConfidentialAuthorizationRequest
   }
 
   /**
    * Completes a web app's sign-in: checks the response (`iss` when sent, then `state`: RFC 9207,
    * RFC 6749 §4.1.2), redeems the code with the client's credential and the PKCE verifier, and
-   * checks the id_token's nonce. Never cached.
+   * checks the id_token's nonce. The code is never cached; the sign-in is saved in the token cache
+   * (replacing that account's partition), for {@link ConfidentialClient.acquireTokenSilent}.
    *
    * @param request - what {@link ConfidentialClient.getAuthorizationUrl} returned.
    * @param response - for `form_post`, the POST body (text or parsed); for `query`, the URL the
@@ -586,7 +597,8 @@ export class ConfidentialClient {
    * @param options - signal.
    * @returns the tokens and the account.
    * @throws InvalidResponseError `ERR_INVALID_RESPONSE` for a state or issuer mismatch (the code is
-   *   not redeemed); OAuthServerError (`ERR_ACCESS_DENIED`, `invalid_grant`); `ERR_JWT_INVALID`.
+   *   not redeemed); OAuthServerError (`ERR_ACCESS_DENIED`, `invalid_grant`); `ERR_JWT_INVALID`;
+   *   the token cache's `ERR_CACHE_UNAVAILABLE`.
    * @example
    * ```ts
    * const { tokens, account } = await app.acquireTokenByCode(session.signIn, await readBody(req))
@@ -600,73 +612,105 @@ export class ConfidentialClient {
     options: { signal?: AbortSignal | undefined } = {},
   ): Promise<{ tokens: TokenSet; account: Account }> {
     const server = await this.resolve(options.signal)
-    const checks = { expectedState: request.state, issuer: server.issuer, redirectUri: request.redirectUri }
-    const { code } =
-      request.responseMode === 'form_post'
-        ? validateFormPostResponse(response instanceof URL ? response.search : response, checks)
-        : validateAuthorizationResponse(response instanceof URLSearchParams ? '' : response, checks)
-    const tokens = await authorizationCodeGrant(server, this.#client, {
-      code,
-      redirectUri: request.redirectUri,
-      codeVerifier: request.codeVerifier,
-      scopes: request.scopes,
-      expectedNonce: request.nonce,
-      claims: request.claims,
-      signal: options.signal,
-      now: this.#options.now,
-      timeoutMs: this.#options.timeoutMs,
-    })
-    return { tokens, account: accountFromTokenSet(server, this.#options.clientId, tokens) }
+    const { tokens, account, requestedAt } = await redeemAuthorization(
+      server,
+      this.#client,
+      request,
+      response,
+      {
+        signal: options.signal,
+        now: this.#options.now,
+        timeoutMs: this.#options.timeoutMs,
+      },
+    )
+    await this.#tokens.saveSignIn(account, tokens, request.scopes, requestedAt)
+    return { tokens, account }
   }
 
   /**
-   * Forgets every cached token (e.g. after rotating the credential).
+   * The users signed in through {@link ConfidentialClient.acquireTokenByCode} that the token
+   * cache still holds (with a shared cache: signed in on any instance), including those whose
+   * refresh token was rejected.
    *
+   * @returns the accounts.
    * @example
    * ```ts
-   * app.clearCache()
+   * const accounts = await app.getAccounts()
+   * ```
+   */
+  getAccounts(): Promise<Account[]> {
+    return this.#tokens.getAccounts()
+  }
+
+  /**
+   * One cached user by account id (what a web app keeps in its session).
+   *
+   * @param id - `Account.id` (Entra ID `uid.utid`, else the id_token `sub`).
+   * @returns the account, or undefined when the cache holds none (never signed in, removed, expired).
+   * @example
+   * ```ts
+   * const account = await app.getAccount(session.accountId)
+   * ```
+   */
+  getAccount(id: string): Promise<Account | undefined> {
+    return this.#tokens.getAccount(id)
+  }
+
+  /**
+   * Forgets a user and their tokens in the token cache (sign-out; nothing is revoked).
+   *
+   * @param account - the account or its id.
+   * @example
+   * ```ts
+   * await app.removeAccount(session.accountId)
+   * ```
+   */
+  removeAccount(account: Account | string): Promise<void> {
+    return this.#tokens.removeAccount(account)
+  }
+
+  /**
+   * An access token for a signed-in user, without the user: the cached one while it is good
+   * enough (more than `minTtlSeconds` left, capped at half its lifetime; Entra ID's
+   * `refresh_in`), else one refresh with the user's refresh token and the client's credential,
+   * shared by every caller in this process and leased against other instances sharing the cache.
+   *
+   * @param options - account, scopes, forceRefresh, claims, minTtlSeconds, signal.
+   * @returns the token, its expiry and scopes, whether it came from the cache, and the account.
+   * @throws EdgeTokenError `ERR_SIGNIN_REQUIRED` when the cache holds no sign-in for the account or
+   *   its refresh token is rejected (`invalid_grant`: the account is kept, marked); the cache's
+   *   `ERR_CACHE_UNAVAILABLE` when it is down and no good token was seen; the refresh's errors.
+   * @example
+   * ```ts
+   * const { accessToken } = await app.acquireTokenSilent({ account: session.accountId, scopes: ['api://telemetry/.default'] })
+   * ```
+   * @see https://www.rfc-editor.org/rfc/rfc6749#section-6
+   */
+  acquireTokenSilent(options: AcquireAccountTokenOptions): Promise<AccountTokenResult> {
+    return this.#tokens.acquireTokenSilent(options, async (refreshToken, scopes, refreshOptions) => {
+      const server = await this.resolve(refreshOptions.signal)
+      return refreshTokenGrant(server, this.#client, refreshToken, signInScopes(scopes), {
+        claims: mergeClaims(refreshOptions.claims, this.#options.clientCapabilities),
+        signal: refreshOptions.signal,
+        now: this.#options.now,
+        timeoutMs: this.#options.timeoutMs,
+        originalIdTokenClaims: refreshOptions.idTokenClaims,
+      })
+    })
+  }
+
+  /**
+   * Forgets the app's own tokens: client credentials and on-behalf-of (e.g. after rotating the
+   * credential). Signed-in users stay.
+   *
+   * @returns when the partitions are removed.
+   * @example
+   * ```ts
+   * await app.clearCache()
    * ```
    * @see https://learn.microsoft.com/entra/msal/node/caching
    */
-  clearCache(): void {
-    this.#tokens.clear()
+  clearCache(): Promise<void> {
+    return this.#tokens.clearAppTokens()
   }
-
-  async #cached(key: string, force: boolean | undefined, fetch: () => Promise<TokenSet>): Promise<TokenSet> {
-    const now = this.#now()
-    const hit = this.#tokens.get(key)
-    if (hit && !force && now < hit.renewAt) return hit.tokens
-    const tokens = await fetch()
-    const obtained = this.#now()
-    const minTtlMs = (this.#options.minTtlSeconds ?? 300) * 1000
-    let renewAt = tokens.expiresAt - minTtlMs
-    // Entra ID's refresh_in: renew early, as the server asks.
-    if (tokens.refreshInSeconds !== undefined)
-      renewAt = Math.min(renewAt, obtained + tokens.refreshInSeconds * 1000)
-    this.#tokens.delete(key)
-    if (renewAt > obtained) {
-      this.#tokens.set(key, { tokens, renewAt })
-      this.#evict(obtained)
-    }
-    return tokens
-  }
-
-  #evict(now: number): void {
-    const max = Math.max(1, this.#options.maxCachedTokens ?? 1000)
-    if (this.#tokens.size <= max) return
-    for (const [key, entry] of this.#tokens) if (entry.renewAt <= now) this.#tokens.delete(key)
-    // Still too many: drop the oldest (a Map iterates in insertion order).
-    for (const key of this.#tokens.keys()) {
-      if (this.#tokens.size <= max) break
-      this.#tokens.delete(key)
-    }
-  }
-
-  #now(): number {
-    return (this.#options.now ?? Date.now)()
-  }
-}
-
-function scopeKey(scopes: readonly string[]): string {
-  return [...new Set(scopes)].sort().join(' ')
 }

@@ -1,7 +1,8 @@
 /**
  * `PublicClient`: the library face of the device flow for a public client (a device, a CLI), in
  * the spirit of MSAL's `PublicClientApplication` but exact to RFC 8628. A thin layer over
- * `oauth/`: it resolves the authority once and adds the sign-in scopes.
+ * `oauth/`: it resolves the authority once, adds the sign-in scopes, and keeps each signed-in
+ * account in its token cache for {@link PublicClient.acquireTokenSilent}.
  *
  * @packageDocumentation
  */
@@ -13,19 +14,18 @@ import {
   pollDeviceAuthorization,
   startDeviceAuthorization,
 } from '../oauth/grants/device.js'
-import { authorizationCodeGrant } from '../oauth/grants/grants.js'
-import {
-  buildAuthorizationUrl,
-  codeChallengeS256,
-  generateCodeVerifier,
-  generateNonce,
-  generateState,
-  validateAuthorizationResponse,
-} from '../oauth/grants/pkce.js'
 import { type RefreshOptions, refreshTokenGrant, revokeToken } from '../oauth/grants/refresh.js'
 import { signInScopes } from '../oauth/scopes.js'
 import { accountFromTokenSet } from '../oauth/tokens.js'
 import type { Account, MetadataCache, OAuthClient, TokenSet } from '../oauth/types.js'
+import { MemoryTokenCache } from '../store/partitions/memory.js'
+import {
+  type AccountTokenResult,
+  type AcquireAccountTokenOptions,
+  TokenCacheEngine,
+} from '../store/partitions/silent.js'
+import type { TokenCache } from '../store/partitions/token-cache.js'
+import { redeemAuthorization, startAuthorization } from './authorization-code.js'
 import { authorityResolver } from './resolver.js'
 
 /** Options of {@link PublicClient}. */
@@ -35,7 +35,19 @@ export interface PublicClientOptions {
   /** The registered client_id. */
   clientId: string
   /** Where discovery documents are cached (the CLI passes the state directory's cache). */
-  cache?: MetadataCache | undefined
+  metadataCache?: MetadataCache | undefined
+  /**
+   * Where signed-in accounts and their tokens are kept: {@link MemoryTokenCache} (the default, a
+   * new one per client), `FileTokenCache` (the encrypted store file), `RedisTokenCache` (several
+   * instances).
+   */
+  cache?: TokenCache | undefined
+  /**
+   * How long a refresh token lasts when the token response does not say
+   * (`refresh_token_expires_in`), seconds: the cache keeps an account that long. Default 90 days
+   * (Entra ID's default).
+   */
+  refreshTokenLifetimeSeconds?: number | undefined
   /** How long discovery documents are cached, seconds. Default 86400. */
   cacheTtlSeconds?: number | undefined
   /** Per-request timeout, ms. Default 10000. */
@@ -139,9 +151,10 @@ export class PublicClient {
   readonly #options: PublicClientOptions
   readonly #client: OAuthClient
   readonly #resolve: (signal?: AbortSignal) => Promise<AuthorizationServer>
+  readonly #tokens: TokenCacheEngine
 
   /**
-   * @param options - authority, client id, metadata cache.
+   * @param options - authority, client id, token cache, metadata cache.
    * @throws ConfigError `ERR_INSECURE_URL` for a plain-http non-loopback authority, `ERR_CONFIG` for a malformed one.
    */
   constructor(options: PublicClientOptions) {
@@ -149,6 +162,13 @@ export class PublicClient {
     this.#options = Object.freeze({ ...options })
     this.#resolve = authorityResolver(this.#options)
     this.#client = Object.freeze({ clientId: options.clientId, auth: { method: 'none' } as const })
+    this.#tokens = new TokenCacheEngine({
+      cache: options.cache ?? new MemoryTokenCache(),
+      authority: options.authority,
+      clientId: options.clientId,
+      timeoutMs: options.timeoutMs,
+      refreshTokenLifetimeSeconds: options.refreshTokenLifetimeSeconds,
+    })
   }
 
   /** The authority this client signs in with. */
@@ -185,9 +205,14 @@ export class PublicClient {
     })
     const client = this.#client
     const timeoutMs = this.#options.timeoutMs
+    const scopes = flow.scopes
     const poll = async (pollOptions: PollDeviceAuthorizationOptions = {}): Promise<SignInResult> => {
       const tokens = await pollDeviceAuthorization(server, client, flow, { timeoutMs, ...pollOptions })
-      return { tokens, account: accountFromTokenSet(server, client.clientId, tokens) }
+      // The polls took minutes: the request that got the tokens was sent a moment ago.
+      const requestedAt = Date.now()
+      const account = accountFromTokenSet(server, client.clientId, tokens)
+      await this.#tokens.saveSignIn(account, tokens, scopes, requestedAt)
+      return { tokens, account }
     }
     // The device code stays inside `flow` (private); this object only adds poll().
     return Object.freeze({ ...flow, poll })
@@ -211,31 +236,7 @@ export class PublicClient {
    */
   async getAuthorizationUrl(options: GetAuthorizationUrlOptions): Promise<AuthorizationRequest> {
     const server = await this.resolve(options.signal)
-    const scopes = signInScopes(options.scopes)
-    const codeVerifier = generateCodeVerifier()
-    const state = generateState()
-    const nonce = generateNonce()
-    const claims = mergeClaims(options.claims, this.#options.clientCapabilities)
-    const url = buildAuthorizationUrl(server, {
-      clientId: this.#options.clientId,
-      redirectUri: options.redirectUri,
-      scopes,
-      state,
-      nonce,
-      codeChallenge: codeChallengeS256(codeVerifier),
-      prompt: options.prompt,
-      loginHint: options.loginHint,
-      claims,
-    })
-    return Object.freeze({
-      url: url.href,
-      redirectUri: options.redirectUri,
-      scopes,
-      state,
-      nonce,
-      codeVerifier,
-      claims,
-    })
+    return startAuthorization(server, this.#options.clientId, options, this.#options.clientCapabilities)
   }
 
   /**
@@ -245,7 +246,7 @@ export class PublicClient {
    * @param request - what {@link PublicClient.getAuthorizationUrl} returned.
    * @param callbackUrl - the URL the browser was redirected to.
    * @param options - signal.
-   * @returns the tokens and account.
+   * @returns the tokens and account (saved in the token cache).
    * @throws InvalidResponseError `ERR_INVALID_RESPONSE` for a state or issuer mismatch;
    *   OAuthServerError (`ERR_ACCESS_DENIED` when the user declined, `invalid_grant` for a used code
    *   or wrong verifier); `ERR_JWT_INVALID` for a nonce mismatch.
@@ -262,22 +263,74 @@ export class PublicClient {
     options: AcquireTokenByCodeOptions = {},
   ): Promise<SignInResult> {
     const server = await this.resolve(options.signal)
-    const { code } = validateAuthorizationResponse(callbackUrl, {
-      expectedState: request.state,
-      issuer: server.issuer,
-      redirectUri: request.redirectUri,
-    })
-    const tokens = await authorizationCodeGrant(server, this.#client, {
-      code,
-      redirectUri: request.redirectUri,
-      codeVerifier: request.codeVerifier,
-      scopes: request.scopes,
-      expectedNonce: request.nonce,
-      claims: request.claims,
-      signal: options.signal,
-      timeoutMs: this.#options.timeoutMs,
-    })
-    return { tokens, account: accountFromTokenSet(server, this.#client.clientId, tokens) }
+    const { tokens, account, requestedAt } = await redeemAuthorization(
+      server,
+      this.#client,
+      request,
+      callbackUrl,
+      {
+        signal: options.signal,
+        timeoutMs: this.#options.timeoutMs,
+      },
+    )
+    await this.#tokens.saveSignIn(account, tokens, request.scopes, requestedAt)
+    return { tokens, account }
+  }
+
+  /**
+   * The accounts signed in through this client (by a device flow or an authorization code) that
+   * the token cache still holds, including those whose refresh token was rejected.
+   *
+   * @returns the accounts.
+   * @example
+   * ```ts
+   * const [account] = await client.getAccounts()
+   * ```
+   */
+  getAccounts(): Promise<Account[]> {
+    return this.#tokens.getAccounts()
+  }
+
+  /**
+   * One cached account by its id.
+   *
+   * @param id - `Account.id` (Entra ID `uid.utid`, else the id_token `sub`).
+   * @returns the account, or undefined.
+   */
+  getAccount(id: string): Promise<Account | undefined> {
+    return this.#tokens.getAccount(id)
+  }
+
+  /**
+   * Forgets an account and its tokens in the token cache (nothing is revoked: see {@link PublicClient.revoke}).
+   *
+   * @param account - the account or its id.
+   */
+  removeAccount(account: Account | string): Promise<void> {
+    return this.#tokens.removeAccount(account)
+  }
+
+  /**
+   * An access token for a signed-in account, without the user: the cached one while it is good
+   * enough (expiry margin 300 s capped at half its lifetime, `minTtlSeconds`, Entra ID's
+   * `refresh_in`), else one refresh of its refresh token, shared by every caller in this process
+   * and leased against other instances sharing the cache.
+   *
+   * @param options - account, scopes, forceRefresh, claims, minTtlSeconds, signal.
+   * @returns the token, its expiry and scopes, whether it came from the cache, and the account.
+   * @throws EdgeTokenError `ERR_SIGNIN_REQUIRED` when the cache holds no sign-in for the account or
+   *   its refresh token is rejected (`invalid_grant`; the account is kept, marked); the cache's
+   *   `ERR_CACHE_UNAVAILABLE`; the refresh's `ERR_UNAVAILABLE`, OAuthServerError.
+   * @example
+   * ```ts
+   * const { accessToken } = await client.acquireTokenSilent({ account, scopes: ['api://telemetry/.default'] })
+   * ```
+   * @see https://www.rfc-editor.org/rfc/rfc6749#section-6
+   */
+  acquireTokenSilent(options: AcquireAccountTokenOptions): Promise<AccountTokenResult> {
+    return this.#tokens.acquireTokenSilent(options, (refreshToken, scopes, { idTokenClaims, ...rest }) =>
+      this.refresh(refreshToken, signInScopes(scopes), { ...rest, originalIdTokenClaims: idTokenClaims }),
+    )
   }
 
   /**

@@ -9,7 +9,7 @@ import type { MetadataCache } from '../oauth/types.js'
 /** What {@link authorityResolver} needs of a client's options. */
 export interface AuthorityResolverOptions {
   readonly authority: string
-  readonly cache?: MetadataCache | undefined
+  readonly metadataCache?: MetadataCache | undefined
   readonly cacheTtlSeconds?: number | undefined
   readonly timeoutMs?: number | undefined
 }
@@ -27,7 +27,7 @@ export function authorityResolver(
   let server: Promise<AuthorizationServer> | undefined
   return (signal) => {
     server ??= resolveAuthority(options.authority, {
-      cache: options.cache,
+      cache: options.metadataCache,
       cacheTtlSeconds: options.cacheTtlSeconds,
       timeoutMs: options.timeoutMs,
       signal,

@@ -110,7 +110,7 @@ export interface ClientCredentialAcquisitionOptions {
   /** The credential files. */
   credential: ClientCredentialConfig
   /** Where discovery documents are cached (the store's state directory). */
-  cache?: MetadataCache | undefined
+  metadataCache?: MetadataCache | undefined
   /** Cancels discovery and the token request. */
   signal?: AbortSignal | undefined
   /**
@@ -139,7 +139,7 @@ export function clientCredentialAcquisition(options: ClientCredentialAcquisition
         authority: options.authority,
         clientId: options.clientId,
         credential: await readClientCredential(options.credential),
-        cache: options.cache,
+        metadataCache: options.metadataCache,
       })
       // jose and discovery only when DPoP may be used; the grant resolves the same (cached) server.
       const dpop =

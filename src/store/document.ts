@@ -81,6 +81,22 @@ export interface StoreDocument {
   dpopKeys?: Record<string, DPoPKeyRecord>
   /** Device sign-ins in progress, by {@link accountKey}. Secret. */
   pendingSignIns?: Record<string, PendingSignIn>
+  /**
+   * The library's partitioned token cache when it lives in this file (`FileTokenCache`, issue
+   * 18), by partition key. Each value is checked in full when read (`isCachePartition`); only
+   * the envelope is checked here, so the CLI's cached path loads nothing more. Secret.
+   */
+  partitions?: Record<string, StoredPartition>
+}
+
+/** One partition of the library's token cache as kept in the store file. */
+export interface StoredPartition {
+  /** Changes with every write (compare-and-set). */
+  version: string
+  /** When the partition may be dropped, epoch ms. */
+  expiresAt?: number
+  /** The partition (a `CachePartition`, validated when read). */
+  value: Record<string, unknown>
 }
 
 /** Scopes that describe the sign-in, not the access token; ignored when matching scope sets. */
@@ -176,6 +192,15 @@ function checkMap<T>(value: unknown, check: (entry: unknown) => entry is T): boo
   return value === undefined || (isObject(value) && Object.values(value).every(check))
 }
 
+function checkPartition(value: unknown): value is StoredPartition {
+  return (
+    isObject(value) &&
+    isNonEmptyString(value.version) &&
+    (value.expiresAt === undefined || isFiniteNumber(value.expiresAt)) &&
+    isObject(value.value)
+  )
+}
+
 function checkEntry(value: unknown): value is AccountEntry {
   if (!isObject(value)) return false
   const account = value.account
@@ -213,7 +238,8 @@ export function isStoreDocument(value: unknown): value is StoreDocument {
     isObject(value.accounts) &&
     Object.values(value.accounts).every(checkEntry) &&
     checkMap(value.dpopKeys, checkDPoPKey) &&
-    checkMap(value.pendingSignIns, checkPending)
+    checkMap(value.pendingSignIns, checkPending) &&
+    checkMap(value.partitions, checkPartition)
   )
 }
 

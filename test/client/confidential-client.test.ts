@@ -443,7 +443,7 @@ describe('ConfidentialClient: the token cache (fake clock)', () => {
     assert.equal(bodies.length, 3)
   })
 
-  test('maxCachedTokens bounds the cache: the oldest entry goes first; clearCache() empties it', async (t) => {
+  test('maxCachedTokens bounds the default cache: one partition per resource, the least recently used goes first; clearCache() empties it', async (t) => {
     const { bodies } = mockIdp(
       t,
       [1, 2, 3, 4, 5].map((n) => [200, token(n)]),
@@ -454,13 +454,15 @@ describe('ConfidentialClient: the token cache (fake clock)', () => {
       credential: { clientSecret: SECRET },
       maxCachedTokens: 2,
     })
-    await app.acquireTokenByClientCredentials({ scopes: ['a'] })
-    await app.acquireTokenByClientCredentials({ scopes: ['b'] })
-    await app.acquireTokenByClientCredentials({ scopes: ['c'] })
-    assert.equal((await app.acquireTokenByClientCredentials({ scopes: ['c'] })).accessToken, 'at-3')
-    assert.equal((await app.acquireTokenByClientCredentials({ scopes: ['a'] })).accessToken, 'at-4')
-    app.clearCache()
-    assert.equal((await app.acquireTokenByClientCredentials({ scopes: ['c'] })).accessToken, 'at-5')
+    const get = (resource: string) =>
+      app.acquireTokenByClientCredentials({ scopes: ['x'], resource: `https://${resource}.test` })
+    await get('a')
+    await get('b')
+    await get('c')
+    assert.equal((await get('c')).accessToken, 'at-3')
+    assert.equal((await get('a')).accessToken, 'at-4')
+    await app.clearCache()
+    assert.equal((await get('c')).accessToken, 'at-5')
     assert.equal(bodies.length, 5)
   })
 })
