@@ -20,7 +20,7 @@
  * @see https://www.rfc-editor.org/rfc/rfc8252#section-8.3
  * @packageDocumentation
  */
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import type { IncomingMessage, Server, ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { EdgeTokenError } from '../errors.js'
 
@@ -119,6 +119,9 @@ function oneLine(text: string): string {
  */
 export async function startLoopbackListener(): Promise<LoopbackListener> {
   let route: ((req: IncomingMessage, res: ServerResponse) => void) | undefined
+  // Loaded here, not at import: `import 'edgetoken'` re-exports this module, and node:http costs
+  // 8-25 ms to load on its own (issue 17).
+  const { createServer } = await import('node:http')
   const server: Server = createServer((req, res) => {
     if (route) route(req, res)
     else send(req, res, 503, PAGES.closed)

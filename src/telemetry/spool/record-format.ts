@@ -17,7 +17,15 @@
  * @internal
  */
 import type { FileHandle } from 'node:fs/promises'
-import { crc32 } from 'node:zlib'
+import { createRequire } from 'node:module'
+
+// node:zlib (3-4 ms to load) only when a record is framed or checked: `import 'edgetoken'`
+// re-exports the spool, and most library users never open one (issue 17).
+let zlibCrc32: ((data: Uint8Array) => number) | undefined
+function crc32(data: Uint8Array): number {
+  zlibCrc32 ??= (createRequire(import.meta.url)('node:zlib') as typeof import('node:zlib')).crc32
+  return zlibCrc32(data)
+}
 
 /** Bytes of the frame header (length + CRC). */
 export const FRAME_HEADER_BYTES = 8
