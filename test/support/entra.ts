@@ -91,6 +91,15 @@ export interface EntraDialectServer {
    * certificate format the server checks otherwise).
    */
   trustFederatedAssertion(assertion: string): void
+  /**
+   * Signs a v2.0 access token for an API (issue 18's on-behalf-of example): what Entra ID gives a
+   * client for the middle-tier web API, with the tenant's key. Defaults: `iss`
+   * `https://login.microsoftonline.com/<tid>/v2.0`, `tid`, `oid` and `sub` of the user, issued now,
+   * valid an hour; `claims` add to or replace them (`aud`, `scp`, `azp` are the caller's to set).
+   */
+  signAccessToken(claims: Record<string, unknown>): Promise<string>
+  /** The tenant's signing keys (`/<tid>/discovery/v2.0/keys` on this server). */
+  jwksUri: string
   /** Stops the server. */
   close(): Promise<void>
 }
@@ -463,6 +472,24 @@ export async function startEntraDialect(): Promise<EntraDialectServer> {
     trustFederatedAssertion(assertion: string) {
       federatedAssertions.add(assertion)
     },
+    signAccessToken(claims: Record<string, unknown>) {
+      const now = Math.floor(Date.now() / 1000)
+      return new SignJWT({
+        iss: `${ENTRA_ISSUER_HOST}/${tenantId}/v2.0`,
+        tid: tenantId,
+        oid: objectId,
+        sub: objectId,
+        ver: '2.0',
+        iat: now,
+        nbf: now,
+        exp: now + 3600,
+        uti: randomBytes(16).toString('base64url'),
+        ...claims,
+      })
+        .setProtectedHeader({ alg: 'RS256', kid, typ: 'JWT' })
+        .sign(privateKey)
+    },
+    jwksUri: `${baseUrl}/${tenantId}/discovery/v2.0/keys`,
     close: () => closeServer(server),
   }
 }

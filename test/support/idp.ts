@@ -11,7 +11,7 @@
  */
 import { randomBytes, randomUUID } from 'node:crypto'
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
-import { exportJWK, generateKeyPair, type JWK, type JWTPayload, SignJWT } from 'jose'
+import { exportJWK, generateKeyPair, type JWK, type JWTPayload, jwtVerify, SignJWT } from 'jose'
 import type { ProviderContext } from 'oidc-provider'
 import { closeServer, listen, sha256Hex } from './net.js'
 import { silenceOidcProviderNotices } from './quiet.js'
@@ -55,6 +55,20 @@ export interface TestIdpOptions {
    * nonces in proofs (answering `use_dpop_nonce` with a `DPoP-Nonce`). Default true.
    */
   dpop?: boolean | 'nonce'
+  /**
+   * The RFC 8707 resource a client's requests default to, by client_id (issue 18: a web app that
+   * calls the example web API gets tokens for `https://webapi.test`). Others default to the
+   * telemetry API.
+   */
+  defaultResources?: Readonly<Record<string, string>>
+  /**
+   * Register RFC 8693 token exchange (issue 18). oidc-provider 9 has no such grant, so a handler
+   * is added with its `registerGrantType`: it accepts an access token this IdP issued for the
+   * exchanging client's own API (`https://webapi.test`) as `subject_token`, and issues a JWT
+   * access token for the same `sub` to the requested `resource` (default the telemetry API), with
+   * an RFC 8693 §4.1 `act` claim naming the client. Default false.
+   */
+  tokenExchange?: boolean
 }
 
 /** One device_code grant request seen at the token endpoint. */
@@ -97,6 +111,12 @@ export interface TestIdp {
   otherAudience: string
   /** The scope of the protected API: `telemetry:write`. */
   apiScope: string
+  /** The example web API's resource indicator and `aud` (issue 18): `https://webapi.test`. */
+  webApiAudience: string
+  /** The example web API's scope: `webapi:call`. */
+  webApiScope: string
+  /** How many RFC 8693 token exchange requests were answered 200. */
+  tokenExchanges: number
   /** Every secret issued so far. */
   issued: IssuedSecrets
   /** Every device_code grant request at the token endpoint, in order. */
@@ -116,6 +136,11 @@ export interface TestIdp {
    * `401 {"error":"invalid_client"}` (RFC 6749 §5.2), as after a secret or certificate is removed.
    */
   revokeClient(clientId: string, revoked?: boolean): void
+  /**
+   * Holds every token endpoint request this long before it is processed (a slow IdP), e.g. to keep
+   * a refresh in flight while other instances ask for the same user (issue 18). 0 (default) stops.
+   */
+  setTokenDelay(ms: number): void
   /** Changes the `interval` sent in later device authorization responses (and used by slow_down). */
   setInterval(seconds: number | null): void
   /** Turns slow_down answers on or off. */
@@ -137,6 +162,10 @@ const LOOPBACK_CLIENT_ID = 'edgetoken-desktop'
 const AUDIENCE = 'https://telemetry.test'
 const OTHER_AUDIENCE = 'https://other.test'
 const API_SCOPE = 'telemetry:write'
+const WEB_API_AUDIENCE = 'https://webapi.test'
+const WEB_API_SCOPE = 'webapi:call'
+const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange'
+const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token'
 const DEVICE_CODE_GRANT = 'urn:ietf:params:oauth:grant-type:device_code'
 // RFC 8628 §3.5: a client that got no interval waits 5 seconds; slow_down uses the same default.
 const DEFAULT_INTERVAL_SECONDS = 5
@@ -206,7 +235,7 @@ export async function startTestIdp(options: TestIdpOptions = {}): Promise<TestId
 
   const resourceServer = (audience: string) => ({
     audience,
-    scope: API_SCOPE,
+    scope: audience === WEB_API_AUDIENCE ? WEB_API_SCOPE : API_SCOPE,
     accessTokenFormat: 'jwt',
     accessTokenTTL: accessTokenTtl,
     jwt: { sign: { alg: 'ES256' } },
@@ -252,6 +281,9 @@ export async function startTestIdp(options: TestIdpOptions = {}): Promise<TestId
     clientDefaults: { id_token_signed_response_alg: 'ES256' },
     scopes: ['openid', 'offline_access', 'profile'],
     claims: { openid: ['sub'], profile: ['name', 'preferred_username'] },
+    // RFC 8693 §4.1: an exchanged token names the party acting for the subject.
+    extraTokenClaims: (_ctx: unknown, token: { gty?: string; clientId?: string }) =>
+      token.gty === 'token_exchange' ? { act: { sub: token.clientId } } : undefined,
     findAccount: (_ctx: unknown, sub: string) => ({
       accountId: sub,
       claims: () => ({ sub, name: sub, preferred_username: sub }),
@@ -285,10 +317,12 @@ export async function startTestIdp(options: TestIdpOptions = {}): Promise<TestId
             : { enabled: true },
       resourceIndicators: {
         enabled: true,
-        defaultResource: () => AUDIENCE,
+        defaultResource: (_ctx: unknown, client?: { clientId: string }) =>
+          (client && options.defaultResources?.[client.clientId]) ?? AUDIENCE,
         useGrantedResource: () => true,
         getResourceServerInfo: (_ctx: unknown, resource: string) => {
-          if (resource === AUDIENCE || resource === OTHER_AUDIENCE) return resourceServer(resource)
+          if (resource === AUDIENCE || resource === OTHER_AUDIENCE || resource === WEB_API_AUDIENCE)
+            return resourceServer(resource)
           throw new errors.InvalidTarget()
         },
       },
@@ -308,6 +342,8 @@ export async function startTestIdp(options: TestIdpOptions = {}): Promise<TestId
   let refreshes = 0
   let codeRedemptions = 0
   let deviceAuthorizations = 0
+  let tokenExchanges = 0
+  let tokenDelayMs = 0
   const dpopCounts = { proofs: 0, nonceChallenges: 0 }
 
   const onDeviceAuthorization = (ctx: ProviderContext) => {
@@ -362,6 +398,9 @@ export async function startTestIdp(options: TestIdpOptions = {}): Promise<TestId
 
   provider.use(async (ctx, next) => {
     const at = Date.now()
+    if (tokenDelayMs > 0 && ctx.method === 'POST' && ctx.path === '/token') {
+      await new Promise((resolve) => setTimeout(resolve, tokenDelayMs))
+    }
     await next()
     if (ctx.method !== 'POST') return
     if (ctx.path === '/device/auth') {
@@ -379,9 +418,17 @@ export async function startTestIdp(options: TestIdpOptions = {}): Promise<TestId
       if (params?.grant_type === DEVICE_CODE_GRANT) onDeviceCodePoll(ctx, params.device_code, at)
       else if (params?.grant_type === 'refresh_token') refreshes += 1
       else if (params?.grant_type === 'authorization_code') codeRedemptions += 1
+      else if (params?.grant_type === TOKEN_EXCHANGE_GRANT && ctx.status === 200) tokenExchanges += 1
       onTokenResponse(ctx)
     }
   })
+  if (options.tokenExchange) {
+    registerTokenExchange(provider as unknown as ExtensibleProvider, errors as unknown as OidcErrors, {
+      issuer,
+      publicKey: signing.publicKey,
+      resourceServer,
+    })
+  }
   handler = provider.callback()
 
   return {
@@ -392,6 +439,11 @@ export async function startTestIdp(options: TestIdpOptions = {}): Promise<TestId
     audience: AUDIENCE,
     otherAudience: OTHER_AUDIENCE,
     apiScope: API_SCOPE,
+    webApiAudience: WEB_API_AUDIENCE,
+    webApiScope: WEB_API_SCOPE,
+    get tokenExchanges() {
+      return tokenExchanges
+    },
     issued,
     polls,
     get refreshes() {
@@ -405,6 +457,9 @@ export async function startTestIdp(options: TestIdpOptions = {}): Promise<TestId
     },
     dpop: dpopCounts,
     loopbackClientId: LOOPBACK_CLIENT_ID,
+    setTokenDelay(ms: number) {
+      tokenDelayMs = ms
+    },
     setInterval(seconds: number | null) {
       interval = seconds
     },
@@ -433,4 +488,110 @@ export async function startTestIdp(options: TestIdpOptions = {}): Promise<TestId
     },
     close: () => closeServer(server),
   }
+}
+
+/** oidc-provider's error classes the token exchange throws (answered as RFC 6749 §5.2 errors). */
+type OidcErrors = Record<
+  'InvalidGrant' | 'InvalidRequest' | 'InvalidTarget',
+  new (
+    description?: string,
+  ) => Error
+>
+
+/** The slice of oidc-provider's models and context a custom grant handler uses. */
+interface ExtensibleProvider {
+  AccessToken: new (
+    fields: Record<string, unknown>,
+  ) => {
+    resourceServer?: unknown
+    scope?: string
+    readonly expiration: number
+    save(): Promise<string>
+  }
+  ResourceServer: new (identifier: string, info: unknown) => unknown
+  registerGrantType(
+    name: string,
+    handler: (ctx: {
+      oidc: { params: Record<string, unknown>; client: { clientId: string } }
+      body: unknown
+    }) => Promise<void>,
+    params: readonly string[],
+    dupes?: readonly string[],
+  ): void
+}
+
+/**
+ * RFC 8693 §2 token exchange for the test IdP: the subject token must be an access token this IdP
+ * signed for the example web API; the answer is an access token for the same user to the
+ * requested resource.
+ */
+function registerTokenExchange(
+  provider: ExtensibleProvider,
+  errors: OidcErrors,
+  keys: {
+    issuer: string
+    publicKey: Awaited<ReturnType<typeof generateKeyPair>>['publicKey']
+    resourceServer: (audience: string) => { scope: string }
+  },
+): void {
+  const handler: Parameters<ExtensibleProvider['registerGrantType']>[1] = async (ctx) => {
+    const { params, client } = ctx.oidc
+    if (params.subject_token_type !== ACCESS_TOKEN_TYPE) {
+      throw new errors.InvalidRequest('subject_token_type must be an access token (RFC 8693 §3)')
+    }
+    if (params.actor_token !== undefined) throw new errors.InvalidRequest('actor_token is not supported')
+    if (params.requested_token_type !== undefined && params.requested_token_type !== ACCESS_TOKEN_TYPE) {
+      throw new errors.InvalidRequest('only access tokens are issued')
+    }
+    let subject: JWTPayload
+    try {
+      ;({ payload: subject } = await jwtVerify(String(params.subject_token), keys.publicKey, {
+        issuer: keys.issuer,
+        audience: WEB_API_AUDIENCE,
+        algorithms: ['ES256'],
+        typ: 'at+jwt',
+        requiredClaims: ['sub', 'exp'],
+      }))
+    } catch {
+      // RFC 8693 §2.2.2: an invalid subject token is invalid_request; oidc-provider's
+      // invalid_grant reads the same to clients and is what the grant's own checks answer.
+      throw new errors.InvalidGrant('subject_token is invalid or expired')
+    }
+    const resources = [params.resource ?? []].flat()
+    if (resources.length > 1) throw new errors.InvalidTarget('only one resource per exchange')
+    const resource = resources[0] === undefined ? AUDIENCE : String(resources[0])
+    if (resource !== AUDIENCE && resource !== OTHER_AUDIENCE) throw new errors.InvalidTarget()
+    const info = keys.resourceServer(resource)
+    const asked = typeof params.scope === 'string' ? params.scope.split(' ') : info.scope.split(' ')
+    const token = new provider.AccessToken({
+      accountId: subject.sub,
+      client,
+      gty: 'token_exchange',
+      scope: asked.filter((s) => info.scope.split(' ').includes(s)).join(' ') || undefined,
+    })
+    token.resourceServer = new provider.ResourceServer(resource, info)
+    const value = await token.save()
+    ctx.body = {
+      access_token: value,
+      issued_token_type: ACCESS_TOKEN_TYPE,
+      token_type: 'Bearer',
+      expires_in: token.expiration,
+      ...(token.scope ? { scope: token.scope } : {}),
+    }
+  }
+  provider.registerGrantType(
+    TOKEN_EXCHANGE_GRANT,
+    handler,
+    [
+      'subject_token',
+      'subject_token_type',
+      'actor_token',
+      'actor_token_type',
+      'requested_token_type',
+      'audience',
+      'scope',
+      'resource',
+    ],
+    ['resource', 'audience'],
+  )
 }
