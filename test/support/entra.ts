@@ -29,7 +29,7 @@
  * @see https://learn.microsoft.com/entra/identity-platform/v2-oauth2-device-code
  * @see https://learn.microsoft.com/entra/identity-platform/claims-challenge
  */
-import { randomBytes, randomUUID } from 'node:crypto'
+import { createHash, randomBytes, randomUUID } from 'node:crypto'
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
 import { exportJWK, generateKeyPair, SignJWT } from 'jose'
 import { Agent } from 'undici'
@@ -405,7 +405,11 @@ export async function startEntraDialect(): Promise<EntraDialectServer> {
       })
         .setProtectedHeader({ alg: 'RS256', kid, typ: 'JWT' })
         .setIssuer(`${ENTRA_ISSUER_HOST}/${tenantId}/v2.0`)
-        .setSubject(randomBytes(16).toString('base64url'))
+        // Entra ID's `sub` is pairwise: stable for one user and one application, different across
+        // applications ("ID token claims reference", learn.microsoft.com/entra/identity-platform/
+        // id-token-claims-reference: "The subject is a pairwise identifier"). A refreshed id_token
+        // must carry the same one (OpenID Connect Core §12.2).
+        .setSubject(createHash('sha256').update(`${objectId}\n${clientId}`).digest('base64url').slice(0, 43))
         .setAudience(idTokenAudience ?? clientId)
         .setIssuedAt(now)
         .setNotBefore(now)
