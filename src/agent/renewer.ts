@@ -4,8 +4,12 @@
  *
  * - Ahead of expiry, with jitter: a fleet of gateways that signed in together must not hit the
  *   IdP in the same second every hour, so each renewal lands at a random point inside a window.
- * - Failures back off exponentially (with jitter, capped) and keep trying: the IdP or the network
- *   being down for a while is normal on the edge.
+ *   The renewal after a start or a recovery (events a fleet goes through together: a power cut,
+ *   an IdP outage) is drawn over one whole renewal period instead, so such a fleet is spread
+ *   evenly at once rather than over days of narrow windows.
+ * - Failures back off exponentially (full jitter, capped, growing with the time spent failing)
+ *   and keep trying, `Retry-After` plus a random spread: the IdP or the network being down for a
+ *   while is normal on the edge, and a fleet must not come back from it in lock-step.
  * - A dead refresh token (`ERR_SIGNIN_REQUIRED`) stops renewal: retrying cannot help, a person has
  *   to sign in again. {@link Renewer.start} resumes after a new sign-in.
  * - Idle cost: exactly one unref'd timer between renewals, no polling.
@@ -13,7 +17,8 @@
  * @packageDocumentation
  */
 import { isEdgeTokenError } from '../errors.js'
-import { type BackoffOptions, backoffDelayMs } from '../lib/backoff.js'
+import type { BackoffOptions } from '../lib/backoff.js'
+import { retryDelayMs } from '../oauth/retry.js'
 
 /** What a renewal reports back: the expiry of the token now in the store. */
 export interface RenewalResult {
@@ -49,7 +54,10 @@ export interface RenewerOptions {
   jitterMs?: number
   /** Never schedule a renewal sooner than this after the previous one, ms. Default 1000. */
   minDelayMs?: number
-  /** Back-off of failed renewals (base default 2000 ms, cap default 300000 ms). */
+  /**
+   * Back-off of failed renewals (base default 2000 ms, cap default 300000 ms; `random` is
+   * {@link RenewerOptions.random}): see {@link retryDelayMs}.
+   */
   backoff?: BackoffOptions
   /** Clock, epoch ms. Default `Date.now`. */
   now?: () => number
@@ -117,12 +125,22 @@ export interface RenewalAtOptions {
   minDelayMs: number
   /** A value in [0, 1). */
   random: number
+  /**
+   * The renewal follows a start or a recovery (a fleet may have gone through it together): draw
+   * it over one whole renewal period, `lifetime - margin - jitter / 2` before `expiresAt - margin`,
+   * instead of the jitter window. Default false.
+   */
+  spread?: boolean | undefined
 }
 
 /**
  * When to renew a token: `expiresAt - margin - random * jitter`, with margin and jitter scaled
  * down for short-lived tokens (a 60 s token renews after 15-30 s, not immediately), and never
- * sooner than `now + minDelayMs`.
+ * sooner than `now + minDelayMs`. With `spread`, `expiresAt - margin - random * period`, where
+ * the period is the mean time between renewals (`lifetime - margin - jitter / 2`): renewals of a
+ * fleet that obtained its tokens in the same second are then spread uniformly over one period, so
+ * the next ones, a period apart each, stay spread (a 60 s token: 7.5-30 s; a one-hour token with
+ * the defaults: 1-55 min). Never later than `expiresAt - margin` either way.
  *
  * @param expiresAt - the token's expiry, epoch ms.
  * @param now - the current time, epoch ms (taken as when the token was obtained).
@@ -133,7 +151,8 @@ export function renewalAt(expiresAt: number, now: number, options: RenewalAtOpti
   const lifetime = Math.max(0, expiresAt - now)
   const margin = Math.min(options.marginMs, lifetime / 2)
   const jitter = Math.min(options.jitterMs, lifetime / 4)
-  const at = expiresAt - margin - options.random * jitter
+  const window = options.spread === true ? Math.max(jitter, lifetime - margin - jitter / 2) : jitter
+  const at = expiresAt - margin - options.random * window
   return Math.round(Math.max(at, now + options.minDelayMs))
 }
 
@@ -165,13 +184,21 @@ export function createRenewer(options: RenewerOptions): Renewer {
     jitterMs: options.jitterMs ?? 120_000,
     minDelayMs: options.minDelayMs ?? 1000,
   }
-  const backoff: BackoffOptions = { baseMs: 2000, capMs: 300_000, ...options.backoff, random }
+  const backoff = {
+    baseMs: options.backoff?.baseMs ?? 2000,
+    capMs: options.backoff?.capMs ?? 300_000,
+    random: options.backoff?.random ?? random,
+  }
 
   let state: RenewerState = 'idle'
   let timer: unknown
   let nextAt: number | undefined
   let controller: AbortController | undefined
   let failures = 0
+  // When the current run of failures began, epoch ms (the back-off grows with it).
+  let failingSince = 0
+  // The next renewal follows a start or a recovery: spread it over a whole period.
+  let spreadNext = false
   let renewals = 0
   // Bumped on start/stop so a renewal that finishes after stop() changes nothing.
   let generation = 0
@@ -215,8 +242,18 @@ export function createRenewer(options: RenewerOptions): Renewer {
         options.onSigninRequired?.(error)
         return
       }
-      const delay = Math.max(backoffDelayMs(failures, backoff), retryAfterMs(error))
+      if (failures === 0) failingSince = now()
+      const retryAfter = retryAfterMs(error)
+      const delay = retryDelayMs({
+        attempt: failures,
+        failingForMs: now() - failingSince,
+        retryAfterMs: retryAfter > 0 ? retryAfter : undefined,
+        baseMs: backoff.baseMs,
+        capMs: backoff.capMs,
+        random: backoff.random,
+      })
       failures += 1
+      spreadNext = true
       schedule(now() + delay, force)
       options.onRetry?.(error, delay)
       return
@@ -225,7 +262,8 @@ export function createRenewer(options: RenewerOptions): Renewer {
     controller = undefined
     failures = 0
     renewals += 1
-    const at = renewalAt(result.expiresAt, now(), { ...timing, random: random() })
+    const at = renewalAt(result.expiresAt, now(), { ...timing, random: random(), spread: spreadNext })
+    spreadNext = false
     schedule(at, true)
     options.onRenewed?.(result, at)
   }
@@ -234,6 +272,7 @@ export function createRenewer(options: RenewerOptions): Renewer {
     start() {
       if (state === 'renewing') return
       failures = 0
+      spreadNext = true
       void attempt(false)
     },
     renewNow() {
@@ -242,9 +281,12 @@ export function createRenewer(options: RenewerOptions): Renewer {
     },
     renewedElsewhere(expiresAt) {
       if (state !== 'scheduled' || nextAt === undefined) return nextAt
-      // A retry pending after a failed renewal is moot too: the token is fresh.
+      // A retry pending after a failed renewal is moot too: the token is fresh; and it ends a run
+      // of failures, which a fleet may have gone through together: spread the renewal after it.
+      const spread = failures > 0
       failures = 0
-      schedule(renewalAt(expiresAt, now(), { ...timing, random: random() }), true)
+      spreadNext = false
+      schedule(renewalAt(expiresAt, now(), { ...timing, random: random(), spread }), true)
       return nextAt
     },
     stop() {

@@ -1,7 +1,8 @@
 /**
  * Bounded retries of one-shot requests outside the device-code polling loop (discovery, the device
  * authorization request, JWKS fetches): a server that answers 429/503 with `Retry-After`, or cannot
- * be reached for a moment, gets a few more tries within the caller's signal.
+ * be reached for a moment, gets a few more tries within the caller's signal. Also the wait of the
+ * long-running loops (renewer, uploader) between tries, spread so a fleet does not retry in step.
  *
  * @see https://www.rfc-editor.org/rfc/rfc9110#section-10.2.3
  * @packageDocumentation
@@ -54,6 +55,54 @@ function isRetryable(err: unknown): err is UnavailableError {
 
 function cancelled(cause: unknown): EdgeTokenError {
   return new EdgeTokenError('ERR_CANCELLED', 'the operation was cancelled', { cause })
+}
+
+/** Options of {@link retryDelayMs}. */
+export interface RetryDelayOptions {
+  /** Retries already made since the last success (0 before the first retry). */
+  attempt: number
+  /** How long the request has been failing (since its first failure of this run), ms. */
+  failingForMs: number
+  /** The server's `Retry-After`, ms, if it sent one. */
+  retryAfterMs?: number | undefined
+  /** First back-off step, ms. */
+  baseMs: number
+  /** Largest back-off step, ms (a longer `Retry-After` is still honoured). */
+  capMs: number
+  /** Random source in [0, 1). */
+  random: () => number
+}
+
+/**
+ * The wait before the next try of a long-running loop (the renewer, the uploader) after a 429,
+ * a 5xx or a network error, chosen so that a fleet that lost the same server does not come back
+ * in lock-step:
+ *
+ * - The back-off step is `base * 2^attempt`, but at least as long as the request has been failing
+ *   already, capped: waits a server imposed with `Retry-After` count, so an outage that began with
+ *   `Retry-After` does not leave every device at the first, shortest steps when it ends.
+ * - Without `Retry-After`: uniform in [base / 2, step] ("full jitter" above a floor, so a device
+ *   never retries at once).
+ * - With `Retry-After`: never earlier than it (RFC 9110 §10.2.3), plus a random spread of up to
+ *   half of it or the step, whichever is longer: devices told the same thing at the same moment
+ *   come back over a window, not in the same second.
+ *
+ * @param options - attempt, time failing, `Retry-After`, base, cap and random source.
+ * @returns the wait, ms.
+ * @see https://www.rfc-editor.org/rfc/rfc9110#section-10.2.3
+ */
+export function retryDelayMs(options: RetryDelayOptions): number {
+  const base = Math.max(1, options.baseMs)
+  const cap = Math.max(base, options.capMs)
+  const step = Math.min(
+    cap,
+    Math.max(base * 2 ** Math.min(Math.max(options.attempt, 0), 30), options.failingForMs),
+  )
+  const retryAfter = options.retryAfterMs
+  if (retryAfter !== undefined && retryAfter > 0) {
+    return Math.round(retryAfter + options.random() * Math.min(cap, Math.max(retryAfter / 2, step)))
+  }
+  return Math.round(base / 2 + options.random() * (step - base / 2))
 }
 
 /** Options of {@link withRetries}. */

@@ -16,13 +16,15 @@
 //      `Retry-After: 10`, the second half without; attempts per second (bounded: <= agents/s).
 //   4. recovery (--recovery-seconds, default 10): peak/mean of token requests and uploads (<= 2).
 // Each agent appends one reading every --record-seconds (default 10) at its own phase.
-// Loopback only, bounded in time; it stops by itself.
+// Loopback only, bounded in time; it stops by itself. `--dist DIR` runs another build's `lib`
+// directory (e.g. `npx tsc -p tsconfig.json --outDir /tmp/x/lib`, with node_modules reachable from
+// there) instead of dist/lib; `--series` also prints the per-second counts of each phase.
 import { fork } from 'node:child_process'
 import { setMaxListeners } from 'node:events'
 import { mkdtempSync, realpathSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer, Agent as HttpAgent, request as httpRequest } from 'node:http'
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os'
-import { join } from 'node:path'
+import { join, resolve } from 'node:path'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { pathToFileURL } from 'node:url'
@@ -40,6 +42,10 @@ const { values } = parseArgs({
     approvers: { type: 'string', default: '8' },
     serve: { type: 'boolean', default: false },
     epoch: { type: 'string' },
+    // The build to run (its `lib` directory); default this checkout's dist/lib (`npm run build`).
+    dist: { type: 'string' },
+    // Also print every phase's per-second counts (where a peak came from).
+    series: { type: 'boolean', default: false },
   },
 })
 const N = Math.max(1, Number(values.agents) || 1000)
@@ -235,7 +241,7 @@ async function serve() {
 
 /** The agents' process: N agents of the library's own pieces, against the served IdP and API. */
 async function agents() {
-  const dist = join(root, 'dist', 'lib')
+  const dist = values.dist === undefined ? join(root, 'dist', 'lib') : resolve(values.dist)
   const lib = await import(pathToFileURL(join(dist, 'index.js')).href)
   const { createRenewer } = await import(pathToFileURL(join(dist, 'agent', 'renewer.js')).href)
   const work = mkdtempSync(join(tmpdir(), 'edgetoken-fleet-'))
@@ -321,8 +327,13 @@ async function agents() {
       spool,
       endpoint: ready.ingest,
       deviceId: `device-${i}`,
-      getAccessToken: async ({ forceRefresh }) =>
-        (await tokens.acquireTokenSilent({ scopes: SCOPES, forceRefresh })).accessToken,
+      // As the daemon (agent/daemon/daemon-tokens.ts): a refresh the uploader causes moves the
+      // renewer's schedule (and ends its pending retry).
+      getAccessToken: async ({ forceRefresh }) => {
+        const r = await tokens.acquireTokenSilent({ scopes: SCOPES, forceRefresh })
+        if (!r.fromCache) renewer.renewedElsewhere(r.expiresAt)
+        return r.accessToken
+      },
     })
     fleet.push({ spool, renewer, uploader })
   }
@@ -434,8 +445,10 @@ async function agents() {
       `Steady ${STEADY} s, ${label}: mean ${s.mean.toFixed(1)}/s, peak ${s.peak}/s, peak/mean ${s.ratio.toFixed(2)} (goal <= 2: ${judge(s.ratio <= 2)})`,
     )
     out(histogram(steady))
+    if (values.series) out(`  per second: ${steady.join(' ')}`)
     const outage = series(kind, at('outage'), at('recovery'))
     const o = peakMean(outage)
+    if (values.series) out(`  outage per second: ${outage.join(' ')}`)
     out(
       `Outage ${OUTAGE} s, ${label} attempts: mean ${o.mean.toFixed(1)}/s, peak ${o.peak}/s (bounded: <= ${N}/s, one per agent: ${judge(o.peak <= N)})`,
     )

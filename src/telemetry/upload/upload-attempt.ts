@@ -8,7 +8,7 @@
  *
  * @internal
  */
-import { EdgeTokenError } from '../../errors.js'
+import { EdgeTokenError, UnavailableError } from '../../errors.js'
 import type { DPoPHandle, DPoPKeyRecord } from '../../oauth/dpop.js'
 import type { SpoolBatch } from '../spool/spool.js'
 import type { PostResult, UploadConnection } from './upload-http.js'
@@ -170,7 +170,12 @@ export async function sendBatch(
         err.code !== 'ERR_SIGNIN_REQUIRED' &&
         err.code !== 'ERR_CANCELLED'
       ) {
-        if (err.category === 'unavailable') return { kind: 'retry', error: err }
+        if (err.category === 'unavailable') {
+          // The IdP's `Retry-After` (RFC 9110 §10.2.3) holds for the next try of this batch too.
+          const seconds = err instanceof UnavailableError ? err.retryAfterSeconds : undefined
+          const retryAfterMs = seconds !== undefined && seconds > 0 ? seconds * 1000 : undefined
+          return { kind: 'retry', error: err, retryAfterMs }
+        }
       }
       throw err
     }

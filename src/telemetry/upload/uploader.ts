@@ -10,8 +10,10 @@
  *   refreshed token stops with `ERR_SIGNIN_REQUIRED`, the spool intact. The token source is asked
  *   (without forcing) for every batch, so a token renewed by the daemon is used at once instead of
  *   costing a 401 per token lifetime.
- * - 408, 409, 425, 429, 5xx, 3xx, network errors: exponential back-off with jitter and a cap,
- *   `Retry-After` honoured (RFC 9110 §10.2.3); the batch is kept.
+ * - 408, 409, 425, 429, 5xx, 3xx, network errors: exponential back-off with full jitter and a cap,
+ *   growing with the time spent failing; `Retry-After` honoured (RFC 9110 §10.2.3) plus a random
+ *   spread, so a fleet does not come back from an outage in lock-step ({@link retryDelayMs}); the
+ *   batch is kept.
  * - 400, 413, 422: the API will never take this batch (its content or size); it moves to the
  *   dead-letter file with the reason and the spool moves on.
  * - 403, 404, 405, 410, 415 and any other 4xx: the endpoint, not the batch, is wrong (a typo in
@@ -29,7 +31,7 @@
  * @packageDocumentation
  */
 import { EdgeTokenError, isEdgeTokenError } from '../../errors.js'
-import { backoffDelayMs } from '../../lib/backoff.js'
+import { retryDelayMs } from '../../oauth/retry.js'
 import type { Spool, SpoolBatch } from '../spool/spool.js'
 import type { LastUpload } from '../spool/spool-status.js'
 import { graceSignal } from './grace-signal.js'
@@ -152,14 +154,14 @@ export class Uploader {
           lastStatus = outcome.status
           // Retrying will not fix a wrong endpoint or scope: stop now, the spool intact.
           if (outcome.endpoint) throw outcome.error
-          const delayMs = Math.max(
-            outcome.retryAfterMs ?? 0,
-            backoffDelayMs(attempt, {
-              baseMs: this.#settings.baseMs,
-              capMs: this.#settings.capMs,
-              random: this.#settings.random,
-            }),
-          )
+          const delayMs = retryDelayMs({
+            attempt,
+            failingForMs: waited,
+            retryAfterMs: outcome.retryAfterMs,
+            baseMs: this.#settings.baseMs,
+            capMs: this.#settings.capMs,
+            random: this.#settings.random,
+          })
           if (attempt >= maxRetries || waited + delayMs > maxWaitMs) throw outcome.error
           this.#reportRetry(batch, attempt, delayMs, outcome)
           await this.#settings.sleep(delayMs, options.signal)
@@ -197,6 +199,8 @@ export class Uploader {
     const idleMs = Math.max(10, options.idlePollMs ?? 5000)
     const grace = graceSignal(signal, this.#settings.graceMs)
     let attempt = 0
+    // When the current run of failed attempts began, epoch ms (the back-off grows with it).
+    let failingSince = 0
     let lastResult: LastUpload['result'] | undefined
     let lastStatus: number | undefined
     const unsubscribe = this.#spool.onAppend(() => {
@@ -251,10 +255,15 @@ export class Uploader {
           continue
         }
         const capMs = outcome.endpoint ? this.#settings.endpointCapMs : this.#settings.capMs
-        const delayMs = Math.max(
-          outcome.retryAfterMs ?? 0,
-          backoffDelayMs(attempt, { baseMs: this.#settings.baseMs, capMs, random: this.#settings.random }),
-        )
+        if (attempt === 0) failingSince = this.#settings.now()
+        const delayMs = retryDelayMs({
+          attempt,
+          failingForMs: this.#settings.now() - failingSince,
+          retryAfterMs: outcome.retryAfterMs,
+          baseMs: this.#settings.baseMs,
+          capMs,
+          random: this.#settings.random,
+        })
         const f = failureResult(outcome.error)
         if (lastResult !== f.result || lastStatus !== outcome.status) {
           lastResult = f.result

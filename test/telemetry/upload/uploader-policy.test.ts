@@ -7,7 +7,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
-import { isEdgeTokenError } from '../../../src/errors.js'
+import { isEdgeTokenError, UnavailableError } from '../../../src/errors.js'
 import { createReceiver } from '../../../src/telemetry/receiver/receiver.js'
 import { openSpool, type Spool } from '../../../src/telemetry/spool/spool.js'
 import { readSpoolStatus } from '../../../src/telemetry/spool/spool-status.js'
@@ -151,6 +151,39 @@ describe('uploader: endpoint errors, token per batch, quiet idle loop', () => {
     const st = await spool.stats()
     assert.equal(st.pending, 5)
     assert.equal(st.lastUpload?.status, 404)
+  })
+
+  test('issue 17: an IdP 503 with Retry-After holds for the batch too, never earlier, plus a spread (RFC 9110 §10.2.3); the back-off grows with the time spent failing', async (t) => {
+    const controller = new AbortController()
+    let clock = 1_800_000_000_000
+    let asked = 0
+    const { spool, uploader, sleeps } = await setup(t, {
+      lingerMs: 0,
+      backoffBaseMs: 1000,
+      now: () => clock,
+      // The IdP is down: 503 with `Retry-After: 10` twice, then 503 without.
+      getAccessToken: async () => {
+        asked += 1
+        if (asked <= 3) {
+          throw new UnavailableError('token request: the IdP answered 503', {
+            status: 503,
+            retryAfterSeconds: asked <= 2 ? 10 : undefined,
+          })
+        }
+        return idp.signAccessToken()
+      },
+      sleep: async (ms) => {
+        sleeps.push(ms)
+        clock += ms
+        if (sleeps.length >= 3) controller.abort()
+      },
+    })
+    await spool.append(recs(0, 5))
+    await uploader.run({ signal: controller.signal })
+    // random 0.5: 10 s + 0.5 * max(5 s, 1 s); 10 s + 0.5 * 12.5 s (failing for 12.5 s); then no
+    // Retry-After: 0.5 s + 0.5 * (28.75 s - 0.5 s), the step being the 28.75 s spent failing.
+    assert.deepEqual(sleeps, [12_500, 16_250, 14_625])
+    assert.equal((await spool.stats()).pending, 5)
   })
 
   test('a token renewed elsewhere is used for the next batch: no 401 across a renewal', async (t) => {

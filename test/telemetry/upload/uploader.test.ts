@@ -307,7 +307,7 @@ describe('uploader against the reference API', () => {
     )
   })
 
-  test('run(): the daemon loop delivers what arrives, backs off exponentially to the cap while the API is down, honours Retry-After (RFC 9110 §10.2.3), starts over after a success, stops on the signal', async (t) => {
+  test('run(): the daemon loop delivers what arrives, backs off exponentially to the cap while the API is down, honours Retry-After plus a spread (RFC 9110 §10.2.3), starts over after a success, stops on the signal', async (t) => {
     const controller = new AbortController()
     // Every wait the loop asks for; it really waits at most 20 ms, so the loop keeps moving.
     const requested: number[] = []
@@ -342,19 +342,20 @@ describe('uploader against the reference API', () => {
     await until(() => delivered() === 150)
     assert.deepEqual(backoff(), [], 'no back-off while the API answers')
 
-    // Down (503, Retry-After: 0): with random 0.5 each wait is 3/4 of min(cap, base * 2^n).
+    // Down (503, Retry-After: 0): full jitter above base / 2; with random 0.5 each wait is
+    // base / 4 + step / 2, the step min(cap, base * 2^n).
     await api.setMode('unavailable', { retryAfterSeconds: 0 })
     await spool.append(recs(150, 10))
     await until(() => backoff().length >= 5)
-    assert.deepEqual(backoff().slice(0, 5), [750, 1500, 3000, 3000, 3000])
+    assert.deepEqual(backoff().slice(0, 5), [750, 1250, 2250, 2250, 2250])
     assert.equal((await spool.stats()).pending, 10)
 
-    // A Retry-After longer than the back-off wins.
+    // Retry-After, never earlier, plus a spread of up to the step (cap 4 s): 5 s + 0.5 * 4 s.
     await api.setMode('unavailable', { retryAfterSeconds: 5 })
-    await until(() => backoff().includes(5000))
-    const beforeRetryAfter = backoff().slice(0, backoff().indexOf(5000))
+    await until(() => backoff().includes(7000))
+    const beforeRetryAfter = backoff().slice(0, backoff().indexOf(7000))
     assert.ok(
-      beforeRetryAfter.slice(2).every((ms) => ms === 3000),
+      beforeRetryAfter.slice(2).every((ms) => ms === 2250),
       String(beforeRetryAfter),
     )
 
@@ -366,7 +367,7 @@ describe('uploader against the reference API', () => {
     await api.setMode('unavailable', { retryAfterSeconds: 0 })
     await spool.append(recs(160, 5))
     await until(() => backoff().length >= seen + 2)
-    assert.deepEqual(backoff().slice(seen, seen + 2), [750, 1500])
+    assert.deepEqual(backoff().slice(seen, seen + 2), [750, 1250])
     await api.setMode('up')
     await until(() => delivered() === 165)
 
