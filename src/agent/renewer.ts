@@ -97,6 +97,12 @@ export interface Renewer {
   readonly state: RenewerState
   /** When the next renewal is due, epoch ms, while scheduled. */
   readonly nextAt: number | undefined
+  /**
+   * When the next attempt after a failed renewal is due, epoch ms, while the renewer is retrying
+   * (the IdP or the network is down); undefined otherwise. Other callers wait for it rather than
+   * send refreshes of their own.
+   */
+  readonly retryAt: number | undefined
   /** Successful renewals so far (forced ones, i.e. real token requests, and cached reads). */
   readonly renewals: number
 }
@@ -301,6 +307,9 @@ export function createRenewer(options: RenewerOptions): Renewer {
     },
     get nextAt() {
       return nextAt
+    },
+    get retryAt() {
+      return state === 'scheduled' && failures > 0 ? nextAt : undefined
     },
     get renewals() {
       return renewals

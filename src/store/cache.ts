@@ -381,6 +381,18 @@ export function result(
   return out
 }
 
+/** What a token must have left to be handed out when its early refresh failed, at most, ms. */
+const STILL_VALID_MS = 30_000
+
+/**
+ * Whether a token whose early refresh failed may still be handed out: it has `minTtlSeconds` left
+ * and at least 30 s (a quarter of its lifetime for shorter tokens), enough for the request it is for.
+ */
+function stillValid(token: AccessTokenEntry, now: number, minTtlSeconds: number): boolean {
+  const lifetime = Math.max(0, token.expiresAt - token.obtainedAt)
+  return token.expiresAt - now > Math.max(minTtlSeconds * 1000, Math.min(STILL_VALID_MS, lifetime / 4))
+}
+
 /**
  * Saves a sign-in: the account, its refresh token and the first access token. Replaces whatever was
  * stored for the same (authority, client id) and clears the sign-in-required mark.
@@ -554,9 +566,12 @@ export async function acquireTokenSilent(
             await save(doc)
             throw err
           }
-          // Only refresh_in asked for this refresh and the token is still good: keep using it.
-          if (!options.forceRefresh && cached && usable(cached, now(), margin, minTtl, false)) {
-            return result(cached, true, now(), minTtl, dpopKey)
+          // The refresh was early (the margin, refresh_in) and the token still has a while to live:
+          // keep using it rather than fail a caller while the IdP or the network is down.
+          if (!options.forceRefresh && cached && stillValid(cached, now(), minTtl)) {
+            const out = result(cached, true, now(), minTtl, dpopKey)
+            out.warning = `the early refresh failed (${err instanceof Error ? err.message : 'unknown error'}); the cached token is still valid`
+            return out
           }
           throw err
         }

@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 // Fleet simulation (issue 17), run only when asked: `npm run bench -- fleet [--agents 1000] ...`.
 // N agents in one process, each with the library's own pieces from dist/: an encrypted token store
-// (its own state directory), the renewer (agent/renewer.js), a TokenStoreMemo, a spool and the
-// Uploader's run loop; against one local IdP (oidc-provider, 60 s access tokens, interval 5 with
+// (its own state directory), the daemon's token wiring (agent/daemon/daemon-tokens.js: silent
+// acquisition and the renewer), a spool and the Uploader's run loop; against one local IdP (oidc-provider, 60 s access tokens, interval 5 with
 // slow_down on) and the reference API, both behind counting fronts on 127.0.0.1 that can answer 503.
 // The IdP, the API, their fronts and the headless user run in a second process (`--serve`, spawned
 // here, driven over IPC), so the agents' process has its own core, as a fleet's devices would.
@@ -243,7 +243,10 @@ async function serve() {
 async function agents() {
   const dist = values.dist === undefined ? join(root, 'dist', 'lib') : resolve(values.dist)
   const lib = await import(pathToFileURL(join(dist, 'index.js')).href)
-  const { createRenewer } = await import(pathToFileURL(join(dist, 'agent', 'renewer.js')).href)
+  const { createDaemonTokens } = await import(
+    pathToFileURL(join(dist, 'agent', 'daemon', 'daemon-tokens.js')).href
+  )
+  const quiet = { log() {}, warn() {}, debug() {}, emit() {} }
   const work = mkdtempSync(join(tmpdir(), 'edgetoken-fleet-'))
   process.on('exit', () => rmSync(work, { recursive: true, force: true }))
   const child = fork(
@@ -311,29 +314,29 @@ async function agents() {
       tokenSet: tokenSets[i],
       requestedScopes: SCOPES,
     })
-    const tokens = new lib.TokenStoreMemo(store, {
-      authority: server.issuer,
-      clientId: client.clientId,
-      refresh: (rt, scopes) => lib.refreshTokenGrant(server, client, rt, scopes),
+    // The daemon's own wiring (agent/daemon/daemon-tokens.js): one acquisition path for the
+    // renewer and the uploader; a refresh the uploader causes moves the renewer's schedule, and
+    // while the renewer retries a failed renewal the uploader sends no refresh of its own.
+    const daemonTokens = createDaemonTokens({
+      store,
+      identity: { authority: server.issuer, clientId: client.clientId, scopes: SCOPES },
+      acquireTokenSilent: lib.acquireTokenSilent,
+      refreshFor: (_authority, _clientId, _store, signal) => (rt, scopes, context) =>
+        lib.refreshTokenGrant(server, client, rt, scopes, {
+          signal,
+          originalIdTokenClaims: context?.idTokenClaims,
+        }),
+      signal: stop.signal,
+      output: quiet,
+      onSigninRequired() {},
     })
+    const renewer = daemonTokens.renewer
     const spool = await lib.openSpool(stateDir)
-    const renewer = createRenewer({
-      renew: async (force, signal) => {
-        const r = await tokens.acquireTokenSilent({ scopes: SCOPES, forceRefresh: force, signal })
-        return { expiresAt: r.expiresAt, fromCache: r.fromCache }
-      },
-    })
     const uploader = new lib.Uploader({
       spool,
       endpoint: ready.ingest,
       deviceId: `device-${i}`,
-      // As the daemon (agent/daemon/daemon-tokens.ts): a refresh the uploader causes moves the
-      // renewer's schedule (and ends its pending retry).
-      getAccessToken: async ({ forceRefresh }) => {
-        const r = await tokens.acquireTokenSilent({ scopes: SCOPES, forceRefresh })
-        if (!r.fromCache) renewer.renewedElsewhere(r.expiresAt)
-        return r.accessToken
-      },
+      getAccessToken: ({ forceRefresh, claims }) => daemonTokens.getToken(forceRefresh, undefined, claims),
     })
     fleet.push({ spool, renewer, uploader })
   }

@@ -248,6 +248,57 @@ describe('silent acquisition', () => {
     assert.equal(kept.fromCache, true)
   })
 
+  test('issue 17: an early refresh (inside the margin) that fails hands out the still-valid token with a warning; a forced one or a token about to expire does not', async () => {
+    const failing = async (): Promise<TokenSet> => {
+      throw new UnavailableError('idp.test answered 503')
+    }
+    // One-hour token, 4 minutes left: inside the 5-minute margin, still valid.
+    const inMargin = () => T0 + 3360_000
+    const kept = await acquireTokenSilent(await signedIn(), {
+      ...ids,
+      scopes: SCOPES,
+      refresh: failing,
+      now: inMargin,
+    })
+    assert.equal(kept.accessToken, 'at-0')
+    assert.equal(kept.fromCache, true)
+    assert.match(
+      kept.warning ?? '',
+      /early refresh failed \(idp\.test answered 503\); the cached token is still valid/,
+    )
+    await assert.rejects(
+      acquireTokenSilent(await signedIn(), {
+        ...ids,
+        scopes: SCOPES,
+        refresh: failing,
+        now: inMargin,
+        forceRefresh: true,
+      }),
+      /answered 503/,
+    )
+    // 20 s left: too little for the request it is wanted for.
+    await assert.rejects(
+      acquireTokenSilent(await signedIn(), {
+        ...ids,
+        scopes: SCOPES,
+        refresh: failing,
+        now: () => T0 + 3580_000,
+      }),
+      /answered 503/,
+    )
+    // Asked to last longer than it will: refused too.
+    await assert.rejects(
+      acquireTokenSilent(await signedIn(), {
+        ...ids,
+        scopes: SCOPES,
+        refresh: failing,
+        now: inMargin,
+        minTtlSeconds: 600,
+      }),
+      /answered 503/,
+    )
+  })
+
   test('RFC 6749 §6: a refresh response without a new refresh token keeps the old one in use', async () => {
     const store = await signedIn()
     const now = () => T0 + 3600_000

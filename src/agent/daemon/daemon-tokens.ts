@@ -11,6 +11,7 @@
  *
  * @packageDocumentation
  */
+import { UnavailableError } from '../../errors.js'
 import { isoSeconds } from '../../lib/time.js'
 import type {
   AccountIdentity,
@@ -113,20 +114,25 @@ export function createDaemonTokens(options: DaemonTokensOptions): DaemonTokens {
     forceRefresh: boolean,
     tokenSignal: AbortSignal,
     claims?: string,
-  ): Promise<SilentTokenResult> =>
-    options.acquireTokenSilent(store, {
+    defer?: () => never,
+  ): Promise<SilentTokenResult> => {
+    const machine = options.machineFor?.(store, tokenSignal)
+    return options.acquireTokenSilent(store, {
       authority: identity.authority,
       clientId: identity.clientId,
       scopes: identity.scopes,
       // A claims challenge is met only by a token the authorization server issues now.
       forceRefresh: forceRefresh || claims !== undefined,
       signal: tokenSignal,
-      refresh: options.refreshFor(identity.authority, identity.clientId, store, tokenSignal, {
-        claims,
-        clientCapabilities: options.clientCapabilities,
-      }),
-      machine: options.machineFor?.(store, tokenSignal),
+      refresh:
+        defer ??
+        options.refreshFor(identity.authority, identity.clientId, store, tokenSignal, {
+          claims,
+          clientCapabilities: options.clientCapabilities,
+        }),
+      machine: machine && defer ? { grant: machine.grant, acquire: defer } : machine,
     })
+  }
 
   /** One line and one event per token request, whoever asked for it. */
   const reportRenewal = (expiresAt: number, nextAt: number | undefined): void => {
@@ -171,7 +177,21 @@ export function createDaemonTokens(options: DaemonTokensOptions): DaemonTokens {
     tokenSignal: AbortSignal = signal,
     claims?: string,
   ): Promise<SilentTokenResult> => {
-    const result = await acquire(forceRefresh, tokenSignal, claims)
+    // While the renewer is retrying a failed renewal (the IdP is down), the uploader does not send
+    // refreshes of its own: a fleet's token requests stay one loop per device, and after an outage
+    // they come back spread by the renewers' back-off (issue 17). A token still valid is used; a
+    // 401 or a claims challenge still refreshes at once.
+    const retryAt = renewer.retryAt
+    const defer =
+      retryAt === undefined || forceRefresh || claims !== undefined
+        ? undefined
+        : (): never => {
+            throw new UnavailableError(
+              'the access token is due and its renewal failed; waiting for the next renewal attempt',
+              { retryAfterSeconds: Math.max(1, Math.ceil((retryAt - Date.now()) / 1000)) },
+            )
+          }
+    const result = await acquire(forceRefresh, tokenSignal, claims, defer)
     if (!result.fromCache) reportRenewal(result.expiresAt, renewer.renewedElsewhere(result.expiresAt))
     return result
   }
