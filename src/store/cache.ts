@@ -387,8 +387,13 @@ const STILL_VALID_MS = 30_000
 /**
  * Whether a token whose early refresh failed may still be handed out: it has `minTtlSeconds` left
  * and at least 30 s (a quarter of its lifetime for shorter tokens), enough for the request it is for.
+ *
+ * @param token - the cached token.
+ * @param now - epoch ms.
+ * @param minTtlSeconds - what the caller asked for.
+ * @returns true when it may be handed out.
  */
-function stillValid(token: AccessTokenEntry, now: number, minTtlSeconds: number): boolean {
+export function stillValid(token: AccessTokenEntry, now: number, minTtlSeconds: number): boolean {
   const lifetime = Math.max(0, token.expiresAt - token.obtainedAt)
   return token.expiresAt - now > Math.max(minTtlSeconds * 1000, Math.min(STILL_VALID_MS, lifetime / 4))
 }

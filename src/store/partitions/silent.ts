@@ -28,6 +28,7 @@ import {
   pick,
   result,
   type SilentTokenResult,
+  stillValid,
   tokenEntry,
   usable,
 } from '../cache.js'
@@ -399,13 +400,14 @@ export class TokenCacheEngine {
         throw err
       }
       await this.#putQuietly(key, releasedPartition(partition, this.#now()), leaseVersion)
-      // Only refresh_in asked for this refresh and the token is still good: keep using it.
+      // An early refresh (the margin, refresh_in) failed and the token still has a while to live:
+      // keep using it, as the device store does.
       const now = this.#now()
       if (
         !options.forceRefresh &&
         options.claims === undefined &&
         cached !== undefined &&
-        usable(cached, now, this.#margin, minTtl, false)
+        stillValid(cached, now, minTtl)
       ) {
         return this.#answer(result(cached, true, now, minTtl), partition)
       }

@@ -137,6 +137,27 @@ describe('TokenCacheEngine: freshness (the rules of store/cache.ts)', () => {
   })
 })
 
+describe('TokenCacheEngine: a failed early refresh', () => {
+  test('issue 17: a refresh inside the margin that fails serves the token while it has 30 s left; a forced one or one with less left fails', async () => {
+    const clock = new Clock()
+    const r = refresher(clock)
+    const e = engine(new MemoryTokenCache({ now: clock.read }), clock)
+    await e.saveSignIn(ALICE, tokens(1, T0), ['api'], T0)
+    r.fail(new EdgeTokenError('ERR_UNAVAILABLE', 'idp down'))
+    // Four minutes left of an hour: inside the 5-minute margin.
+    clock.now = T0 + 3_360_000
+    const kept = await e.acquireTokenSilent({ account: ALICE, scopes: ['api'] }, r.refresh)
+    assert.equal(kept.accessToken, 'at-1')
+    await assert.rejects(
+      e.acquireTokenSilent({ account: ALICE, scopes: ['api'], forceRefresh: true }, r.refresh),
+      /idp down/,
+    )
+    clock.now = T0 + 3_580_000
+    await assert.rejects(e.acquireTokenSilent({ account: ALICE, scopes: ['api'] }, r.refresh), /idp down/)
+    assert.equal(r.calls.length, 3)
+  })
+})
+
 describe('TokenCacheEngine: one refresh at a time', () => {
   test('issue 18: 50 concurrent calls for an expired token make one refresh; 50 forced ones too', async () => {
     const clock = new Clock()
