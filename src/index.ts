@@ -44,6 +44,7 @@ export {
   type SignInResult,
   type StartDeviceFlowOptions,
 } from './client/public-client.js'
+export { TokenCacheClient } from './client/token-cache-client.js'
 export * from './errors.js'
 export {
   type CallbackHandler,

@@ -25,6 +25,7 @@ import {
 import type { TokenCache } from '../store/partitions/token-cache.js'
 import { redeemAuthorization, startAuthorization } from './authorization-code.js'
 import { authorityResolver } from './resolver.js'
+import { TokenCacheClient } from './token-cache-client.js'
 
 /** A client secret credential. */
 export interface ClientSecretCredential {
@@ -420,10 +421,9 @@ function partitionId(id: string, resource: string | undefined): string {
  * @see https://www.rfc-editor.org/rfc/rfc6749#section-4.4
  * @see https://learn.microsoft.com/entra/identity-platform/v2-oauth2-on-behalf-of-flow
  */
-export class ConfidentialClient {
+export class ConfidentialClient extends TokenCacheClient {
   readonly #options: Readonly<Omit<ConfidentialClientOptions, 'credential'>>
   readonly #client: OAuthClient
-  readonly #tokens: TokenCacheEngine
   readonly #resolve: (signal?: AbortSignal) => Promise<AuthorizationServer>
 
   /**
@@ -434,21 +434,23 @@ export class ConfidentialClient {
   constructor(options: ConfidentialClientOptions) {
     const parsed = parseAuthority(options.authority)
     const auth = clientAuthFor(options.credential, parsed.kind === 'entra', options.clientId)
+    super(
+      new TokenCacheEngine({
+        cache:
+          options.cache ??
+          new MemoryTokenCache({ maxPartitions: Math.max(1, options.maxCachedTokens ?? 1000) }),
+        authority: options.authority,
+        clientId: options.clientId,
+        timeoutMs: options.timeoutMs,
+        refreshTokenLifetimeSeconds: options.refreshTokenLifetimeSeconds,
+        expiryMarginSeconds: options.minTtlSeconds ?? 300,
+        now: options.now,
+      }),
+    )
     const { credential: _credential, ...rest } = options
     this.#options = Object.freeze(rest)
     this.#resolve = authorityResolver(this.#options)
     this.#client = Object.freeze({ clientId: options.clientId, auth })
-    this.#tokens = new TokenCacheEngine({
-      cache:
-        options.cache ??
-        new MemoryTokenCache({ maxPartitions: Math.max(1, options.maxCachedTokens ?? 1000) }),
-      authority: options.authority,
-      clientId: options.clientId,
-      timeoutMs: options.timeoutMs,
-      refreshTokenLifetimeSeconds: options.refreshTokenLifetimeSeconds,
-      expiryMarginSeconds: options.minTtlSeconds ?? 300,
-      now: options.now,
-    })
   }
 
   /** The authority. */
@@ -495,7 +497,7 @@ export class ConfidentialClient {
     const claims = mergeClaims(options.claims, this.#options.clientCapabilities)
     // A token that answers a claims challenge must come from the server (MSAL skips its cache too).
     const force = options.forceRefresh === true || options.claims !== undefined
-    return this.#tokens.acquireOwnToken('app', id, options.scopes, force, async () => {
+    return this.tokens.acquireOwnToken('app', id, options.scopes, force, async () => {
       const server = await this.resolve(options.signal)
       return clientCredentialsGrant(server, this.#client, {
         scopes: options.scopes,
@@ -527,29 +529,23 @@ export class ConfidentialClient {
   async acquireTokenOnBehalfOf(options: AcquireTokenOnBehalfOfOptions): Promise<TokenSet> {
     // The incoming token is hashed into the key, never stored.
     const id = partitionId(options.assertion, options.resource)
-    return this.#tokens.acquireOwnToken(
-      'obo',
-      id,
-      options.scopes,
-      options.forceRefresh === true,
-      async () => {
-        const server = await this.resolve(options.signal)
-        const common = { signal: options.signal, now: this.#options.now, timeoutMs: this.#options.timeoutMs }
-        if (server.dialect === 'entra') {
-          return onBehalfOfGrant(server, this.#client, {
-            ...common,
-            assertion: options.assertion,
-            scopes: options.scopes,
-          })
-        }
-        return tokenExchangeGrant(server, this.#client, {
+    return this.tokens.acquireOwnToken('obo', id, options.scopes, options.forceRefresh === true, async () => {
+      const server = await this.resolve(options.signal)
+      const common = { signal: options.signal, now: this.#options.now, timeoutMs: this.#options.timeoutMs }
+      if (server.dialect === 'entra') {
+        return onBehalfOfGrant(server, this.#client, {
           ...common,
-          subjectToken: options.assertion,
+          assertion: options.assertion,
           scopes: options.scopes,
-          resource: options.resource,
         })
-      },
-    )
+      }
+      return tokenExchangeGrant(server, this.#client, {
+        ...common,
+        subjectToken: options.assertion,
+        scopes: options.scopes,
+        resource: options.resource,
+      })
+    })
   }
 
   /**
@@ -623,50 +619,8 @@ export class ConfidentialClient {
         timeoutMs: this.#options.timeoutMs,
       },
     )
-    await this.#tokens.saveSignIn(account, tokens, request.scopes, requestedAt)
+    await this.tokens.saveSignIn(account, tokens, request.scopes, requestedAt)
     return { tokens, account }
-  }
-
-  /**
-   * The users signed in through {@link ConfidentialClient.acquireTokenByCode} that the token
-   * cache still holds (with a shared cache: signed in on any instance), including those whose
-   * refresh token was rejected.
-   *
-   * @returns the accounts.
-   * @example
-   * ```ts
-   * const accounts = await app.getAccounts()
-   * ```
-   */
-  getAccounts(): Promise<Account[]> {
-    return this.#tokens.getAccounts()
-  }
-
-  /**
-   * One cached user by account id (what a web app keeps in its session).
-   *
-   * @param id - `Account.id` (Entra ID `uid.utid`, else the id_token `sub`).
-   * @returns the account, or undefined when the cache holds none (never signed in, removed, expired).
-   * @example
-   * ```ts
-   * const account = await app.getAccount(session.accountId)
-   * ```
-   */
-  getAccount(id: string): Promise<Account | undefined> {
-    return this.#tokens.getAccount(id)
-  }
-
-  /**
-   * Forgets a user and their tokens in the token cache (sign-out; nothing is revoked).
-   *
-   * @param account - the account or its id.
-   * @example
-   * ```ts
-   * await app.removeAccount(session.accountId)
-   * ```
-   */
-  removeAccount(account: Account | string): Promise<void> {
-    return this.#tokens.removeAccount(account)
   }
 
   /**
@@ -687,7 +641,7 @@ export class ConfidentialClient {
    * @see https://www.rfc-editor.org/rfc/rfc6749#section-6
    */
   acquireTokenSilent(options: AcquireAccountTokenOptions): Promise<AccountTokenResult> {
-    return this.#tokens.acquireTokenSilent(options, async (refreshToken, scopes, refreshOptions) => {
+    return this.tokens.acquireTokenSilent(options, async (refreshToken, scopes, refreshOptions) => {
       const server = await this.resolve(refreshOptions.signal)
       return refreshTokenGrant(server, this.#client, refreshToken, signInScopes(scopes), {
         claims: mergeClaims(refreshOptions.claims, this.#options.clientCapabilities),
@@ -711,6 +665,6 @@ export class ConfidentialClient {
    * @see https://learn.microsoft.com/entra/msal/node/caching
    */
   clearCache(): Promise<void> {
-    return this.#tokens.clearAppTokens()
+    return this.tokens.clearAppTokens()
   }
 }

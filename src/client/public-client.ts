@@ -27,6 +27,7 @@ import {
 import type { TokenCache } from '../store/partitions/token-cache.js'
 import { redeemAuthorization, startAuthorization } from './authorization-code.js'
 import { authorityResolver } from './resolver.js'
+import { TokenCacheClient } from './token-cache-client.js'
 
 /** Options of {@link PublicClient}. */
 export interface PublicClientOptions {
@@ -147,11 +148,10 @@ export interface AuthorizationRequest {
  * const { tokens, account } = await flow.poll({ signal })
  * ```
  */
-export class PublicClient {
+export class PublicClient extends TokenCacheClient {
   readonly #options: PublicClientOptions
   readonly #client: OAuthClient
   readonly #resolve: (signal?: AbortSignal) => Promise<AuthorizationServer>
-  readonly #tokens: TokenCacheEngine
 
   /**
    * @param options - authority, client id, token cache, metadata cache.
@@ -159,16 +159,18 @@ export class PublicClient {
    */
   constructor(options: PublicClientOptions) {
     parseAuthority(options.authority)
+    super(
+      new TokenCacheEngine({
+        cache: options.cache ?? new MemoryTokenCache(),
+        authority: options.authority,
+        clientId: options.clientId,
+        timeoutMs: options.timeoutMs,
+        refreshTokenLifetimeSeconds: options.refreshTokenLifetimeSeconds,
+      }),
+    )
     this.#options = Object.freeze({ ...options })
     this.#resolve = authorityResolver(this.#options)
     this.#client = Object.freeze({ clientId: options.clientId, auth: { method: 'none' } as const })
-    this.#tokens = new TokenCacheEngine({
-      cache: options.cache ?? new MemoryTokenCache(),
-      authority: options.authority,
-      clientId: options.clientId,
-      timeoutMs: options.timeoutMs,
-      refreshTokenLifetimeSeconds: options.refreshTokenLifetimeSeconds,
-    })
   }
 
   /** The authority this client signs in with. */
@@ -211,7 +213,7 @@ export class PublicClient {
       // The polls took minutes: the request that got the tokens was sent a moment ago.
       const requestedAt = Date.now()
       const account = accountFromTokenSet(server, client.clientId, tokens)
-      await this.#tokens.saveSignIn(account, tokens, scopes, requestedAt)
+      await this.tokens.saveSignIn(account, tokens, scopes, requestedAt)
       return { tokens, account }
     }
     // The device code stays inside `flow` (private); this object only adds poll().
@@ -273,41 +275,8 @@ export class PublicClient {
         timeoutMs: this.#options.timeoutMs,
       },
     )
-    await this.#tokens.saveSignIn(account, tokens, request.scopes, requestedAt)
+    await this.tokens.saveSignIn(account, tokens, request.scopes, requestedAt)
     return { tokens, account }
-  }
-
-  /**
-   * The accounts signed in through this client (by a device flow or an authorization code) that
-   * the token cache still holds, including those whose refresh token was rejected.
-   *
-   * @returns the accounts.
-   * @example
-   * ```ts
-   * const [account] = await client.getAccounts()
-   * ```
-   */
-  getAccounts(): Promise<Account[]> {
-    return this.#tokens.getAccounts()
-  }
-
-  /**
-   * One cached account by its id.
-   *
-   * @param id - `Account.id` (Entra ID `uid.utid`, else the id_token `sub`).
-   * @returns the account, or undefined.
-   */
-  getAccount(id: string): Promise<Account | undefined> {
-    return this.#tokens.getAccount(id)
-  }
-
-  /**
-   * Forgets an account and its tokens in the token cache (nothing is revoked: see {@link PublicClient.revoke}).
-   *
-   * @param account - the account or its id.
-   */
-  removeAccount(account: Account | string): Promise<void> {
-    return this.#tokens.removeAccount(account)
   }
 
   /**
@@ -328,7 +297,7 @@ export class PublicClient {
    * @see https://www.rfc-editor.org/rfc/rfc6749#section-6
    */
   acquireTokenSilent(options: AcquireAccountTokenOptions): Promise<AccountTokenResult> {
-    return this.#tokens.acquireTokenSilent(options, (refreshToken, scopes, { idTokenClaims, ...rest }) =>
+    return this.tokens.acquireTokenSilent(options, (refreshToken, scopes, { idTokenClaims, ...rest }) =>
       this.refresh(refreshToken, signInScopes(scopes), { ...rest, originalIdTokenClaims: idTokenClaims }),
     )
   }
