@@ -7,20 +7,28 @@
 // exactly once and in order, and the totals.
 //
 // Usage: npm run bench -- soak [--minutes 10] [--rate 20] [--node-options="..."|none] [--debug]
-//        node test/bench/bench-soak.mjs [same options] [--cli dist/cli.js]
+//        node test/bench/bench-soak.mjs [same options] [--cli dist/cli.js] [--sample-ms 100] [--trace FILE]
+//          [--node-args="..."]
 //
 // --node-options: the daemon's NODE_OPTIONS (V8 heap limits). Default: what systemd/edgetoken.service
 //   sets, so the figures are those of the shipped unit; `none` runs with node's defaults.
-// MALLOC_ARENA_MAX in this process's environment is passed on to the daemon (glibc malloc arenas).
+// MALLOC_ARENA_MAX (glibc malloc arenas): the unit's, or this process's when set (`none`: glibc's
+//   default, 8 per core).
 // --debug: run the daemon with --debug (a line per batch and per renewal) to compare log volume.
+// --sample-ms: how often RSS is read from /proc, from the daemon's spawn on (default 100): start-up
+//   peaks last a second or two, a 1 s sampling misses most of them. --trace FILE: every sample as
+//   NDJSON (ms since spawn, RSS, anonymous and file-backed RSS in KiB), with the daemon's events
+//   and other stdout lines. --node-args "...": flags on the daemon's node command line, for those
+//   NODE_OPTIONS refuses (e.g. --trace-gc to see the collections in the trace).
 //
 // Everything runs on 127.0.0.1 (IdP, API, broker) and stops after --minutes (1-60). Needs mosquitto
 // and /proc (Linux). The daemon's heap figures come from a 5 s probe loaded into it with --import
-// (process.memoryUsage() written to a pipe); RSS and CPU are read from /proc every second.
+// (process.memoryUsage() written to a pipe); CPU is read from /proc every second, RSS every
+// --sample-ms. The load average is printed with each minute: on a loaded machine CPU % is noisy.
 // The IdP, API and sensor run in this process (through tsx): their CPU is not the daemon's.
 import { spawn } from 'node:child_process'
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { loadavg, tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { parseArgs } from 'node:util'
@@ -34,11 +42,15 @@ const { values } = parseArgs({
     'node-options': { type: 'string' },
     debug: { type: 'boolean', default: false },
     cli: { type: 'string', default: join(root, 'dist', 'cli.js') },
+    'sample-ms': { type: 'string', default: '100' },
+    trace: { type: 'string' },
+    'node-args': { type: 'string', default: '' },
   },
 })
 const minutes = Math.min(60, Math.max(1, Number(values.minutes) || 10))
 const rate = Math.min(200, Math.max(1, Number(values.rate) || 20))
 const cli = resolve(values.cli)
+const sampleMs = Math.min(1000, Math.max(20, Number(values['sample-ms']) || 100))
 if (!existsSync(cli)) {
   console.error(`bench-soak: ${cli} is missing; run 'npm run build' first`)
   process.exit(2)
@@ -48,22 +60,27 @@ if (!existsSync('/proc/self/stat')) {
   process.exit(2)
 }
 
-/** The NODE_OPTIONS of the shipped unit (`Environment="NODE_OPTIONS=..."`), or '' when it sets none. */
-function unitNodeOptions() {
+/** A variable the shipped unit sets (`Environment="NAME=..."` or `Environment=NAME=...`), or undefined. */
+function unitEnvironment(name) {
   const unit = readFileSync(join(root, 'systemd', 'edgetoken.service'), 'utf8')
-  const line = unit.split('\n').find((l) => /^Environment=("?)NODE_OPTIONS=/.test(l))
-  if (!line) return ''
+  const line = unit.split('\n').find((l) => new RegExp(`^Environment=("?)${name}=`).test(l))
+  if (!line) return undefined
   return line
     .replace(/^Environment=/, '')
     .replace(/^"(.*)"$/, '$1')
-    .replace(/^NODE_OPTIONS=/, '')
+    .slice(name.length + 1)
 }
 const heapFlags =
   values['node-options'] === undefined
-    ? unitNodeOptions()
+    ? (unitEnvironment('NODE_OPTIONS') ?? '')
     : values['node-options'] === 'none'
       ? ''
       : values['node-options']
+// glibc's malloc arenas: this process's MALLOC_ARENA_MAX when set (`none`: glibc's default), else the unit's.
+const arenaMax =
+  process.env.MALLOC_ARENA_MAX === 'none'
+    ? undefined
+    : (process.env.MALLOC_ARENA_MAX ?? unitEnvironment('MALLOC_ARENA_MAX'))
 
 register()
 const [{ startTestIdp }, { startTestApi }, { startBroker }, { approveDevice }, { startRecorder }, sensorMod] =
@@ -160,15 +177,50 @@ setInterval(() => {
 }, 5000).unref()
 `,
 )
-const daemon = spawn(process.execPath, [cli, 'run', '--json', ...(values.debug ? ['--debug'] : [])], {
-  env: {
-    ...env,
-    NODE_OPTIONS: `--import=${probe} ${heapFlags}`.trim(),
-    ...(process.env.MALLOC_ARENA_MAX ? { MALLOC_ARENA_MAX: process.env.MALLOC_ARENA_MAX } : {}),
+// --node-args: node/V8 flags on the daemon's command line, for those NODE_OPTIONS refuses (--trace-gc).
+const nodeArgs = values['node-args'].split(' ').filter(Boolean)
+const daemon = spawn(
+  process.execPath,
+  [...nodeArgs, cli, 'run', '--json', ...(values.debug ? ['--debug'] : [])],
+  {
+    env: {
+      ...env,
+      NODE_OPTIONS: `--import=${probe} ${heapFlags}`.trim(),
+      ...(arenaMax ? { MALLOC_ARENA_MAX: arenaMax } : {}),
+    },
+    stdio: ['ignore', 'pipe', 'pipe', 'pipe'],
   },
-  stdio: ['ignore', 'pipe', 'pipe', 'pipe'],
-})
+)
+const spawnedAt = Date.now()
 const exited = new Promise((r) => daemon.on('exit', (code, signal) => r({ code, signal })))
+
+/** RSS of the daemon (KiB) from /proc/PID/status: total, anonymous (private heap) and file-backed. */
+function rssOf(pid) {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8')
+  const kib = (name) => Number(new RegExp(`^${name}:\\s+(\\d+)`, 'm').exec(status)?.[1] ?? Number.NaN)
+  return { rssKiB: kib('VmRSS'), anonKiB: kib('RssAnon'), fileKiB: kib('RssFile') }
+}
+// Fine-grained RSS sampling from the spawn on: the peaks over the whole run, the first minute
+// (counted from the spawn, start-up included) and the running minute (reset by the minute rows).
+const fine = { peakKiB: 0, firstMinuteKiB: 0, minuteKiB: 0, minuteAnonKiB: 0, peakAtMs: 0 }
+const trace = []
+const sampler = setInterval(() => {
+  let s
+  try {
+    s = rssOf(daemon.pid)
+  } catch {
+    return // exited
+  }
+  const t = Date.now() - spawnedAt
+  if (s.rssKiB > fine.peakKiB) {
+    fine.peakKiB = s.rssKiB
+    fine.peakAtMs = t
+  }
+  if (t < 60_000) fine.firstMinuteKiB = Math.max(fine.firstMinuteKiB, s.rssKiB)
+  fine.minuteKiB = Math.max(fine.minuteKiB, s.rssKiB)
+  fine.minuteAnonKiB = Math.max(fine.minuteAnonKiB, s.anonKiB)
+  if (values.trace) trace.push({ t, ...s })
+}, sampleMs)
 let early
 exited.then((e) => {
   early = e
@@ -194,8 +246,10 @@ lines(daemon.stderr, (line) => stderrLines.push({ at: Date.now(), line }))
 lines(daemon.stdout, (line) => {
   try {
     events.push({ at: Date.now(), ...JSON.parse(line) })
+    if (values.trace) trace.push({ t: Date.now() - spawnedAt, event: events.at(-1).event })
   } catch {
-    // not an event
+    // not an event (e.g. V8's --trace-gc lines, kept in the trace)
+    if (values.trace) trace.push({ t: Date.now() - spawnedAt, stdout: line })
   }
 })
 lines(daemon.stdio[3], (line) => {
@@ -326,8 +380,9 @@ try {
       const uploaded = events.filter((e) => e.event === 'uploaded').reduce((n, e) => n + e.records, 0)
       const row = {
         minute: perMinute.length + 1,
-        rssMiB: minutePeakRss / 1024,
-        anonMiB: minutePeakAnon / 1024,
+        // The first row's peak includes the start-up (sampled from the spawn on).
+        rssMiB: Math.max(minutePeakRss, fine.minuteKiB) / 1024,
+        anonMiB: Math.max(minutePeakAnon, fine.minuteAnonKiB) / 1024,
         heapUsedMiB: heap.heapUsed / 2 ** 20,
         heapTotalMiB: minutePeakHeap / 2 ** 20,
         cpu: ((s.cpuS - minuteStart.cpuS) / ((Date.now() - minuteStart.t) / 1000)) * 100,
@@ -339,12 +394,14 @@ try {
       if (perMinute.length === 1) {
         console.log(`node ${process.version}, ${process.platform}/${process.arch}; ${cli}`)
         console.log(
-          `daemon NODE_OPTIONS: ${heapFlags || '(none: node defaults)'}${values.debug ? '; --debug' : ''}; ${rate} readings/s, send every 30 s, 503 20 s of 90, 401 every 5 min, broker restart at ${minutes / 2} min`,
+          `daemon NODE_OPTIONS: ${heapFlags || '(none: node defaults)'}; MALLOC_ARENA_MAX ${arenaMax ?? '(glibc default)'}${nodeArgs.length > 0 ? `; node ${nodeArgs.join(' ')}` : ''}${values.debug ? '; --debug' : ''}; ${rate} readings/s, send every 30 s, 503 20 s of 90, 401 every 5 min, broker restart at ${minutes / 2} min`,
         )
-        console.log('min  peak RSS (private)  heap used/total  CPU %  log lines  renewals  records uploaded')
+        console.log(
+          'min  peak RSS (private)  heap used/total  CPU %  log lines  renewals  records uploaded  load (1 min)',
+        )
       }
       console.log(
-        `${String(row.minute).padStart(3)}  ${row.rssMiB.toFixed(1).padStart(6)} (${row.anonMiB.toFixed(1).padStart(5)}) MiB  ${row.heapUsedMiB.toFixed(1).padStart(5)}/${row.heapTotalMiB.toFixed(1).padEnd(5)} MiB  ${row.cpu.toFixed(1).padStart(5)}  ${String(row.lines).padStart(9)}  ${String(row.renewals).padStart(8)}  ${String(row.uploaded).padStart(16)}`,
+        `${String(row.minute).padStart(3)}  ${row.rssMiB.toFixed(1).padStart(6)} (${row.anonMiB.toFixed(1).padStart(5)}) MiB  ${row.heapUsedMiB.toFixed(1).padStart(5)}/${row.heapTotalMiB.toFixed(1).padEnd(5)} MiB  ${row.cpu.toFixed(1).padStart(5)}  ${String(row.lines).padStart(9)}  ${String(row.renewals).padStart(8)}  ${String(row.uploaded).padStart(16)}  ${loadavg()[0].toFixed(2).padStart(12)}`,
       )
       lastLineCount = lineCount
       lastRenewed = renewed
@@ -352,6 +409,8 @@ try {
       minuteStart = { t: Date.now(), ...s }
       minutePeakRss = s.rssKiB
       minutePeakAnon = s.anonKiB
+      fine.minuteKiB = s.rssKiB
+      fine.minuteAnonKiB = s.anonKiB
       minutePeakHeap = 0
     }
   }
@@ -387,7 +446,12 @@ try {
   console.log(`after ${elapsedMin.toFixed(1)} min:`)
   console.log(`  MQTT readings delivered ${check('soak', published)}; send records ${check('send', sent)}`)
   console.log(
-    `  peak RSS ${(peakRss / 1024).toFixed(1)} MiB (goal <= 90); CPU ${cpuMean.toFixed(1)}% of one core (incl. the drain)`,
+    `  peak RSS ${(Math.max(peakRss, fine.peakKiB) / 1024).toFixed(1)} MiB (goal <= 90) at ${(fine.peakAtMs / 1000).toFixed(1)} s, first minute from the spawn ${(fine.firstMinuteKiB / 1024).toFixed(1)} MiB (sampled every ${sampleMs} ms); CPU ${cpuMean.toFixed(1)}% of one core (incl. the drain)`,
+  )
+  console.log(
+    `  load average ${loadavg()
+      .map((l) => l.toFixed(2))
+      .join(' ')} (2-core machine: above 2 the daemon waits for a core)`,
   )
   console.log(
     `  ${stderrLines.length} log lines (${mean('lines').toFixed(1)}/min; after the first minute ${steadyLines.toFixed(1)}/min, ~${Math.round(steadyLines * 1440)}/day), ${renewals} renewals, ${outages.length} API outages, ${sendFailures} failed sends`,
@@ -406,6 +470,8 @@ try {
   }
 } finally {
   clearInterval(sendEvery)
+  clearInterval(sampler)
+  if (values.trace) writeFileSync(values.trace, `${trace.map((r) => JSON.stringify(r)).join('\n')}\n`)
   for (const s of sensors) await s.close().catch(() => {})
   daemon.kill('SIGTERM')
   await Promise.race([exited, sleep(15_000)])

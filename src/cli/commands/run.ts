@@ -2,6 +2,7 @@
  * `edgetoken run`: the agent daemon ({@link runDaemon}): silent renewal ahead of expiry, MQTT
  * ingest, the upload loop, systemd notifications, until SIGTERM.
  */
+import { keepWasmOnBaselineCompiler } from '../../agent/daemon/daemon-memory.js'
 import { loadConfig } from '../../config/load.js'
 import { EdgeTokenError } from '../../errors.js'
 import type { CommandContext, CommandModule } from '../context.js'
@@ -47,6 +48,9 @@ Options:
 Exit codes: 0 stopped by a signal, 2 usage/config, 6 token store unreadable, 1 internal error.`
 
 async function run(ctx: CommandContext): Promise<number> {
+  // Before anything can load undici: optimizing its WebAssembly HTTP parser, after the first
+  // upload, was a 30-35 MiB RSS peak outside the JS heap (daemon-memory.ts).
+  keepWasmOnBaselineCompiler()
   if (ctx.args.length > 0)
     throw new EdgeTokenError('ERR_USAGE', `run takes no arguments (got '${ctx.args[0]}')`)
   const config = await loadConfig({ options: ctx.options, env: ctx.env })
