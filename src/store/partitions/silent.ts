@@ -59,6 +59,8 @@ import {
 export const LEASE_POLL_FIRST_MS = 25
 /** Longest wait between two looks at a leased partition, ms. */
 export const LEASE_POLL_MAX_MS = 500
+/** Most account ids whose partition key is remembered (past it, the memory starts over). */
+const MAX_REMEMBERED_KEYS = 10_000
 /** How many times an app or on-behalf-of token is put again after a concurrent change. */
 const PUT_ATTEMPTS = 3
 
@@ -172,6 +174,7 @@ export class TokenCacheEngine {
   readonly #cache: TokenCache
   readonly #owner = randomBytes(12).toString('base64url')
   readonly #flights = new Map<string, Flight>()
+  readonly #keys = new Map<string, string>()
   readonly #leaseMs: number
   readonly #lifetimeSeconds: number
   readonly #margin: number
@@ -196,7 +199,15 @@ export class TokenCacheEngine {
   }
 
   #accountKey(account: Account | string): string {
-    return partitionKey(this.app, 'account', typeof account === 'string' ? account : account.id)
+    const id = typeof account === 'string' ? account : account.id
+    // A hit must not pay a SHA-256 per call: the keys of recent accounts are kept (bounded).
+    let key = this.#keys.get(id)
+    if (key === undefined) {
+      key = partitionKey(this.app, 'account', id)
+      if (this.#keys.size >= MAX_REMEMBERED_KEYS) this.#keys.clear()
+      this.#keys.set(id, key)
+    }
+    return key
   }
 
   /**
