@@ -154,7 +154,7 @@ export class Uploader {
           lastStatus = outcome.status
           // Retrying will not fix a wrong endpoint or scope: stop now, the spool intact.
           if (outcome.endpoint) throw outcome.error
-          const delayMs = retryDelayMs({
+          let delayMs = retryDelayMs({
             attempt,
             failingForMs: waited,
             retryAfterMs: outcome.retryAfterMs,
@@ -162,6 +162,10 @@ export class Uploader {
             capMs: this.#settings.capMs,
             random: this.#settings.random,
           })
+          // The spread is for fleets; it must not cost a one-shot upload the try that the server's
+          // own Retry-After (or the first back-off step) still leaves room for within the budget.
+          const least = outcome.retryAfterMs ?? 0
+          if (waited + delayMs > maxWaitMs && waited + least <= maxWaitMs) delayMs = maxWaitMs - waited
           if (attempt >= maxRetries || waited + delayMs > maxWaitMs) throw outcome.error
           this.#reportRetry(batch, attempt, delayMs, outcome)
           await this.#settings.sleep(delayMs, options.signal)

@@ -186,6 +186,27 @@ describe('uploader: endpoint errors, token per batch, quiet idle loop', () => {
     assert.equal((await spool.stats()).pending, 5)
   })
 
+  test('drain: a Retry-After that fits the wait budget is waited out even when its spread would not fit (RFC 9110 §10.2.3)', async (t) => {
+    let asked = 0
+    const { spool, uploader, sleeps } = await setup(t, {
+      // The largest spread: 25 s + 12.5 s would pass the 30 s budget.
+      random: () => 0.999,
+      getAccessToken: async () => {
+        asked += 1
+        if (asked === 1) {
+          throw new UnavailableError('token request: the IdP answered 503', {
+            status: 503,
+            retryAfterSeconds: 25,
+          })
+        }
+        return idp.signAccessToken()
+      },
+    })
+    await spool.append(recs(0, 5))
+    assert.equal((await uploader.drain({ maxWaitMs: 30_000 })).delivered, 5)
+    assert.deepEqual(sleeps, [30_000], 'not before the Retry-After, not past the budget')
+  })
+
   test('a token renewed elsewhere is used for the next batch: no 401 across a renewal', async (t) => {
     // The store: what the daemon's renewal timer keeps fresh. The uploader only reads it.
     let stored = await idp.signAccessToken()
