@@ -17,6 +17,7 @@ import { join } from 'node:path'
 import { createServer as createTlsServer } from 'node:tls'
 import { promisify } from 'node:util'
 import type { IClientOptions } from 'mqtt'
+import { reapWithProcess } from './reap.js'
 import { createTestPki } from './tls.js'
 
 const run = promisify(execFile)
@@ -57,33 +58,6 @@ export interface TestBroker {
 
 const READY_TIMEOUT_MS = 10_000
 const STOP_GRACE_MS = 5_000
-
-/** Every mosquitto child still alive, so a crashing test process does not leave one behind. */
-const live = new Set<ChildProcess>()
-let hooked = false
-
-function killAllSync(): void {
-  for (const child of live) child.kill('SIGKILL')
-  live.clear()
-}
-
-function hookProcessExit(): void {
-  if (hooked) return
-  hooked = true
-  process.on('exit', killAllSync)
-  // node:test kills a timed-out test file with SIGTERM, which skips 'exit' handlers: clean up, then
-  // re-raise so the process still dies of the signal, unless someone else handles it.
-  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
-    const onSignal = () => {
-      killAllSync()
-      if (process.listenerCount(signal) === 1) {
-        process.removeListener(signal, onSignal)
-        process.kill(process.pid, signal)
-      }
-    }
-    process.on(signal, onSignal)
-  }
-}
 
 /**
  * Finds a free TCP port on 127.0.0.1 (mosquitto cannot listen on port 0).
@@ -157,7 +131,6 @@ function mosquittoEngine(bin: string, dir: string, configLines: (port: number) =
     async start(port) {
       const configFile = join(dir, 'mosquitto.conf')
       await writeFile(configFile, `${configLines(port).join('\n')}\n`)
-      hookProcessExit()
       // setpriv --pdeathsig: the broker dies with this process even if it is SIGKILLed.
       const setpriv = existsSync('/usr/bin/setpriv') ? '/usr/bin/setpriv' : undefined
       const proc = setpriv
@@ -165,8 +138,7 @@ function mosquittoEngine(bin: string, dir: string, configLines: (port: number) =
             stdio: ['ignore', 'ignore', 'pipe'],
           })
         : spawn(bin, ['-c', configFile], { stdio: ['ignore', 'ignore', 'pipe'] })
-      live.add(proc)
-      proc.once('exit', () => live.delete(proc))
+      reapWithProcess(proc)
       child = proc
       // Keep only the tail of the log for error messages; the pipe must be drained or mosquitto blocks.
       let log = ''

@@ -14,6 +14,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { freePort } from './net.js'
+import { reapWithProcess } from './reap.js'
 
 const run = promisify(execFile)
 
@@ -51,33 +52,6 @@ export interface TestRedis {
 
 const READY_TIMEOUT_MS = 10_000
 const STOP_GRACE_MS = 5_000
-
-/** Every redis-server child still alive, so a crashing test process does not leave one behind. */
-const live = new Set<ChildProcess>()
-let hooked = false
-
-function killAllSync(): void {
-  for (const child of live) child.kill('SIGKILL')
-  live.clear()
-}
-
-function hookProcessExit(): void {
-  if (hooked) return
-  hooked = true
-  process.on('exit', killAllSync)
-  // node:test kills a timed-out test file with SIGTERM, which skips 'exit' handlers: clean up, then
-  // re-raise so the process still dies of the signal, unless someone else handles it.
-  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
-    const onSignal = () => {
-      killAllSync()
-      if (process.listenerCount(signal) === 1) {
-        process.removeListener(signal, onSignal)
-        process.kill(process.pid, signal)
-      }
-    }
-    process.on(signal, onSignal)
-  }
-}
 
 /**
  * The redis-server binary, or undefined when it is not installed.
@@ -117,7 +91,6 @@ export async function startRedis(options: RedisOptions = {}): Promise<TestRedis>
   let child: ChildProcess | undefined
 
   const launch = async (port: number) => {
-    hookProcessExit()
     const args = [
       '--port',
       String(port),
@@ -139,8 +112,7 @@ export async function startRedis(options: RedisOptions = {}): Promise<TestRedis>
           stdio: ['ignore', 'pipe', 'pipe'],
         })
       : spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] })
-    live.add(proc)
-    proc.once('exit', () => live.delete(proc))
+    reapWithProcess(proc)
     child = proc
     // Keep only the log's tail for error messages; the pipes must be drained or the server blocks.
     let log = ''
