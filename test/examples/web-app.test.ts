@@ -305,6 +305,10 @@ describe('issue 18 example web app, two processes sharing one redis-server', () 
     assert.equal(asFrank.retryAfter, '5')
     assertClean(asFrank.text, idp)
     assert.equal(idp.refreshes, refreshes, 'nothing refreshed while the cache cannot record it')
+    // The app's log line comes over its stderr pipe, which may trail the HTTP answer a little.
+    for (let i = 0; i < 100 && !/GET \/telemetry: 503 ERR_CACHE_UNAVAILABLE/.test(one.stderr); i++) {
+      await sleep(20)
+    }
     assert.match(one.stderr, /GET \/telemetry: 503 ERR_CACHE_UNAVAILABLE/)
 
     // The other instance never saw Erin's session: a clean 503 as well, not a hang or a crash.
